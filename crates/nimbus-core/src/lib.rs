@@ -1,0 +1,19 @@
+//! Nimbus domain types and rules: what a function, a version and an alias are, which names and
+//! values are valid, and the limits Lambda users expect. This crate does no I/O.
+
+mod error;
+mod function;
+mod limits;
+mod names;
+mod runtime;
+
+pub use error::CoreError;
+pub use function::{
+    Alias, AliasRouting, FunctionConfig, FunctionVersion, LogFormat, VersionId, LATEST,
+};
+pub use limits::Limits;
+pub use names::{
+    validate_alias_name, validate_function_name, validate_handler, validate_env_key,
+    FunctionRef, Qualifier, ACCOUNT_ID, REGION,
+};
+pub use runtime::Runtime;
