@@ -1,0 +1,648 @@
+/**
+ * Nimbus built-in Node.js runtime bootstrap.
+ *
+ * Run inside each function sandbox as `node /var/runtime/bootstrap.js`
+ * (CommonJS). It speaks the AWS Lambda Runtime API (2018-06-01) with Node's
+ * standard library only and reproduces the behaviour of AWS's Node.js runtime
+ * (aws-lambda-nodejs-runtime-interface-client): handler resolution for
+ * CommonJS and ES modules, async / callback / context.succeed handlers,
+ * callbackWaitsForEmptyEventLoop, the context object, console patching and
+ * the error shapes.
+ *
+ * Performance notes: the Runtime API client is a minimal HTTP/1.1 client over
+ * one persistent `net` socket (Node's `http` client costs several times more
+ * per request). While no request is in flight the socket is unref'd so the
+ * event loop can drain and `beforeExit` can fire, which is how AWS implements
+ * callbackWaitsForEmptyEventLoop and "handler never called back".
+ */
+
+'use strict';
+
+const net = require('net');
+const util = require('util');
+const path = require('path');
+const fs = require('fs');
+
+const API_PREFIX = '/2018-06-01/runtime/';
+const ERROR_TYPE_HEADER = 'Lambda-Runtime-Function-Error-Type';
+const REQUEST_ID_SYMBOL = Symbol.for('aws.lambda.runtime.requestId');
+
+/* ------------------------------------------------------------------------ */
+/* Errors (same classes and shapes as AWS's runtime)                         */
+/* ------------------------------------------------------------------------ */
+
+class ImportModuleError extends Error {}
+class HandlerNotFound extends Error {}
+class MalformedHandlerName extends Error {}
+class UserCodeSyntaxError extends Error {}
+class UnhandledPromiseRejection extends Error {
+  constructor(reason, promise) {
+    super(reason);
+    this.reason = reason;
+    this.promise = promise;
+  }
+}
+class NodeJsExit extends Error {
+  constructor() {
+    super(
+      'The Lambda runtime client detected an unexpected Node.js exit code. This is most commonly ' +
+        'caused by a Promise that was never settled. For more information, see ' +
+        'https://nodejs.org/docs/latest/api/process.html#exit-codes',
+    );
+  }
+}
+for (const E of [ImportModuleError, HandlerNotFound, MalformedHandlerName, UserCodeSyntaxError, UnhandledPromiseRejection, NodeJsExit]) {
+  E.prototype.name = `Runtime.${E.name}`;
+}
+
+function isErrorLike(obj) {
+  return !!(
+    obj &&
+    obj.name &&
+    obj.message &&
+    obj.stack &&
+    typeof obj.name === 'string' &&
+    typeof obj.message === 'string' &&
+    typeof obj.stack === 'string'
+  );
+}
+
+/** Body posted to /invocation/{id}/error and /init/error. */
+function toRapidResponse(error) {
+  try {
+    if (util.types.isNativeError(error) || isErrorLike(error)) {
+      return {
+        errorType: error.name,
+        errorMessage: error.message,
+        trace: typeof error.stack === 'string' ? error.stack.split('\n') : [],
+      };
+    }
+    return { errorType: typeof error, errorMessage: String(error), trace: [] };
+  } catch (_e) {
+    return {
+      errorType: 'handled',
+      errorMessage:
+        'callback called with Error argument, but there was a problem while retrieving one or more of its message, name, and stack',
+      trace: [],
+    };
+  }
+}
+
+function withEnumerableProperties(error) {
+  if (error instanceof Error) {
+    const ret = Object.assign({ errorType: error.name, errorMessage: error.message, code: error.code }, error);
+    if (typeof error.stack === 'string') ret.stack = error.stack.split('\n');
+    return ret;
+  }
+  return error;
+}
+
+/** The "\t{json}" suffix AWS prints after "Invoke Error" and friends. */
+function toFormatted(error) {
+  try {
+    return '\t' + JSON.stringify(error, (_k, v) => withEnumerableProperties(v));
+  } catch (_e) {
+    return '\t' + JSON.stringify(toRapidResponse(error));
+  }
+}
+
+function intoError(err) {
+  return err instanceof Error ? err : new Error(err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Console: `${ISO time}\t${requestId}\t${LEVEL}\t${message}`, one line each  */
+/* ------------------------------------------------------------------------ */
+
+function patchConsole() {
+  const levels = {
+    TRACE: 1,
+    DEBUG: 2,
+    INFO: 3,
+    WARN: 4,
+    ERROR: 5,
+    FATAL: 6,
+  };
+  const envLevel = (process.env.AWS_LAMBDA_LOG_LEVEL || '').toUpperCase();
+  const min = levels[envLevel] || levels.TRACE;
+  const out = process.stdout;
+  const nop = () => {};
+  const make = (name) => {
+    if (levels[name] < min) return nop;
+    const tag = '\t' + name + '\t';
+    return function (message, ...params) {
+      let line = new Date().toISOString() + '\t' + globalThis[REQUEST_ID_SYMBOL] + tag + util.format(message, ...params);
+      if (line.indexOf('\n') !== -1) line = line.replace(/\n/g, '\r');
+      out.write(line + '\n');
+    };
+  };
+  console.trace = make('TRACE');
+  console.debug = make('DEBUG');
+  console.info = make('INFO');
+  console.log = console.info;
+  console.warn = make('WARN');
+  console.error = make('ERROR');
+  console.fatal = make('FATAL');
+}
+
+function logError(msg, err) {
+  console.error(msg, toFormatted(intoError(err)));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Runtime API client: minimal HTTP/1.1 over one persistent socket           */
+/* ------------------------------------------------------------------------ */
+
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+
+class RuntimeClient {
+  constructor(hostPort) {
+    const i = hostPort.lastIndexOf(':');
+    this.host = (i >= 0 ? hostPort.slice(0, i) : hostPort).replace(/^\[|\]$/g, '') || '127.0.0.1';
+    this.port = i >= 0 ? parseInt(hostPort.slice(i + 1), 10) : 80;
+    this.hostHeader = hostPort;
+    this.sock = null;
+    this.buf = null; // unparsed bytes
+    this.pending = null; // { resolve, reject, data, retried, got }
+    this.head = null; // parsed head of the response being read
+  }
+
+  _connect() {
+    const s = net.connect({ host: this.host, port: this.port, noDelay: true });
+    s.on('data', (d) => this._onData(d));
+    s.on('error', (e) => this._onClose(e));
+    s.on('close', () => this._onClose(null));
+    this.sock = s;
+    this.buf = null;
+    this.head = null;
+  }
+
+  request(method, reqPath, body, extraHeaders) {
+    let data;
+    if (body === undefined) {
+      data = `${method} ${reqPath} HTTP/1.1\r\nHost: ${this.hostHeader}\r\n\r\n`;
+    } else {
+      data =
+        `${method} ${reqPath} HTTP/1.1\r\nHost: ${this.hostHeader}\r\nContent-Type: application/json\r\n` +
+        (extraHeaders || '') +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n` +
+        body;
+    }
+    return new Promise((resolve, reject) => {
+      this.pending = { resolve, reject, data, retried: false, got: false };
+      this._send();
+    });
+  }
+
+  _send() {
+    if (this.sock === null) this._connect();
+    this.sock.ref();
+    this.sock.write(this.pending.data);
+  }
+
+  _onClose(err) {
+    const s = this.sock;
+    if (s === null) return;
+    this.sock = null;
+    s.destroy();
+    const p = this.pending;
+    if (p === null) return;
+    if (!p.got && !p.retried) {
+      // Stale kept-alive connection: nothing received, resend once.
+      p.retried = true;
+      this._send();
+      return;
+    }
+    this.pending = null;
+    p.reject(err || new Error('Runtime API closed the connection'));
+  }
+
+  _onData(d) {
+    const p = this.pending;
+    if (p !== null) p.got = true;
+    this.buf = this.buf === null ? d : Buffer.concat([this.buf, d]);
+    for (;;) {
+      if (this.head === null) {
+        const end = this.buf.indexOf(CRLFCRLF);
+        if (end < 0) return;
+        const lines = this.buf.latin1Slice(0, end).split('\r\n');
+        const headers = {};
+        for (let i = 1; i < lines.length; i++) {
+          const line = lines[i];
+          const c = line.indexOf(':');
+          if (c > 0) headers[line.slice(0, c).trim().toLowerCase()] = line.slice(c + 1).trim();
+        }
+        const status = parseInt(lines[0].slice(9, 12), 10);
+        const cl = headers['content-length'];
+        this.head = {
+          status,
+          headers,
+          length: cl !== undefined ? parseInt(cl, 10) : -1,
+          chunked: cl === undefined && /chunked/i.test(headers['transfer-encoding'] || ''),
+          close: (headers.connection || '').toLowerCase() === 'close' || lines[0].startsWith('HTTP/1.0'),
+        };
+        this.buf = this.buf.subarray(end + 4);
+        if (!this.head.chunked && this.head.length < 0) {
+          this.head.length = status === 204 || status === 304 || status < 200 ? 0 : -2; // -2: until close
+        }
+      }
+      const h = this.head;
+      let body;
+      if (h.chunked) {
+        body = this._takeChunked();
+        if (body === null) return;
+      } else if (h.length >= 0) {
+        if (this.buf.length < h.length) return;
+        body = this.buf.subarray(0, h.length);
+        this.buf = this.buf.subarray(h.length);
+      } else {
+        return; // read until close: not used by the Runtime API
+      }
+      this.head = null;
+      if (this.buf.length === 0) this.buf = null;
+      if (h.close) {
+        const s = this.sock;
+        this.sock = null;
+        if (s) s.destroy();
+      } else if (this.sock) {
+        this.sock.unref(); // idle: let the event loop drain (beforeExit)
+      }
+      const cur = this.pending;
+      this.pending = null;
+      if (cur) cur.resolve({ status: h.status, headers: h.headers, body });
+      if (this.buf === null) return;
+    }
+  }
+
+  _takeChunked() {
+    const parts = [];
+    let off = 0;
+    const buf = this.buf;
+    for (;;) {
+      const eol = buf.indexOf('\r\n', off);
+      if (eol < 0) return null;
+      const size = parseInt(buf.latin1Slice(off, eol).split(';')[0], 16);
+      if (size === 0) {
+        // trailers until empty line
+        let t = eol + 2;
+        for (;;) {
+          const e2 = buf.indexOf('\r\n', t);
+          if (e2 < 0) return null;
+          if (e2 === t) {
+            this.buf = buf.subarray(e2 + 2);
+            return Buffer.concat(parts);
+          }
+          t = e2 + 2;
+        }
+      }
+      if (buf.length < eol + 2 + size + 2) return null;
+      parts.push(buf.subarray(eol + 2, eol + 2 + size));
+      off = eol + 2 + size + 2;
+    }
+  }
+
+  async next() {
+    const res = await this.request('GET', API_PREFIX + 'invocation/next');
+    if (res.status !== 200) {
+      throw new Error(`Runtime API /next returned ${res.status}: ${res.body.toString('utf8', 0, 500)}`);
+    }
+    return res;
+  }
+
+  async postResponse(id, bodyString) {
+    const res = await this.request('POST', API_PREFIX + 'invocation/' + encodeURIComponent(id) + '/response', bodyString);
+    checkPost(res, 'response');
+  }
+
+  async postError(id, error) {
+    const response = toRapidResponse(error);
+    const res = await this.request(
+      'POST',
+      API_PREFIX + 'invocation/' + encodeURIComponent(id) + '/error',
+      JSON.stringify(response),
+      `${ERROR_TYPE_HEADER}: ${headerValue(response.errorType)}\r\n`,
+    );
+    checkPost(res, 'error');
+  }
+
+  async postInitError(error) {
+    const response = toRapidResponse(error);
+    const res = await this.request(
+      'POST',
+      API_PREFIX + 'init/error',
+      JSON.stringify(response),
+      `${ERROR_TYPE_HEADER}: ${headerValue(response.errorType)}\r\n`,
+    );
+    checkPost(res, 'init error');
+  }
+}
+
+function headerValue(s) {
+  return String(s).replace(/[^\x20-\x7e]/g, '?');
+}
+
+function checkPost(res, what) {
+  if (res.status >= 200 && res.status < 300) return;
+  process.stderr.write(
+    `[nimbus] Runtime API rejected the ${what}: HTTP ${res.status} ${res.body.toString('utf8', 0, 500)}\n`,
+  );
+  if (res.status >= 500) process.exit(1); // AWS: non-recoverable state, exit
+}
+
+/* ------------------------------------------------------------------------ */
+/* Handler loading (same rules as AWS's UserFunction.js)                     */
+/* ------------------------------------------------------------------------ */
+
+function hasPackageJsonTypeModule(folder) {
+  for (;;) {
+    if (folder.endsWith('/node_modules')) return false;
+    const pj = path.join(folder, 'package.json');
+    if (fs.existsSync(pj)) {
+      try {
+        const pkg = JSON.parse(fs.readFileSync(pj, 'utf8'));
+        if (pkg) return pkg.type === 'module';
+      } catch (e) {
+        console.warn(`${pj} cannot be read, it will be ignored for ES module detection purposes.`, e);
+        return false;
+      }
+    }
+    if (folder === '/' || folder === path.dirname(folder)) return false;
+    folder = path.dirname(folder);
+  }
+}
+
+function tryRequire(file) {
+  if (!fs.existsSync(file)) return undefined;
+  try {
+    return require(file);
+  } catch (e) {
+    // An ES module reached through require(): load it with import().
+    if (e && e.code === 'ERR_REQUIRE_ESM') return tryImport(file);
+    throw e;
+  }
+}
+
+async function tryImport(file) {
+  if (!fs.existsSync(file)) return undefined;
+  const { pathToFileURL } = require('url');
+  return await import(pathToFileURL(file).href);
+}
+
+async function loadModule(appRoot, moduleRoot, module) {
+  const lambdaStylePath = path.resolve(appRoot, moduleRoot, module);
+  const extensionless = await tryRequire(lambdaStylePath);
+  if (extensionless) return extensionless;
+  const pjHasModule = hasPackageJsonTypeModule(path.dirname(lambdaStylePath));
+  if (!pjHasModule) {
+    const loaded = await tryRequire(lambdaStylePath + '.js');
+    if (loaded) return loaded;
+  }
+  const loaded =
+    (pjHasModule && (await tryImport(lambdaStylePath + '.js'))) ||
+    (await tryImport(lambdaStylePath + '.mjs')) ||
+    (await tryRequire(lambdaStylePath + '.cjs'));
+  if (loaded) return loaded;
+  // Node-style resolution (node_modules, directories with index.js, ...).
+  const nodeStylePath = require.resolve(module, { paths: [appRoot, moduleRoot] });
+  return require(nodeStylePath);
+}
+
+async function loadHandler(appRoot, fullHandlerString) {
+  if (fullHandlerString.includes('..')) {
+    throw new MalformedHandlerName(
+      `'${fullHandlerString}' is not a valid handler name. Use absolute paths when specifying root directories in handler names.`,
+    );
+  }
+  const handlerString = path.basename(fullHandlerString);
+  const moduleRoot = fullHandlerString.substring(0, fullHandlerString.indexOf(handlerString));
+  const match = handlerString.match(/^([^.]*)\.(.*)$/);
+  if (!match || match.length !== 3) throw new MalformedHandlerName('Bad handler');
+  const [, module, handlerPath] = match;
+
+  let app;
+  try {
+    app = await loadModule(appRoot, moduleRoot, module);
+  } catch (e) {
+    if (e instanceof SyntaxError) throw new UserCodeSyntaxError(e);
+    if (e && e.code === 'MODULE_NOT_FOUND') throw new ImportModuleError(e);
+    throw e;
+  }
+  const fn = handlerPath.split('.').reduce((obj, key) => obj && obj[key], app);
+  if (!fn) throw new HandlerNotFound(`${fullHandlerString} is undefined or not exported`);
+  if (typeof fn !== 'function') throw new HandlerNotFound(`${fullHandlerString} is not a function`);
+  return fn;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Invoke loop                                                               */
+/* ------------------------------------------------------------------------ */
+
+const env = process.env;
+const STATIC_CONTEXT = {
+  functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
+  functionName: env.AWS_LAMBDA_FUNCTION_NAME,
+  memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+  logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
+  logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
+};
+
+// A single replaceable 'beforeExit' action, as in AWS's BeforeExitListener.
+const noop = () => {};
+let beforeExitAction = noop;
+process.on('beforeExit', () => beforeExitAction());
+
+function isPromise(obj) {
+  return obj && obj.then && typeof obj.then === 'function';
+}
+
+function parseJsonHeader(value, name) {
+  if (value === undefined) return undefined;
+  try {
+    return JSON.parse(value);
+  } catch (err) {
+    throw new Error(`Cannot parse ${name} as json: ${err.toString()}`);
+  }
+}
+
+function serialize(result) {
+  return JSON.stringify(result === undefined ? null : result);
+}
+
+class Runtime {
+  constructor(client, handler) {
+    this.client = client;
+    this.handler = handler;
+    this.isAsync = handler.constructor && handler.constructor.name === 'AsyncFunction';
+    this.arity = handler.length;
+    this.currentId = null;
+    this.scheduleNext = () => setImmediate(() => this.handleOnce().catch((err) => this.fatal(err)));
+  }
+
+  fatal(err) {
+    console.log(`Unexpected Top Level Error: ${err && err.toString()}`);
+    process.exit(1);
+  }
+
+  async handleOnce() {
+    const { headers, body } = await this.client.next();
+    const id = headers['lambda-runtime-aws-request-id'];
+    globalThis[REQUEST_ID_SYMBOL] = id;
+    this.currentId = id;
+    const trace = headers['lambda-runtime-trace-id'];
+    if (trace) env._X_AMZN_TRACE_ID = trace;
+    else delete env._X_AMZN_TRACE_ID;
+
+    const client = this.client;
+    const scheduleNext = this.scheduleNext;
+    let finished = false; // only the first callback / succeed / fail / done counts
+    let completed = false;
+    let waitForEmptyEventLoop = true;
+
+    const postError = (err) => {
+      logError('Invoke Error', err);
+      client.postError(id, err).then(scheduleNext, (e) => this.fatal(e));
+    };
+    const complete = (result) => {
+      if (completed) {
+        console.error(
+          'Invocation has already been reported as done. Cannot call complete more than once per invocation.',
+        );
+        return;
+      }
+      let bodyString;
+      try {
+        bodyString = serialize(result);
+      } catch (_e) {
+        throw new Error('Unable to stringify response body');
+      }
+      completed = true;
+      client.postResponse(id, bodyString).then(scheduleNext, (e) => this.fatal(e));
+    };
+    const done = (err, result) => {
+      beforeExitAction = noop;
+      if (err !== undefined && err !== null) postError(err);
+      else complete(result);
+    };
+    const once = (fn) =>
+      function () {
+        if (!finished) {
+          fn.apply(null, arguments);
+          finished = true;
+        }
+      };
+    const callback = once((err, result) => {
+      beforeExitAction = noop;
+      if (err !== undefined && err !== null) {
+        postError(err);
+      } else if (!waitForEmptyEventLoop) {
+        complete(result);
+      } else {
+        // AWS semantics: respond once the event loop has drained.
+        beforeExitAction = () => setImmediate(() => complete(result));
+      }
+    });
+    const succeed = once((result) => done(null, result));
+    const fail = once((err) => (err === undefined || err === null ? done('handled') : done(err, null)));
+    const context = {
+      get callbackWaitsForEmptyEventLoop() {
+        return waitForEmptyEventLoop;
+      },
+      set callbackWaitsForEmptyEventLoop(value) {
+        waitForEmptyEventLoop = value;
+      },
+      succeed,
+      fail,
+      done: once(done),
+    };
+
+    // Errors escaping the handler asynchronously belong to this invocation.
+    this.onFatal = (error, exitCode) => {
+      client.postError(id, error).then(
+        () => process.exit(exitCode),
+        () => process.exit(exitCode),
+      );
+    };
+    // If the event loop drains before the handler reports anything.
+    const isAsync = this.isAsync;
+    beforeExitAction = () => {
+      completed = true;
+      finished = true;
+      beforeExitAction = noop;
+      if (isAsync) {
+        const e = new NodeJsExit();
+        logError('Invoke Error', e);
+        client.postError(id, e).then(scheduleNext, (e2) => this.fatal(e2));
+      } else {
+        client.postResponse(id, 'null').then(scheduleNext, (e2) => this.fatal(e2));
+      }
+    };
+
+    try {
+      Object.assign(context, STATIC_CONTEXT, {
+        clientContext: parseJsonHeader(headers['lambda-runtime-client-context'], 'ClientContext'),
+        identity: parseJsonHeader(headers['lambda-runtime-cognito-identity'], 'CognitoIdentity'),
+        invokedFunctionArn: headers['lambda-runtime-invoked-function-arn'],
+        awsRequestId: id,
+        getRemainingTimeInMillis: makeRemaining(headers['lambda-runtime-deadline-ms']),
+      });
+      const event = JSON.parse(body.toString('utf8'));
+      const result = this.handler(event, context, callback);
+      if (isPromise(result)) {
+        result.then(context.succeed, context.fail).catch(context.fail);
+      } else if (result !== undefined && this.arity < 3 && !this.isAsync) {
+        // Nimbus extension: a plain function returning a value responds with it
+        // (AWS would ignore the value and respond null once the loop drains).
+        context.succeed(result);
+      }
+    } catch (err) {
+      callback(err);
+    }
+  }
+}
+
+function makeRemaining(deadlineHeader) {
+  const deadline = parseInt(deadlineHeader, 10);
+  return function getRemainingTimeInMillis() {
+    return deadline - Date.now();
+  };
+}
+
+async function main() {
+  patchConsole();
+  const client = new RuntimeClient(env.AWS_LAMBDA_RUNTIME_API);
+  let runtime = null;
+
+  const fatal = (error, exitCode) => {
+    if (runtime !== null && runtime.onFatal) {
+      runtime.onFatal(error, exitCode);
+    } else {
+      client.postInitError(error).then(
+        () => process.exit(exitCode),
+        () => process.exit(exitCode),
+      );
+    }
+  };
+  process.on('uncaughtException', (error) => {
+    logError('Uncaught Exception', error);
+    fatal(error, 129);
+  });
+  process.on('unhandledRejection', (reason, promise) => {
+    const error = new UnhandledPromiseRejection(reason, promise);
+    logError('Unhandled Promise Rejection', error);
+    fatal(error, 128);
+  });
+
+  const appRoot = env.LAMBDA_TASK_ROOT || process.cwd();
+  let handler;
+  try {
+    handler = await loadHandler(appRoot, env._HANDLER || '');
+  } catch (error) {
+    logError('Uncaught Exception', error);
+    await client.postInitError(error).catch(noop);
+    process.exit(129);
+  }
+  runtime = new Runtime(client, handler);
+  runtime.scheduleNext();
+}
+
+main();
