@@ -1,1 +1,127 @@
-//! placeholder
+//! Nimbus's HTTP API: the AWS Lambda management and Invoke REST API that boto3 and the AWS CLI
+//! speak (under `/2015-03-31/...` and friends), SigV4 verification as a layer in front of it,
+//! and Nimbus's own endpoints under `/nimbus/v1` (logs, code download) plus `/healthz`.
+//!
+//! Handlers are thin: they parse wire shapes, call the store and the runtime, and map errors.
+
+mod async_invoke;
+mod auth;
+mod error;
+mod functions;
+mod invoke;
+mod nimbus;
+pub mod sigv4;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+use nimbus_runtime::Runtime;
+use nimbus_store::{BlobStore, Store};
+
+pub use async_invoke::AsyncInvoker;
+pub use error::ApiError;
+pub use sigv4::Credentials;
+
+/// Largest request body accepted at all (a 50 MB zip, base64-encoded, inside JSON). Smaller
+/// per-operation limits are checked by the handlers so they can answer in Lambda's words.
+const MAX_BODY: usize = 72 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState(Arc<ApiInner>);
+
+pub struct ApiInner {
+    pub store: Arc<dyn Store>,
+    pub blobs: BlobStore,
+    pub runtime: Arc<Runtime>,
+    pub async_invoker: AsyncInvoker,
+    /// When non-empty, every request except `/healthz` must carry a valid SigV4 signature.
+    pub credentials: Vec<Credentials>,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiInner;
+    fn deref(&self) -> &ApiInner {
+        &self.0
+    }
+}
+
+impl ApiState {
+    pub fn new(inner: ApiInner) -> ApiState {
+        ApiState(Arc::new(inner))
+    }
+}
+
+/// The whole API as one router.
+pub fn router(state: ApiState) -> Router {
+    use functions as f;
+    let lambda = Router::new()
+        .route(
+            "/2015-03-31/functions",
+            get(f::list_functions).post(f::create_function),
+        )
+        .route(
+            "/2015-03-31/functions/",
+            get(f::list_functions).post(f::create_function),
+        )
+        .route(
+            "/2015-03-31/functions/{name}",
+            get(f::get_function).delete(f::delete_function),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/configuration",
+            get(f::get_function_configuration).put(f::update_function_configuration),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/code",
+            put(f::update_function_code),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/versions",
+            get(f::list_versions).post(f::publish_version),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases",
+            get(f::list_aliases).post(f::create_alias),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/aliases/{alias}",
+            get(f::get_alias)
+                .put(f::update_alias)
+                .delete(f::delete_alias),
+        )
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            post(invoke::invoke),
+        )
+        .route(
+            "/2017-10-31/functions/{name}/concurrency",
+            put(f::put_concurrency).delete(f::delete_concurrency),
+        )
+        .route(
+            "/2019-09-30/functions/{name}/concurrency",
+            get(f::get_concurrency),
+        )
+        .route(
+            "/2017-03-31/tags/{arn}",
+            get(f::list_tags)
+                .post(f::tag_resource)
+                .delete(f::untag_resource),
+        )
+        .route("/nimbus/v1/functions/{name}/logs", get(nimbus::logs))
+        .route("/nimbus/v1/code/{file}", get(nimbus::code))
+        .route("/nimbus/v1/status", get(nimbus::status))
+        .fallback(nimbus::unknown_operation)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::verify_sigv4,
+        ));
+    Router::new()
+        .route("/healthz", get(nimbus::healthz))
+        .merge(lambda)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}

@@ -1,1 +1,383 @@
-//! placeholder
+//! A typed client of the Nimbus API. It speaks the same Lambda REST API boto3 does, plus
+//! Nimbus's own `/nimbus/v1` endpoints, and turns every failure into one clear sentence.
+
+pub mod archive;
+
+use base64::Engine;
+use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::Value;
+
+/// Characters left as they are in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn seg(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached at all.
+    #[error(
+        "cannot reach the Nimbus server at {endpoint}: {detail}. Is `nimbus up` running there?"
+    )]
+    Unreachable { endpoint: String, detail: String },
+    /// The server answered with an error in Lambda's shape.
+    #[error("{code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// The result of a synchronous invoke.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub status: u16,
+    pub payload: Bytes,
+    pub function_error: Option<String>,
+    pub executed_version: Option<String>,
+    pub log_tail: Option<String>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    endpoint: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(endpoint: &str) -> Client {
+        let endpoint = endpoint.trim_end_matches('/').to_string();
+        let endpoint = if endpoint.contains("://") {
+            endpoint
+        } else {
+            format!("http://{endpoint}")
+        };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Client { endpoint, http }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.endpoint)
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> ClientError {
+        let detail = if e.is_connect() {
+            "connection refused".to_string()
+        } else if e.is_timeout() {
+            "timed out".to_string()
+        } else {
+            e.to_string()
+        };
+        ClientError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            detail,
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let code = resp
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("Error")
+            .to_string();
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| {
+                v.get("Message")
+                    .or_else(|| v.get("message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or(text);
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        })
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value> {
+        let resp = self.send(req).await?;
+        if resp.status().as_u16() == 204 {
+            return Ok(Value::Null);
+        }
+        let text = resp.text().await.map_err(|e| self.unreachable(e))?;
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|e| {
+            ClientError::Other(format!("the server sent a reply that is not JSON: {e}"))
+        })
+    }
+
+    pub async fn health(&self) -> Result<()> {
+        self.send(self.http.get(self.url("/healthz")))
+            .await
+            .map(|_| ())
+    }
+
+    /// CreateFunction with a zip archive. `config` holds Runtime, Handler, MemorySize, ... in
+    /// Lambda's spelling.
+    pub async fn create_function(
+        &self,
+        name: &str,
+        zip: &[u8],
+        mut config: Value,
+    ) -> Result<Value> {
+        config["FunctionName"] = name.into();
+        config["Code"] =
+            serde_json::json!({ "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) });
+        if config.get("Role").is_none() {
+            config["Role"] = "arn:aws:iam::000000000000:role/nimbus".into();
+        }
+        self.json(
+            self.http
+                .post(self.url("/2015-03-31/functions"))
+                .json(&config),
+        )
+        .await
+    }
+
+    pub async fn update_code(&self, name: &str, zip: &[u8]) -> Result<Value> {
+        let body =
+            serde_json::json!({ "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) });
+        self.json(
+            self.http
+                .put(self.url(&format!("/2015-03-31/functions/{}/code", seg(name))))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn update_configuration(&self, name: &str, config: &Value) -> Result<Value> {
+        self.json(
+            self.http
+                .put(self.url(&format!(
+                    "/2015-03-31/functions/{}/configuration",
+                    seg(name)
+                )))
+                .json(config),
+        )
+        .await
+    }
+
+    pub async fn get_function(&self, name: &str, qualifier: Option<&str>) -> Result<Value> {
+        let mut req = self
+            .http
+            .get(self.url(&format!("/2015-03-31/functions/{}", seg(name))));
+        if let Some(q) = qualifier {
+            req = req.query(&[("Qualifier", q)]);
+        }
+        self.json(req).await
+    }
+
+    /// Every function, following NextMarker.
+    pub async fn list_functions(&self) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut req = self
+                .http
+                .get(self.url("/2015-03-31/functions/"))
+                .query(&[("MaxItems", "1000")]);
+            if let Some(m) = &marker {
+                req = req.query(&[("Marker", m)]);
+            }
+            let page = self.json(req).await?;
+            if let Some(items) = page.get("Functions").and_then(Value::as_array) {
+                out.extend(items.iter().cloned());
+            }
+            match page.get("NextMarker").and_then(Value::as_str) {
+                Some(m) => marker = Some(m.to_string()),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    pub async fn delete_function(&self, name: &str) -> Result<()> {
+        self.json(
+            self.http
+                .delete(self.url(&format!("/2015-03-31/functions/{}", seg(name)))),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn publish_version(&self, name: &str, description: Option<&str>) -> Result<Value> {
+        let mut body = serde_json::json!({});
+        if let Some(d) = description {
+            body["Description"] = d.into();
+        }
+        self.json(
+            self.http
+                .post(self.url(&format!("/2015-03-31/functions/{}/versions", seg(name))))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn list_versions(&self, name: &str) -> Result<Vec<Value>> {
+        let v = self
+            .json(
+                self.http
+                    .get(self.url(&format!("/2015-03-31/functions/{}/versions", seg(name))))
+                    .query(&[("MaxItems", "10000")]),
+            )
+            .await?;
+        Ok(v.get("Versions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    pub async fn create_alias(&self, name: &str, body: &Value) -> Result<Value> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/2015-03-31/functions/{}/aliases", seg(name))))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn update_alias(&self, name: &str, alias: &str, body: &Value) -> Result<Value> {
+        self.json(
+            self.http
+                .put(self.url(&format!(
+                    "/2015-03-31/functions/{}/aliases/{}",
+                    seg(name),
+                    seg(alias)
+                )))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<()> {
+        self.json(self.http.delete(self.url(&format!(
+            "/2015-03-31/functions/{}/aliases/{}",
+            seg(name),
+            seg(alias)
+        ))))
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn list_aliases(&self, name: &str) -> Result<Vec<Value>> {
+        let v = self
+            .json(
+                self.http
+                    .get(self.url(&format!("/2015-03-31/functions/{}/aliases", seg(name))))
+                    .query(&[("MaxItems", "10000")]),
+            )
+            .await?;
+        Ok(v.get("Aliases")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Invoke. `invocation_type` is RequestResponse, Event or DryRun.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        payload: Bytes,
+        qualifier: Option<&str>,
+        invocation_type: &str,
+        tail: bool,
+    ) -> Result<Invocation> {
+        let mut req = self
+            .http
+            .post(self.url(&format!("/2015-03-31/functions/{}/invocations", seg(name))))
+            .header("x-amz-invocation-type", invocation_type)
+            .body(payload);
+        if tail {
+            req = req.header("x-amz-log-type", "Tail");
+        }
+        if let Some(q) = qualifier {
+            req = req.query(&[("Qualifier", q)]);
+        }
+        let resp = self.send(req).await?;
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let status = resp.status().as_u16();
+        let function_error = header("x-amz-function-error");
+        let executed_version = header("x-amz-executed-version");
+        let request_id = header("x-amzn-requestid");
+        let log_tail = header("x-amz-log-result").and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .ok()
+                .map(|d| String::from_utf8_lossy(&d).into_owned())
+        });
+        let payload = resp.bytes().await.map_err(|e| self.unreachable(e))?;
+        Ok(Invocation {
+            status,
+            payload,
+            function_error,
+            executed_version,
+            log_tail,
+            request_id,
+        })
+    }
+
+    /// Log events after `after_id`, at or after `since_ms`, containing `filter`.
+    pub async fn logs(
+        &self,
+        name: &str,
+        since_ms: Option<i64>,
+        after_id: Option<i64>,
+        filter: Option<&str>,
+    ) -> Result<Value> {
+        let mut q: Vec<(&str, String)> = vec![("limit", "5000".into())];
+        if let Some(s) = since_ms {
+            q.push(("since_ms", s.to_string()));
+        }
+        if let Some(a) = after_id {
+            q.push(("after_id", a.to_string()));
+        }
+        if let Some(f) = filter {
+            q.push(("filter", f.to_string()));
+        }
+        self.json(
+            self.http
+                .get(self.url(&format!("/nimbus/v1/functions/{}/logs", seg(name))))
+                .query(&q),
+        )
+        .await
+    }
+
+    pub async fn status(&self) -> Result<Value> {
+        self.json(self.http.get(self.url("/nimbus/v1/status")))
+            .await
+    }
+}

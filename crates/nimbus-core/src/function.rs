@@ -91,7 +91,10 @@ impl FunctionConfig {
         if self.description.chars().count() > Limits::DESCRIPTION_CHARS {
             return Err(CoreError::new(
                 "Description",
-                format!("description is longer than {} characters", Limits::DESCRIPTION_CHARS),
+                format!(
+                    "description is longer than {} characters",
+                    Limits::DESCRIPTION_CHARS
+                ),
             ));
         }
         let mut env_bytes = 0;
@@ -100,7 +103,9 @@ impl FunctionConfig {
             if RESERVED_ENV.contains(&k.as_str()) {
                 return Err(CoreError::new(
                     "Environment",
-                    format!("environment variable {k} is reserved by the runtime and cannot be set"),
+                    format!(
+                        "environment variable {k} is reserved by the runtime and cannot be set"
+                    ),
                 ));
             }
             env_bytes += k.len() + v.len();
@@ -155,7 +160,10 @@ impl VersionId {
         if s == LATEST {
             return Some(VersionId::Latest);
         }
-        s.parse::<u64>().ok().filter(|n| *n > 0).map(VersionId::Published)
+        s.parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(VersionId::Published)
     }
 }
 
@@ -200,16 +208,17 @@ impl Alias {
             if !(0.0..=1.0).contains(&r.weight) || r.weight.is_nan() {
                 return Err(CoreError::new(
                     "RoutingConfig",
-                    format!("weight {} for version {} must be between 0.0 and 1.0", r.weight, r.additional_version),
+                    format!(
+                        "weight {} for version {} must be between 0.0 and 1.0",
+                        r.weight, r.additional_version
+                    ),
                 ));
             }
             match self.function_version {
-                VersionId::Latest => {
-                    return Err(CoreError::new(
-                        "RoutingConfig",
-                        "an alias that splits traffic must point at a published version, not $LATEST",
-                    ))
-                }
+                VersionId::Latest => return Err(CoreError::new(
+                    "RoutingConfig",
+                    "an alias that splits traffic must point at a published version, not $LATEST",
+                )),
                 VersionId::Published(v) if v == r.additional_version => {
                     return Err(CoreError::new(
                         "RoutingConfig",
@@ -259,12 +268,19 @@ mod tests {
             ("Runtime", Box::new(|c| c.runtime_name = "cobol".into())),
             ("Handler", Box::new(|c| c.handler = "nodot".into())),
             ("EphemeralStorage", Box::new(|c| c.ephemeral_mb = 100)),
-            ("Environment", Box::new(|c| {
-                c.environment.insert("AWS_LAMBDA_RUNTIME_API".into(), "x".into());
-            })),
-            ("Environment", Box::new(|c| {
-                c.environment.insert("BIG".into(), "x".repeat(5000));
-            })),
+            (
+                "Environment",
+                Box::new(|c| {
+                    c.environment
+                        .insert("AWS_LAMBDA_RUNTIME_API".into(), "x".into());
+                }),
+            ),
+            (
+                "Environment",
+                Box::new(|c| {
+                    c.environment.insert("BIG".into(), "x".repeat(5000));
+                }),
+            ),
         ];
         for (field, mutate) in cases {
             let mut c = config();
@@ -284,18 +300,30 @@ mod tests {
             name: "live".into(),
             function_version: VersionId::Published(1),
             description: String::new(),
-            routing: Some(AliasRouting { additional_version: 2, weight: 0.25 }),
+            routing: Some(AliasRouting {
+                additional_version: 2,
+                weight: 0.25,
+            }),
             revision_id: String::new(),
         };
         assert!(a.validate().is_ok());
         assert_eq!(a.pick(0.1), VersionId::Published(2));
         assert_eq!(a.pick(0.3), VersionId::Published(1));
-        a.routing = Some(AliasRouting { additional_version: 1, weight: 0.5 });
+        a.routing = Some(AliasRouting {
+            additional_version: 1,
+            weight: 0.5,
+        });
         assert!(a.validate().is_err());
-        a.routing = Some(AliasRouting { additional_version: 2, weight: 1.5 });
+        a.routing = Some(AliasRouting {
+            additional_version: 2,
+            weight: 1.5,
+        });
         assert!(a.validate().is_err());
         a.function_version = VersionId::Latest;
-        a.routing = Some(AliasRouting { additional_version: 2, weight: 0.5 });
+        a.routing = Some(AliasRouting {
+            additional_version: 2,
+            weight: 0.5,
+        });
         assert!(a.validate().is_err());
     }
 }

@@ -13,7 +13,7 @@ pub use function::{
 };
 pub use limits::Limits;
 pub use names::{
-    validate_alias_name, validate_function_name, validate_handler, validate_env_key,
-    FunctionRef, Qualifier, ACCOUNT_ID, REGION,
+    validate_alias_name, validate_env_key, validate_function_name, validate_handler, FunctionRef,
+    Qualifier, ACCOUNT_ID, REGION,
 };
 pub use runtime::Runtime;

@@ -20,7 +20,10 @@ pub fn validate_function_name(name: &str) -> Result<(), CoreError> {
     if name.is_empty() || name.len() > NAME_MAX {
         return Err(CoreError::new(
             "FunctionName",
-            format!("function name must be 1 to {NAME_MAX} characters long, got {}", name.len()),
+            format!(
+                "function name must be 1 to {NAME_MAX} characters long, got {}",
+                name.len()
+            ),
         ));
     }
     if let Some(bad) = name.chars().find(|c| !is_name_char(*c)) {
@@ -107,7 +110,12 @@ impl Qualifier {
                 .ok()
                 .filter(|n| *n > 0)
                 .map(Qualifier::Version)
-                .ok_or_else(|| CoreError::new("Qualifier", format!("version {s:?} is not a valid version number")));
+                .ok_or_else(|| {
+                    CoreError::new(
+                        "Qualifier",
+                        format!("version {s:?} is not a valid version number"),
+                    )
+                });
         }
         validate_alias_name(s).map_err(|e| CoreError::new("Qualifier", e.message))?;
         Ok(Qualifier::Alias(s.to_string()))
@@ -178,7 +186,14 @@ mod tests {
         for ok in ["a", "hello-world_1", &"x".repeat(64)] {
             assert!(validate_function_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "has space", "dot.name", "slash/", &"x".repeat(65), "ünï"] {
+        for bad in [
+            "",
+            "has space",
+            "dot.name",
+            "slash/",
+            &"x".repeat(65),
+            "ünï",
+        ] {
             assert!(validate_function_name(bad).is_err(), "{bad}");
         }
     }
@@ -191,8 +206,16 @@ mod tests {
             ("f:3", "f", Some(Qualifier::Version(3))),
             ("f:live", "f", Some(Qualifier::Alias("live".into()))),
             ("123456789012:function:f", "f", None),
-            ("arn:aws:lambda:us-east-1:123456789012:function:f", "f", None),
-            ("arn:aws:lambda:us-east-1:123456789012:function:f:7", "f", Some(Qualifier::Version(7))),
+            (
+                "arn:aws:lambda:us-east-1:123456789012:function:f",
+                "f",
+                None,
+            ),
+            (
+                "arn:aws:lambda:us-east-1:123456789012:function:f:7",
+                "f",
+                Some(Qualifier::Version(7)),
+            ),
         ];
         for (input, name, qual) in cases {
             let r = FunctionRef::parse(input).unwrap();

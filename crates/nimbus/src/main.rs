@@ -1,1 +1,52 @@
-fn main() {}
+//! The `nimbus` binary: the server (`nimbus up`) and the CLI that talks to it. Wiring only;
+//! the work happens in the library crates.
+
+mod cli;
+mod commands;
+mod examples;
+mod table;
+mod up;
+
+use clap::Parser;
+
+/// The argument that makes this binary act as the sandbox helper (see nimbus-sandbox).
+pub const SANDBOX_HELPER_ARG: &str = "__sandbox-init";
+
+fn main() {
+    // The sandbox helper must run before anything else starts threads.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == SANDBOX_HELPER_ARG)
+    {
+        nimbus_sandbox::helper_main();
+    }
+    let args = cli::Cli::parse();
+    let code = match run(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {}", sentence(&e));
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// An error chain as one line.
+fn sentence(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    parts.dedup();
+    parts.join(": ")
+}
+
+fn run(args: cli::Cli) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match args.command {
+            cli::Command::Up(up) => up::run(up).await,
+            cli::Command::Doctor(d) => commands::doctor(d),
+            other => commands::run(args.global, other).await,
+        }
+    })
+}

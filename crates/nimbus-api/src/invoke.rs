@@ -1,0 +1,197 @@
+//! The Invoke API: `POST /2015-03-31/functions/{name}/invocations`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use nimbus_core::{FunctionRef, FunctionVersion, Limits, Qualifier, VersionId};
+use nimbus_runtime::{InvokeError, InvokeOutcome, InvokeRequest};
+
+use crate::error::{ApiError, ApiResult};
+use crate::functions::function_ref;
+use crate::ApiState;
+
+/// A resolved invocation target.
+pub(crate) struct Target {
+    pub version: FunctionVersion,
+    pub reserved: Option<u32>,
+    pub invoked_arn: String,
+}
+
+/// Resolves name + qualifier to the version to run; aliases pick by their routing weights.
+pub(crate) async fn resolve(
+    state: &ApiState,
+    name: &str,
+    q: Option<Qualifier>,
+) -> ApiResult<Target> {
+    let record = state.store.get_function(name).await?;
+    let (version, invoked_arn) = match &q {
+        None => (VersionId::Latest, FunctionRef::arn(name)),
+        Some(Qualifier::Latest) => (
+            VersionId::Latest,
+            FunctionRef::qualified_arn(name, "$LATEST"),
+        ),
+        Some(Qualifier::Version(n)) => (
+            VersionId::Published(*n),
+            FunctionRef::qualified_arn(name, &n.to_string()),
+        ),
+        Some(Qualifier::Alias(a)) => {
+            let alias = state.store.get_alias(name, a).await?;
+            (
+                alias.pick(rand::random::<f64>()),
+                FunctionRef::qualified_arn(name, a),
+            )
+        }
+    };
+    let version = state.store.get_version(name, version).await?;
+    Ok(Target {
+        version,
+        reserved: record.reserved_concurrency,
+        invoked_arn,
+    })
+}
+
+/// Lambda passes any JSON document; anything else is refused as Lambda refuses it.
+fn check_payload(body: &Bytes) -> ApiResult<Bytes> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            format!("Could not parse request body into json: {e}"),
+        ));
+    }
+    Ok(body.clone())
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub async fn invoke(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let invocation_type =
+        header_str(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
+    let limit = match invocation_type {
+        "RequestResponse" | "DryRun" => Limits::SYNC_PAYLOAD_BYTES,
+        "Event" => Limits::ASYNC_PAYLOAD_BYTES,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "X-Amz-Invocation-Type {other:?} is not one of RequestResponse, Event, DryRun"
+            )))
+        }
+    };
+    if body.len() > limit {
+        return Err(ApiError::too_large(format!(
+            "Request must be smaller than {limit} bytes for the InvokeFunction operation (got {} bytes)",
+            body.len()
+        )));
+    }
+    let log_type = header_str(&headers, "x-amz-log-type").unwrap_or("None");
+    if log_type != "None" && log_type != "Tail" {
+        return Err(ApiError::invalid(format!(
+            "X-Amz-Log-Type {log_type:?} is not one of None, Tail"
+        )));
+    }
+    let client_context = match header_str(&headers, "x-amz-client-context") {
+        None => None,
+        Some(b64) => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| {
+                    ApiError::invalid(format!("X-Amz-Client-Context is not valid base64: {e}"))
+                })?;
+            Some(
+                String::from_utf8(raw)
+                    .map_err(|_| ApiError::invalid("X-Amz-Client-Context is not UTF-8 text"))?,
+            )
+        }
+    };
+    let payload = check_payload(&body)?;
+    let (name, q) = function_ref(&name, &params)?;
+    let target = resolve(&state, &name, q).await?;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let req = InvokeRequest {
+        version: target.version,
+        reserved_concurrency: target.reserved,
+        payload,
+        invoked_arn: target.invoked_arn,
+        client_context,
+        request_id: request_id.clone(),
+    };
+    match invocation_type {
+        "DryRun" => Ok(with_request_id(
+            StatusCode::NO_CONTENT.into_response(),
+            &request_id,
+        )),
+        "Event" => {
+            state.async_invoker.submit(req);
+            Ok(with_request_id(
+                StatusCode::ACCEPTED.into_response(),
+                &request_id,
+            ))
+        }
+        _ => {
+            let outcome = state.runtime.invoke(req).await.map_err(invoke_error)?;
+            Ok(sync_response(outcome, log_type == "Tail"))
+        }
+    }
+}
+
+pub(crate) fn invoke_error(e: InvokeError) -> ApiError {
+    match e {
+        InvokeError::Throttled { reason } => {
+            let mut err = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                "Rate Exceeded.",
+            );
+            err.reason = Some(reason);
+            err
+        }
+        InvokeError::ShuttingDown => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceException",
+            "the server is shutting down",
+        ),
+    }
+}
+
+fn with_request_id(mut resp: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+fn sync_response(o: InvokeOutcome, tail: bool) -> Response {
+    let mut resp = (StatusCode::OK, o.payload).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&o.executed_version) {
+        h.insert("x-amz-executed-version", v);
+    }
+    if o.function_error {
+        h.insert(
+            "x-amz-function-error",
+            HeaderValue::from_static("Unhandled"),
+        );
+    }
+    if tail {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(o.log_tail.as_bytes());
+        if let Ok(v) = HeaderValue::from_str(&encoded) {
+            h.insert("x-amz-log-result", v);
+        }
+    }
+    with_request_id(resp, &o.request_id)
+}

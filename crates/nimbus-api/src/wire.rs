@@ -1,0 +1,230 @@
+//! Lambda's JSON shapes, apart from the domain types; conversions happen here and only here.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use nimbus_core::{Alias, FunctionRef, FunctionVersion, VersionId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+
+pub fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+pub fn unb64(field: &str, data: &str) -> ApiResult<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| ApiError::invalid(format!("{field} is not valid base64: {e}")))
+}
+
+/// Lambda's CodeSha256: base64 of the digest. Nimbus keys blobs by hex.
+pub fn code_sha_b64(hex_sha: &str) -> String {
+    hex::decode(hex_sha).map(|d| b64(&d)).unwrap_or_default()
+}
+
+pub fn code_sha_hex(b64_sha: &str) -> ApiResult<String> {
+    let raw = unb64("CodeSha256", b64_sha)?;
+    if raw.len() != 32 {
+        return Err(ApiError::invalid(
+            "CodeSha256 must be the base64 of a 32-byte SHA-256 digest",
+        ));
+    }
+    Ok(hex::encode(raw))
+}
+
+/// Lambda's timestamp format: `2019-09-24T18:18:16.525+0000`.
+pub fn lambda_time(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}+0000",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct Environment {
+    #[serde(default)]
+    pub variables: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct EphemeralStorage {
+    pub size: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FunctionCode {
+    pub zip_file: Option<String>,
+    #[serde(rename = "S3Bucket")]
+    pub s3_bucket: Option<String>,
+    pub image_uri: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateFunctionRequest {
+    pub function_name: Option<String>,
+    pub runtime: Option<String>,
+    pub role: Option<String>,
+    pub handler: Option<String>,
+    pub code: Option<FunctionCode>,
+    pub description: Option<String>,
+    pub timeout: Option<u32>,
+    pub memory_size: Option<u32>,
+    #[serde(default)]
+    pub publish: bool,
+    pub environment: Option<Environment>,
+    pub package_type: Option<String>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub ephemeral_storage: Option<EphemeralStorage>,
+    pub architectures: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateFunctionConfigurationRequest {
+    pub runtime: Option<String>,
+    pub role: Option<String>,
+    pub handler: Option<String>,
+    pub description: Option<String>,
+    pub timeout: Option<u32>,
+    pub memory_size: Option<u32>,
+    pub environment: Option<Environment>,
+    pub ephemeral_storage: Option<EphemeralStorage>,
+    pub revision_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateFunctionCodeRequest {
+    pub zip_file: Option<String>,
+    #[serde(rename = "S3Bucket")]
+    pub s3_bucket: Option<String>,
+    pub image_uri: Option<String>,
+    #[serde(default)]
+    pub publish: bool,
+    #[serde(default)]
+    pub dry_run: bool,
+    pub revision_id: Option<String>,
+    pub architectures: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PublishVersionRequest {
+    pub code_sha256: Option<String>,
+    pub description: Option<String>,
+    pub revision_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct RoutingConfig {
+    #[serde(default)]
+    pub additional_version_weights: Option<BTreeMap<String, f64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateAliasRequest {
+    pub name: Option<String>,
+    pub function_version: Option<String>,
+    pub description: Option<String>,
+    pub routing_config: Option<RoutingConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateAliasRequest {
+    pub function_version: Option<String>,
+    pub description: Option<String>,
+    pub routing_config: Option<RoutingConfig>,
+    pub revision_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConcurrencyRequest {
+    pub reserved_concurrent_executions: Option<i64>,
+}
+
+/// GetFunctionConfiguration's shape (also inside GetFunction and ListFunctions).
+pub fn function_configuration(v: &FunctionVersion) -> serde_json::Value {
+    let arn = match v.version {
+        VersionId::Latest => FunctionRef::arn(&v.function),
+        VersionId::Published(n) => FunctionRef::qualified_arn(&v.function, &n.to_string()),
+    };
+    let c = &v.config;
+    serde_json::json!({
+        "FunctionName": v.function,
+        "FunctionArn": arn,
+        "Runtime": c.runtime_name,
+        "Role": c.role,
+        "Handler": c.handler,
+        "CodeSize": v.code_size,
+        "Description": c.description,
+        "Timeout": c.timeout_s,
+        "MemorySize": c.memory_mb,
+        "LastModified": lambda_time(v.last_modified_ms),
+        "CodeSha256": code_sha_b64(&v.code_sha256),
+        "Version": v.version.to_string(),
+        "Environment": { "Variables": c.environment },
+        "TracingConfig": { "Mode": "PassThrough" },
+        "RevisionId": v.revision_id,
+        "State": "Active",
+        "LastUpdateStatus": "Successful",
+        "PackageType": "Zip",
+        "Architectures": ["x86_64"],
+        "EphemeralStorage": { "Size": c.ephemeral_mb },
+        "SnapStart": { "ApplyOn": "None", "OptimizationStatus": "Off" },
+        "LoggingConfig": { "LogFormat": "Text", "LogGroup": nimbus_telemetry::log_group_name(&v.function) },
+    })
+}
+
+pub fn alias_configuration(a: &Alias) -> serde_json::Value {
+    let mut out = serde_json::json!({
+        "AliasArn": FunctionRef::qualified_arn(&a.function, &a.name),
+        "Name": a.name,
+        "FunctionVersion": a.function_version.to_string(),
+        "Description": a.description,
+        "RevisionId": a.revision_id,
+    });
+    if let Some(r) = &a.routing {
+        out["RoutingConfig"] = serde_json::json!({
+            "AdditionalVersionWeights": { r.additional_version.to_string(): r.weight }
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_format() {
+        assert_eq!(
+            lambda_time(1_569_349_096_525),
+            "2019-09-24T18:18:16.525+0000"
+        );
+    }
+
+    #[test]
+    fn sha_round_trip() {
+        let hex_sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let b = code_sha_b64(hex_sha);
+        assert_eq!(b, "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+        assert_eq!(code_sha_hex(&b).unwrap(), hex_sha);
+    }
+}

@@ -1,0 +1,162 @@
+//! One instance: a sandboxed process tree running one function version, its Runtime API
+//! endpoint, its output capture, and the task that owns the sandbox and watches it exit.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nimbus_sandbox::ExitInfo;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::output::{Capture, FlushRequest, InvocationLog};
+
+/// Identifies the configuration an instance runs: instances are only reused for the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct VersionKey {
+    pub function: String,
+    pub version: String,
+    pub revision_id: String,
+}
+
+/// An invocation handed to an instance.
+pub(crate) struct Job {
+    pub request_id: String,
+    pub payload: Bytes,
+    pub timeout: Duration,
+    pub invoked_arn: String,
+    pub client_context: Option<String>,
+    pub trace_id: String,
+    pub log: Arc<InvocationLog>,
+    pub picked: oneshot::Sender<Instant>,
+    pub result: oneshot::Sender<JobResult>,
+}
+
+/// What the runtime reported for an invocation.
+#[derive(Debug)]
+pub(crate) enum JobResult {
+    Response(Bytes),
+    Error {
+        body: Bytes,
+        error_type: Option<String>,
+    },
+    /// The runtime sent a response larger than Lambda allows.
+    TooLarge(usize),
+}
+
+/// The invocation the instance is serving.
+pub(crate) struct Inflight {
+    pub request_id: String,
+    pub result: oneshot::Sender<JobResult>,
+}
+
+/// Commands to the task that owns the sandbox.
+pub(crate) enum Control {
+    Kill,
+    ResetPeak,
+    Stats(oneshot::Sender<(Option<u64>, bool)>),
+}
+
+pub(crate) struct Instance {
+    pub id: String,
+    pub key: VersionKey,
+    pub spawned: Instant,
+    pub uid: u32,
+    /// The pool generation of its function when it started.
+    pub generation: u64,
+    pub jobs_tx: mpsc::Sender<Job>,
+    pub jobs_rx: tokio::sync::Mutex<mpsc::Receiver<Job>>,
+    pub inflight: Mutex<Option<Inflight>>,
+    pub capture: Arc<Capture>,
+    /// When the runtime first asked for work: the end of init.
+    pub init_done: OnceLock<Instant>,
+    /// What the runtime posted to /init/error, if anything.
+    pub init_error: Mutex<Option<(Bytes, Option<String>)>>,
+    pub exit: watch::Receiver<Option<ExitInfo>>,
+    pub control: mpsc::UnboundedSender<Control>,
+    pub flush: mpsc::UnboundedSender<FlushRequest>,
+    pub server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Instance {
+    pub fn is_alive(&self) -> bool {
+        self.exit.borrow().is_none()
+    }
+
+    /// Resolves when the process tree is gone.
+    pub async fn exited(&self) -> ExitInfo {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(info) = rx.borrow_and_update().clone() {
+                return info;
+            }
+            if rx.changed().await.is_err() {
+                return ExitInfo::default();
+            }
+        }
+    }
+
+    /// Kills the whole tree (idempotent) and waits for it to be gone.
+    pub async fn kill_and_wait(&self) -> ExitInfo {
+        let _ = self.control.send(Control::Kill);
+        self.exited().await
+    }
+
+    pub fn kill(&self) {
+        let _ = self.control.send(Control::Kill);
+    }
+
+    pub fn reset_peak_memory(&self) {
+        let _ = self.control.send(Control::ResetPeak);
+    }
+
+    /// Peak memory since the last reset and whether the OOM killer struck.
+    pub async fn memory_stats(&self) -> (Option<u64>, bool) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Stats(tx)).is_err() {
+            return (None, false);
+        }
+        rx.await.unwrap_or((None, false))
+    }
+
+    /// Waits until every line printed so far has been read and tagged.
+    pub async fn flush_output(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.flush.send(tx).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
+        }
+    }
+}
+
+/// Owns the sandbox: answers control commands until the tree exits, then publishes how.
+pub(crate) fn spawn_monitor(
+    mut sandbox: nimbus_sandbox::Instance,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    exit_tx: watch::Sender<Option<ExitInfo>>,
+) {
+    tokio::spawn(async move {
+        let mut control_open = true;
+        let info = loop {
+            tokio::select! {
+                info = sandbox.wait() => break info,
+                cmd = control.recv(), if control_open => match cmd {
+                    Some(Control::Kill) => sandbox.kill(),
+                    Some(Control::ResetPeak) => sandbox.reset_peak_memory(),
+                    Some(Control::Stats(tx)) => {
+                        let _ = tx.send((sandbox.peak_memory_bytes(), sandbox.oom_killed()));
+                    }
+                    // Every handle is gone: nobody can use this instance any more.
+                    None => { control_open = false; sandbox.kill(); }
+                },
+            }
+        };
+        let oom = info.oom || sandbox.oom_killed();
+        let _ = exit_tx.send(Some(ExitInfo { oom, ..info }));
+        // Answer late stats requests with what the cgroup still knows.
+        while let Some(cmd) = control.recv().await {
+            if let Control::Stats(tx) = cmd {
+                let _ = tx.send((sandbox.peak_memory_bytes(), oom));
+            }
+        }
+        drop(sandbox);
+    });
+}

@@ -1,0 +1,755 @@
+//! The invoke flow: lease an instance (warm or cold), hand it the event, wait for the runtime's
+//! answer within the function's timeout, and turn every way it can end into Lambda's result.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nimbus_core::{FunctionVersion, Limits, Runtime as Lang};
+use nimbus_sandbox::{ExitInfo, InstanceSpec, Isolation, SandboxConfig};
+use nimbus_store::BlobStore;
+use nimbus_telemetry::{
+    end_line, log_group_name, log_stream_name, report_line, start_line, LogSink, Report,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::instance::{spawn_monitor, Instance, Job, JobResult, VersionKey};
+use crate::interpreters::{Interpreter, Interpreters};
+use crate::output::{spawn_capture, Capture, InvocationLog, StreamNames};
+use crate::pool::{Lease, Pool, PoolConfig, Throttle};
+
+/// How long a runtime may take from start to its first `invocation/next` (Lambda's init limit).
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything the runtime needs to know at start-up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Directory holding the built-in bootstraps (visible to instances at /var/runtime).
+    pub runtime_dir: PathBuf,
+    /// Host paths no instance may see (the data directory).
+    pub mask_paths: Vec<PathBuf>,
+    pub pool: PoolConfig,
+}
+
+/// An invocation of a resolved version.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    pub version: FunctionVersion,
+    pub reserved_concurrency: Option<u32>,
+    pub payload: Bytes,
+    /// The ARN the caller used (with its qualifier), passed to the runtime.
+    pub invoked_arn: String,
+    pub client_context: Option<String>,
+    pub request_id: String,
+}
+
+/// How an invocation ended, as the Invoke API reports it.
+#[derive(Debug, Clone)]
+pub struct InvokeOutcome {
+    pub request_id: String,
+    pub payload: Bytes,
+    /// Set when the function failed (X-Amz-Function-Error: Unhandled).
+    pub function_error: bool,
+    pub executed_version: String,
+    /// The last 4 KB of the invocation's log.
+    pub log_tail: String,
+    pub cold_start: bool,
+    pub duration: Duration,
+    pub init_duration: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("Rate Exceeded.")]
+    Throttled { reason: &'static str },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// The execution engine. Cheap to share behind an `Arc`.
+pub struct Runtime {
+    cfg: RuntimeConfig,
+    sandbox: SandboxConfig,
+    interpreters: Interpreters,
+    blobs: BlobStore,
+    logs: LogSink,
+    pool: Pool,
+    /// Every instance that may still be alive, for shutdown.
+    all: Mutex<HashMap<String, Weak<Instance>>>,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+/// How an invocation on an instance ended.
+enum Ending {
+    Result(JobResult),
+    Timeout,
+    Died(ExitInfo),
+    InitFailed {
+        body: Bytes,
+        error_type: Option<String>,
+    },
+    InitTimeout,
+}
+
+fn error_body(error_type: &str, message: String) -> Bytes {
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+}
+
+fn exit_reason(info: &ExitInfo) -> String {
+    match (info.code, info.signal) {
+        (_, Some(9)) => "signal: killed".to_string(),
+        (_, Some(sig)) => format!("signal: {}", signal_name(sig)),
+        (Some(code), None) => format!("exit status {code}"),
+        (None, None) => "exited".to_string(),
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        6 => "aborted".into(),
+        11 => "segmentation fault".into(),
+        15 => "terminated".into(),
+        7 => "bus error".into(),
+        4 => "illegal instruction".into(),
+        8 => "floating point exception".into(),
+        n => format!("{n}"),
+    }
+}
+
+fn trace_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let r: u128 = rand::random();
+    let hexr = format!("{r:032x}");
+    format!(
+        "Root=1-{secs:08x}-{};Parent={};Sampled=0",
+        &hexr[..24],
+        &hexr[16..32]
+    )
+}
+
+impl Runtime {
+    /// Builds the engine. Nothing starts until the first invocation.
+    pub fn new(
+        cfg: RuntimeConfig,
+        sandbox: SandboxConfig,
+        interpreters: Interpreters,
+        blobs: BlobStore,
+        logs: LogSink,
+    ) -> Arc<Runtime> {
+        let pool = Pool::new(cfg.pool.clone());
+        Arc::new(Runtime {
+            cfg,
+            sandbox,
+            interpreters,
+            blobs,
+            logs,
+            pool,
+            all: Mutex::new(HashMap::new()),
+            shutting_down: Default::default(),
+        })
+    }
+
+    pub fn isolation(&self) -> &Isolation {
+        &self.sandbox.isolation
+    }
+
+    pub fn interpreters(&self) -> &Interpreters {
+        &self.interpreters
+    }
+
+    /// Reaps idle instances every second until the runtime is dropped.
+    pub fn start_reaper(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(rt) = weak.upgrade() else { break };
+                for inst in rt.pool.reap() {
+                    tracing::debug!(instance = %inst.id, function = %inst.key.function, "reaping idle instance");
+                    inst.kill();
+                }
+            }
+        });
+    }
+
+    /// (instances alive or starting, idle instances)
+    pub fn instance_counts(&self) -> (usize, usize) {
+        self.pool.counts()
+    }
+
+    /// The function's code or configuration changed, or it was deleted: stop reusing its instances.
+    pub fn retire(&self, function: &str) {
+        for inst in self.pool.retire(function) {
+            inst.kill();
+        }
+    }
+
+    /// Runs one invocation to its end.
+    pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeOutcome, InvokeError> {
+        if self
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(InvokeError::ShuttingDown);
+        }
+        let v = &req.version;
+        let key = VersionKey {
+            function: v.function.clone(),
+            version: v.version.to_string(),
+            revision_id: v.revision_id.clone(),
+        };
+        let (lease, discard) = self.pool.acquire(&key, req.reserved_concurrency);
+        for d in discard {
+            d.kill();
+        }
+        let lease = lease.map_err(|t| match t {
+            Throttle::Reserved(_) => InvokeError::Throttled {
+                reason: "ReservedFunctionConcurrentInvocationLimitExceeded",
+            },
+            Throttle::Node(0) => InvokeError::ShuttingDown,
+            Throttle::Node(_) => InvokeError::Throttled {
+                reason: "ConcurrentInvocationLimitExceeded",
+            },
+        })?;
+        let (instance, generation, cold) = match lease {
+            Lease::Warm(i) => {
+                let generation = i.generation;
+                (i, generation, false)
+            }
+            Lease::Cold(slot) => {
+                let generation = Pool::slot_generation(&slot);
+                match self.start_instance(&key, v, slot.uid, generation).await {
+                    Ok(i) => (i, generation, true),
+                    Err(message) => {
+                        self.pool.cold_failed(&key.function, slot);
+                        return Ok(self.start_failure(&req, message));
+                    }
+                }
+            }
+        };
+        let (outcome, reusable) = self.run_on(&instance, &req, cold).await;
+        if let Some(dead) = self.pool.release(instance, generation, reusable) {
+            dead.kill();
+        }
+        Ok(outcome)
+    }
+
+    /// An instance could not even be started (missing interpreter, missing bootstrap, ...).
+    fn start_failure(&self, req: &InvokeRequest, message: String) -> InvokeOutcome {
+        let v = &req.version;
+        let (error_type, msg) = match message.split_once('\u{0}') {
+            Some((t, m)) => (t.to_string(), m.to_string()),
+            None => ("Runtime.Unknown".to_string(), message),
+        };
+        let full = format!("RequestId: {} Error: {msg}", req.request_id);
+        let stream = log_stream_name(
+            &v.version.to_string(),
+            "start-failed",
+            nimbus_store::now_ms(),
+        );
+        let log = InvocationLog::new(Some(req.request_id.clone()));
+        let names = StreamNames {
+            function: v.function.clone(),
+            stream,
+        };
+        log.platform(
+            &self.logs,
+            &names,
+            start_line(&req.request_id, &v.version.to_string()),
+        );
+        log.platform(&self.logs, &names, format!("{full}\n{error_type}"));
+        log.platform(&self.logs, &names, end_line(&req.request_id));
+        log.platform(
+            &self.logs,
+            &names,
+            report_line(&Report {
+                request_id: &req.request_id,
+                duration_ms: 0.0,
+                memory_mb: v.config.memory_mb,
+                max_memory_used_mb: None,
+                init_duration_ms: None,
+                status: Some("error"),
+                error_type: Some(&error_type),
+            }),
+        );
+        InvokeOutcome {
+            request_id: req.request_id.clone(),
+            payload: error_body(&error_type, full),
+            function_error: true,
+            executed_version: v.version.to_string(),
+            log_tail: log.tail(),
+            cold_start: true,
+            duration: Duration::ZERO,
+            init_duration: None,
+        }
+    }
+
+    fn interpreter(&self, lang: Lang) -> Result<Option<&Interpreter>, String> {
+        let found = match lang {
+            Lang::Python3 => &self.interpreters.python,
+            Lang::Nodejs => &self.interpreters.node,
+            Lang::Provided => return Ok(None),
+        };
+        found.as_ref().map(Some).map_err(|e| {
+            format!(
+                "Runtime.Unavailable\u{0}the {lang} runtime is not available on this server: {e}"
+            )
+        })
+    }
+
+    /// Starts a sandboxed instance for `v`. Errors are `ErrorType\0message`.
+    async fn start_instance(
+        &self,
+        key: &VersionKey,
+        v: &FunctionVersion,
+        uid: u32,
+        generation: u64,
+    ) -> Result<Arc<Instance>, String> {
+        let lang = v
+            .config
+            .runtime()
+            .map_err(|e| format!("Runtime.Unknown\u{0}{e}"))?;
+        let interp = self.interpreter(lang)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let code_dir = self.blobs.code_dir(&v.code_sha256);
+        if !code_dir.is_dir() {
+            return Err(format!("Runtime.Unknown\u{0}the code of this version ({}) is missing from the data directory", v.code_sha256));
+        }
+        let task_root = self.sandbox.task_root(&code_dir);
+        let runtime_root = self.sandbox.runtime_root(&self.cfg.runtime_dir);
+        let (program, args) = match (lang, interp) {
+            (Lang::Python3, Some(i)) => (
+                i.executable.clone(),
+                vec![runtime_root
+                    .join(crate::bootstraps::PYTHON_FILE)
+                    .display()
+                    .to_string()],
+            ),
+            (Lang::Nodejs, Some(i)) => (
+                i.executable.clone(),
+                vec![runtime_root
+                    .join(crate::bootstraps::NODE_FILE)
+                    .display()
+                    .to_string()],
+            ),
+            _ => (task_root.join("bootstrap"), vec![]),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("Runtime.Unknown\u{0}could not open a Runtime API port: {e}"))?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let version_label = v.version.to_string();
+        let stream = log_stream_name(&version_label, &id, nimbus_store::now_ms());
+
+        let mut path = String::new();
+        if let Some(dir) = interp.and_then(|i| i.executable.parent()) {
+            path.push_str(&dir.display().to_string());
+            path.push(':');
+        }
+        path.push_str("/usr/local/bin:/usr/bin:/bin:/opt/bin");
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), path),
+            ("LANG".into(), "en_US.UTF-8".into()),
+            ("TZ".into(), ":UTC".into()),
+        ];
+        for (k, val) in &v.config.environment {
+            if let Some(slot) = env.iter_mut().find(|(ek, _)| ek == k) {
+                slot.1 = val.clone();
+            } else {
+                env.push((k.clone(), val.clone()));
+            }
+        }
+        env.extend([
+            (
+                "AWS_LAMBDA_RUNTIME_API".to_string(),
+                format!("127.0.0.1:{port}"),
+            ),
+            ("_HANDLER".into(), v.config.handler.clone()),
+            ("LAMBDA_TASK_ROOT".into(), task_root.display().to_string()),
+            (
+                "LAMBDA_RUNTIME_DIR".into(),
+                runtime_root.display().to_string(),
+            ),
+            ("AWS_LAMBDA_FUNCTION_NAME".into(), v.function.clone()),
+            ("AWS_LAMBDA_FUNCTION_VERSION".into(), version_label.clone()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+                v.config.memory_mb.to_string(),
+            ),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME".into(),
+                log_group_name(&v.function),
+            ),
+            ("AWS_LAMBDA_LOG_STREAM_NAME".into(), stream.clone()),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+            (
+                "AWS_EXECUTION_ENV".into(),
+                format!("AWS_Lambda_{}", v.config.runtime_name),
+            ),
+            ("AWS_REGION".into(), nimbus_core::REGION.into()),
+            ("AWS_DEFAULT_REGION".into(), nimbus_core::REGION.into()),
+        ]);
+        let spec = InstanceSpec {
+            id: id.clone(),
+            program,
+            args,
+            env,
+            code_dir,
+            runtime_dir: Some(self.cfg.runtime_dir.clone()),
+            ro_paths: interp.map(|i| i.ro_paths.clone()).unwrap_or_default(),
+            mask_paths: self.cfg.mask_paths.clone(),
+            memory_mb: v.config.memory_mb,
+            cpu_weight_mb: v.config.memory_mb,
+            pids_max: Limits::PIDS_PER_INSTANCE,
+            tmp_mb: v.config.ephemeral_mb,
+            uid,
+            gid: uid,
+        };
+        let spawned = Instant::now();
+        let mut sandbox = nimbus_sandbox::spawn(&self.sandbox, spec)
+            .await
+            .map_err(|e| {
+                let text = e.to_string();
+                if e.is_exec_error() {
+                    format!("Runtime.InvalidEntrypoint\u{0}{text}")
+                } else {
+                    format!("Runtime.Unknown\u{0}could not start the sandbox: {text}")
+                }
+            })?;
+        let (jobs_tx, jobs_rx) = mpsc::channel(1);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let capture = Arc::new(Capture {
+            names: StreamNames {
+                function: v.function.clone(),
+                stream,
+            },
+            sink: self.logs.clone(),
+            current: Mutex::new(None),
+            init: InvocationLog::new(None),
+        });
+        spawn_capture(
+            capture.clone(),
+            sandbox.take_stdout(),
+            sandbox.take_stderr(),
+            flush_rx,
+        );
+        spawn_monitor(sandbox, control_rx, exit_tx);
+        let instance = Arc::new(Instance {
+            id: id.clone(),
+            key: key.clone(),
+            spawned,
+            uid,
+            generation,
+            jobs_tx,
+            jobs_rx: tokio::sync::Mutex::new(jobs_rx),
+            inflight: Mutex::new(None),
+            capture,
+            init_done: OnceLock::new(),
+            init_error: Mutex::new(None),
+            exit: exit_rx,
+            control: control_tx,
+            flush: flush_tx,
+            server: Mutex::new(None),
+        });
+        let app = crate::runtime_api::router(instance.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        // Tear the endpoint down when the tree is gone, which also drops its hold on the instance.
+        let weak = Arc::downgrade(&instance);
+        let mut exit_watch = instance.exit.clone();
+        let abort = server.abort_handle();
+        tokio::spawn(async move {
+            while exit_watch.borrow_and_update().is_none() {
+                if exit_watch.changed().await.is_err() {
+                    break;
+                }
+            }
+            abort.abort();
+            drop(weak);
+        });
+        if let Ok(mut s) = instance.server.lock() {
+            *s = Some(server);
+        }
+        if let Ok(mut all) = self.all.lock() {
+            all.retain(|_, w| w.strong_count() > 0);
+            all.insert(id, Arc::downgrade(&instance));
+        }
+        Ok(instance)
+    }
+
+    /// Hands the job to the instance and waits for its end. Returns the outcome and whether the
+    /// instance may serve again.
+    async fn run_on(
+        &self,
+        inst: &Arc<Instance>,
+        req: &InvokeRequest,
+        cold: bool,
+    ) -> (InvokeOutcome, bool) {
+        let v = &req.version;
+        let version_label = v.version.to_string();
+        let log = InvocationLog::new(Some(req.request_id.clone()));
+        let names = &inst.capture.names;
+        let timeout = Duration::from_secs(v.config.timeout_s as u64);
+        let (picked_tx, picked_rx) = oneshot::channel();
+        let (result_tx, result_rx) = oneshot::channel();
+        let job = Job {
+            request_id: req.request_id.clone(),
+            payload: req.payload.clone(),
+            timeout,
+            invoked_arn: req.invoked_arn.clone(),
+            client_context: req.client_context.clone(),
+            trace_id: trace_id(),
+            log: log.clone(),
+            picked: picked_tx,
+            result: result_tx,
+        };
+        // START goes out before the runtime can print anything for this invocation.
+        log.platform(
+            &self.logs,
+            names,
+            start_line(&req.request_id, &version_label),
+        );
+        let _ = inst.jobs_tx.try_send(job);
+
+        let ending = tokio::select! {
+            picked = picked_rx => match picked {
+                Ok(at) => {
+                    let deadline = tokio::time::Instant::from_std(at + timeout);
+                    tokio::select! {
+                        r = result_rx => match r {
+                            Ok(res) => Ending::Result(res),
+                            Err(_) => Ending::Died(inst.exited().await),
+                        },
+                        info = inst.exited() => Ending::Died(info),
+                        _ = tokio::time::sleep_until(deadline) => Ending::Timeout,
+                    }
+                }
+                Err(_) => self.before_start(inst, inst.exited().await),
+            },
+            info = inst.exited() => self.before_start(inst, info),
+            _ = tokio::time::sleep(INIT_TIMEOUT) => Ending::InitTimeout,
+        };
+        let picked_at = inst.init_done.get().copied();
+        let duration = picked_at.map(|p| p.elapsed()).unwrap_or_default();
+        let init_duration = if cold {
+            picked_at.map(|p| p - inst.spawned)
+        } else {
+            None
+        };
+
+        let mut reusable = true;
+        let (payload, function_error, status, error_type): (
+            Bytes,
+            bool,
+            Option<&str>,
+            Option<String>,
+        ) = match ending {
+            Ending::Result(JobResult::Response(body)) => (body, false, None, None),
+            Ending::Result(JobResult::Error { body, error_type }) => {
+                let et = error_type.or_else(|| error_type_of(&body));
+                (body, true, None, et)
+            }
+            Ending::Result(JobResult::TooLarge(n)) => {
+                let msg = format!(
+                    "Response payload size ({n} bytes) exceeded maximum allowed payload size ({} bytes).",
+                    Limits::SYNC_PAYLOAD_BYTES
+                );
+                log.platform(&self.logs, names, msg.clone());
+                (
+                    error_body("Function.ResponseSizeTooLarge", msg),
+                    true,
+                    Some("error"),
+                    Some("Function.ResponseSizeTooLarge".into()),
+                )
+            }
+            Ending::Timeout => {
+                reusable = false;
+                inst.kill_and_wait().await;
+                let msg = format!("Task timed out after {}.00 seconds", v.config.timeout_s);
+                log.platform(
+                    &self.logs,
+                    names,
+                    format!("{} {} {msg}", rfc3339_now(), req.request_id),
+                );
+                (
+                    error_body(
+                        "Sandbox.Timedout",
+                        format!("RequestId: {} Error: {msg}", req.request_id),
+                    ),
+                    true,
+                    Some("timeout"),
+                    None,
+                )
+            }
+            Ending::InitTimeout => {
+                reusable = false;
+                inst.kill_and_wait().await;
+                let msg = format!(
+                    "the runtime did not ask for an invocation (GET /2018-06-01/runtime/invocation/next) within {}.00 seconds of starting",
+                    INIT_TIMEOUT.as_secs()
+                );
+                log.platform(
+                    &self.logs,
+                    names,
+                    format!("RequestId: {} Error: {msg}", req.request_id),
+                );
+                (
+                    error_body(
+                        "Sandbox.Timedout",
+                        format!("RequestId: {} Error: {msg}", req.request_id),
+                    ),
+                    true,
+                    Some("timeout"),
+                    Some("Sandbox.Timedout".into()),
+                )
+            }
+            Ending::Died(info) => {
+                reusable = false;
+                let (et, msg) = died_error(&info);
+                let text = format!("RequestId: {} Error: {msg}", req.request_id);
+                log.platform(&self.logs, names, format!("{text}\n{et}"));
+                (
+                    error_body(et, text),
+                    true,
+                    Some("error"),
+                    Some(et.to_string()),
+                )
+            }
+            Ending::InitFailed { body, error_type } => {
+                reusable = false;
+                let et = error_type
+                    .or_else(|| error_type_of(&body))
+                    .unwrap_or_else(|| "Runtime.Unknown".into());
+                (body, true, Some("error"), Some(et))
+            }
+        };
+
+        inst.flush_output().await;
+        let dropped = log.dropped_bytes();
+        if dropped > 0 {
+            log.platform(
+                &self.logs,
+                names,
+                format!(
+                    "[nimbus] {dropped} bytes of output were dropped: one invocation may print at most {} bytes",
+                    Limits::LOG_BYTES_PER_INVOCATION
+                ),
+            );
+        }
+        let (peak, _oom) = inst.memory_stats().await;
+        if let Ok(mut current) = inst.capture.current.lock() {
+            *current = None;
+        }
+        log.platform(&self.logs, names, end_line(&req.request_id));
+        log.platform(
+            &self.logs,
+            names,
+            report_line(&Report {
+                request_id: &req.request_id,
+                duration_ms: duration.as_secs_f64() * 1000.0,
+                memory_mb: v.config.memory_mb,
+                max_memory_used_mb: peak.map(|b| b.div_ceil(1024 * 1024)),
+                init_duration_ms: init_duration.map(|d| d.as_secs_f64() * 1000.0),
+                status,
+                error_type: error_type.as_deref().filter(|_| status.is_some()),
+            }),
+        );
+        let outcome = InvokeOutcome {
+            request_id: req.request_id.clone(),
+            payload,
+            function_error,
+            executed_version: version_label,
+            log_tail: log.tail(),
+            cold_start: cold,
+            duration,
+            init_duration,
+        };
+        (outcome, reusable && inst.is_alive())
+    }
+
+    /// The instance ended before taking the invocation: an init error, or a crash.
+    fn before_start(&self, inst: &Instance, info: ExitInfo) -> Ending {
+        if let Some((body, error_type)) = inst.init_error.lock().ok().and_then(|mut e| e.take()) {
+            return Ending::InitFailed { body, error_type };
+        }
+        if let Some(setup) = &info.setup_error {
+            return Ending::InitFailed {
+                body: error_body("Runtime.InvalidEntrypoint", setup.clone()),
+                error_type: Some("Runtime.InvalidEntrypoint".into()),
+            };
+        }
+        Ending::Died(info)
+    }
+
+    /// Stops taking invocations, lets running ones finish for up to `grace`, then kills every
+    /// instance (callers of invocations still running get an error result).
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for inst in self.pool.shut_down() {
+            inst.kill();
+        }
+        let until = Instant::now() + grace;
+        while self.pool.busy_total() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = self.pool.busy_total();
+        if left > 0 {
+            tracing::warn!(
+                invocations = left,
+                "shutting down with invocations still running; they are reported as failed"
+            );
+        }
+        let all: Vec<Arc<Instance>> = self
+            .all
+            .lock()
+            .map(|m| m.values().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default();
+        for inst in &all {
+            inst.kill();
+        }
+        for inst in &all {
+            let _ = tokio::time::timeout(Duration::from_secs(5), inst.exited()).await;
+        }
+    }
+}
+
+fn died_error(info: &ExitInfo) -> (&'static str, String) {
+    if info.oom {
+        (
+            "Runtime.OutOfMemory",
+            format!(
+                "Runtime exited with error: {} (out of memory)",
+                exit_reason(info)
+            ),
+        )
+    } else {
+        (
+            "Runtime.ExitError",
+            format!("Runtime exited with error: {}", exit_reason(info)),
+        )
+    }
+}
+
+fn error_type_of(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get("errorType")?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,252 @@
+//! What instances print: lines read from their stdout and stderr, tagged with the invocation they
+//! belong to, capped per invocation, kept as a tail for `X-Amz-Log-Result`, and sent to the log
+//! sink. One task per instance reads both pipes and answers flush requests, so the invoker can
+//! be sure every line printed before the response is accounted for before it writes END.
+
+use std::collections::VecDeque;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex};
+
+use nimbus_core::Limits;
+use nimbus_telemetry::LogSink;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// Longest line kept whole; longer output is split into lines of this size.
+const MAX_LINE: usize = 256 * 1024;
+
+/// The log of one invocation (or of an instance's init phase): tagging, cap and tail.
+pub(crate) struct InvocationLog {
+    request_id: Option<String>,
+    state: Mutex<LogState>,
+}
+
+#[derive(Default)]
+struct LogState {
+    output_bytes: usize,
+    dropped_bytes: usize,
+    tail: VecDeque<String>,
+    tail_bytes: usize,
+}
+
+impl InvocationLog {
+    pub(crate) fn new(request_id: Option<String>) -> Arc<InvocationLog> {
+        Arc::new(InvocationLog {
+            request_id,
+            state: Mutex::new(LogState::default()),
+        })
+    }
+
+    pub(crate) fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
+    fn remember(state: &mut LogState, line: &str) {
+        state.tail_bytes += line.len() + 1;
+        state.tail.push_back(line.to_string());
+        while state.tail_bytes > Limits::LOG_TAIL_BYTES && state.tail.len() > 1 {
+            if let Some(old) = state.tail.pop_front() {
+                state.tail_bytes -= old.len() + 1;
+            }
+        }
+    }
+
+    /// A line the platform writes (START, END, REPORT, errors): never capped.
+    pub(crate) fn platform(&self, sink: &LogSink, names: &StreamNames, line: String) {
+        if let Ok(mut st) = self.state.lock() {
+            Self::remember(&mut st, &line);
+        }
+        sink.emit(
+            &names.function,
+            &names.stream,
+            self.request_id(),
+            nimbus_store::now_ms(),
+            line,
+        );
+    }
+
+    /// A line the function printed: counted against the per-invocation cap.
+    fn output(&self, sink: &LogSink, names: &StreamNames, line: String) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        if st.output_bytes + line.len() > Limits::LOG_BYTES_PER_INVOCATION {
+            st.dropped_bytes += line.len() + 1;
+            return;
+        }
+        st.output_bytes += line.len() + 1;
+        Self::remember(&mut st, &line);
+        drop(st);
+        sink.emit(
+            &names.function,
+            &names.stream,
+            self.request_id(),
+            nimbus_store::now_ms(),
+            line,
+        );
+    }
+
+    /// How many bytes of output were dropped by the cap.
+    pub(crate) fn dropped_bytes(&self) -> usize {
+        self.state.lock().map(|s| s.dropped_bytes).unwrap_or(0)
+    }
+
+    /// The last ~4 KB of this log, one line per line.
+    pub(crate) fn tail(&self) -> String {
+        let st = match self.state.lock() {
+            Ok(s) => s,
+            Err(_) => return String::new(),
+        };
+        let mut out = String::with_capacity(st.tail_bytes);
+        for l in &st.tail {
+            out.push_str(l);
+            out.push('\n');
+        }
+        // A single huge last line can still exceed the limit: keep its end.
+        if out.len() > Limits::LOG_TAIL_BYTES {
+            let mut cut = out.len() - Limits::LOG_TAIL_BYTES;
+            while !out.is_char_boundary(cut) {
+                cut += 1;
+            }
+            out = out.split_off(cut);
+        }
+        out
+    }
+}
+
+/// Which log stream an instance writes to.
+pub(crate) struct StreamNames {
+    pub function: String,
+    pub stream: String,
+}
+
+/// Where an instance's output goes right now.
+pub(crate) struct Capture {
+    pub names: StreamNames,
+    pub sink: LogSink,
+    /// The invocation being served, if any; lines outside invocations go to `init`.
+    pub current: Mutex<Option<Arc<InvocationLog>>>,
+    pub init: Arc<InvocationLog>,
+}
+
+impl Capture {
+    fn line(&self, bytes: &[u8]) {
+        let mut text = String::from_utf8_lossy(bytes).into_owned();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+        let log = self
+            .current
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .unwrap_or_else(|| self.init.clone());
+        log.output(&self.sink, &self.names, text);
+    }
+}
+
+/// Splits a byte stream into lines.
+#[derive(Default)]
+struct LineBuf {
+    buf: Vec<u8>,
+}
+
+impl LineBuf {
+    fn feed(&mut self, data: &[u8], capture: &Capture) {
+        self.buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(pos) = self.buf[start..].iter().position(|b| *b == b'\n') {
+            capture.line(&self.buf[start..start + pos]);
+            start += pos + 1;
+        }
+        self.buf.drain(..start);
+        while self.buf.len() >= MAX_LINE {
+            let rest = self.buf.split_off(MAX_LINE);
+            capture.line(&self.buf);
+            self.buf = rest;
+        }
+    }
+
+    fn flush(&mut self, capture: &Capture) {
+        if !self.buf.is_empty() {
+            capture.line(&self.buf);
+            self.buf.clear();
+        }
+    }
+}
+
+/// Requests to the capture task.
+pub(crate) type FlushRequest = oneshot::Sender<()>;
+
+/// Reads both pipes until they close. A flush request drains whatever is readable right now,
+/// emits partial lines, then answers.
+pub(crate) fn spawn_capture<O, E>(
+    capture: Arc<Capture>,
+    stdout: Option<O>,
+    stderr: Option<E>,
+    mut flushes: mpsc::UnboundedReceiver<FlushRequest>,
+) -> tokio::task::JoinHandle<()>
+where
+    O: AsyncRead + AsFd + Unpin + Send + 'static,
+    E: AsyncRead + AsFd + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut out = stdout;
+        let mut err = stderr;
+        let (mut lb_out, mut lb_err) = (LineBuf::default(), LineBuf::default());
+        let mut b1 = vec![0u8; 64 * 1024];
+        let mut b2 = vec![0u8; 64 * 1024];
+        loop {
+            if out.is_none() && err.is_none() {
+                break;
+            }
+            tokio::select! {
+                r = read_opt(&mut out, &mut b1) => match r {
+                    Some(n) if n > 0 => lb_out.feed(&b1[..n], &capture),
+                    _ => { lb_out.flush(&capture); out = None; }
+                },
+                r = read_opt(&mut err, &mut b2) => match r {
+                    Some(n) if n > 0 => lb_err.feed(&b2[..n], &capture),
+                    _ => { lb_err.flush(&capture); err = None; }
+                },
+                req = flushes.recv() => {
+                    let Some(ack) = req else { continue };
+                    drain_now(&mut out, &mut b1, &mut lb_out, &capture);
+                    drain_now(&mut err, &mut b2, &mut lb_err, &capture);
+                    lb_out.flush(&capture);
+                    lb_err.flush(&capture);
+                    let _ = ack.send(());
+                }
+            }
+        }
+        // Pipes closed: answer flushes until the instance is dropped.
+        while let Some(ack) = flushes.recv().await {
+            let _ = ack.send(());
+        }
+    })
+}
+
+async fn read_opt<R: AsyncRead + Unpin>(r: &mut Option<R>, buf: &mut [u8]) -> Option<usize> {
+    match r {
+        Some(r) => r.read(buf).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads what the pipe holds right now. This asks the kernel directly (the pipe is
+/// non-blocking) rather than tokio, whose readiness may lag behind data that is already there.
+fn drain_now<R: AsFd>(r: &mut Option<R>, buf: &mut [u8], lb: &mut LineBuf, capture: &Capture) {
+    let Some(reader) = r.as_ref() else { return };
+    loop {
+        match nix::unistd::read(reader.as_fd(), buf) {
+            Ok(0) => {
+                lb.flush(capture);
+                *r = None;
+                return;
+            }
+            Ok(n) => lb.feed(&buf[..n], capture),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,771 @@
+//! The sandbox helper: a fresh, single-threaded process (the server binary re-executed) that
+//! builds the sandbox and starts the program.
+//!
+//! Process tree, from the server down:
+//! ```text
+//! server ── helper (host pid ns; joined the instance cgroups before exec)
+//!             └─ ns-init (pid 1 of the new pid ns; builds the root, pivot_root, reaps zombies)
+//!                  └─ program (no_new_privs, unprivileged uid, fds 0-2 only)
+//! ```
+//! Killing the helper kills ns-init (PDEATHSIG); when ns-init dies the kernel kills every
+//! process of the namespace. The helper also kills ns-init when the server's end of the spec
+//! pipe closes, so a server crash takes every instance with it.
+
+use std::ffi::CString;
+use std::fmt::Display;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::prctl;
+use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::signal::{kill, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::stat::{umask, Mode};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{
+    chdir, execve, fork, mkdir, pipe2, pivot_root, setgid, setgroups, sethostname, setsid, setuid,
+    ForkResult, Gid, Pid, Uid,
+};
+
+use crate::protocol::{read_request, Report, Request, FDS_ENV};
+use crate::{mountinfo, sys, TASK_ROOT};
+
+/// A setup step that failed: which syscall, on what, with which errno.
+#[derive(Debug)]
+struct SetupError {
+    syscall: &'static str,
+    path: String,
+    errno: Errno,
+}
+
+type Setup<T> = Result<T, SetupError>;
+
+fn fail(syscall: &'static str, path: impl Display) -> impl FnOnce(Errno) -> SetupError {
+    let path = path.to_string();
+    move |errno| SetupError {
+        syscall,
+        path,
+        errno,
+    }
+}
+
+fn io_fail(syscall: &'static str, path: impl Display) -> impl FnOnce(std::io::Error) -> SetupError {
+    let path = path.to_string();
+    move |e| SetupError {
+        syscall,
+        path,
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    }
+}
+
+/// The write end of the status pipe.
+struct Status(File);
+
+impl Status {
+    fn send(&self, report: &Report) {
+        // A failed write means the server is gone; the lifeline takes care of the rest.
+        let _ = (&self.0).write_all(&report.to_line());
+    }
+
+    fn setup_failed(&self, e: &SetupError) {
+        self.send(&Report::SetupFailed {
+            syscall: e.syscall.to_string(),
+            path: e.path.clone(),
+            errno: e.errno as i32,
+        });
+    }
+}
+
+pub(crate) fn main() -> ! {
+    let code = match run() {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("nimbus sandbox helper: {msg}");
+            125
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run() -> Result<i32, String> {
+    let fds = std::env::var(FDS_ENV)
+        .map_err(|_| format!("{FDS_ENV} is not set; this entry point is for nimbus-sandbox"))?;
+    let (spec_fd, status_fd) = fds
+        .split_once(',')
+        .and_then(|(a, b)| Some((a.parse::<i32>().ok()?, b.parse::<i32>().ok()?)))
+        .ok_or_else(|| format!("malformed {FDS_ENV}={fds}"))?;
+    if spec_fd < 3 || status_fd < 3 || spec_fd == status_fd {
+        return Err(format!("malformed {FDS_ENV}={fds}"));
+    }
+    if thread_count() > 1 {
+        return Err("helper_main must run before any other thread is started".into());
+    }
+    sys::set_cloexec(spec_fd, true);
+    sys::set_cloexec(status_fd, true);
+    // SAFETY: the server passed these two fds for exactly this purpose and nothing else in this
+    // fresh process refers to them.
+    let (lifeline, status) = unsafe {
+        (
+            OwnedFd::from_raw_fd(spec_fd),
+            OwnedFd::from_raw_fd(status_fd),
+        )
+    };
+    let status = Status(File::from(status));
+    let mut lifeline = File::from(lifeline);
+    let req = read_request(&mut lifeline).map_err(|e| format!("reading the instance spec: {e}"))?;
+
+    // The OOM killer should pick the program, never the processes that report on it; the
+    // program resets this to 0 before exec.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
+    if let Err(errno) = unshare(flags) {
+        status.setup_failed(&SetupError {
+            syscall: "unshare",
+            path: "CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWIPC|CLONE_NEWUTS".into(),
+            errno,
+        });
+        return Ok(0);
+    }
+    // SAFETY: this process is single-threaded (checked above), so the child may do anything.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(lifeline);
+            ns_init(&req, &status)
+        }
+        Ok(ForkResult::Parent { child }) => Ok(supervise(child, &lifeline, &status)),
+        Err(errno) => {
+            status.setup_failed(&SetupError {
+                syscall: "fork",
+                path: "namespace init".into(),
+                errno,
+            });
+            Ok(0)
+        }
+    }
+}
+
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(1)
+}
+
+/// Outer helper: waits for ns-init, or kills it when the server goes away.
+fn supervise(init: Pid, lifeline: &File, status: &Status) -> i32 {
+    let pidfd = sys::pidfd_open(init.as_raw());
+    loop {
+        let mut fds = vec![PollFd::new(lifeline.as_fd(), PollFlags::POLLIN)];
+        if let Some(p) = &pidfd {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        }
+        // Without a pidfd, poll the child's state every 50 ms.
+        let timeout = if pidfd.is_some() {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::from(50u16)
+        };
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+        let server_gone = fds[0].revents().is_some_and(|r| !r.is_empty());
+        if server_gone {
+            let _ = kill(init, Signal::SIGKILL);
+            let _ = waitpid(init, None);
+            return 0;
+        }
+        match waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => continue,
+            // ns-init exits 0 only after it has sent its final report itself.
+            Ok(WaitStatus::Exited(_, 0)) => return 0,
+            Ok(WaitStatus::Exited(_, code)) => {
+                status.send(&Report::Exited {
+                    code: Some(code),
+                    signal: None,
+                });
+                return 0;
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                status.send(&Report::Exited {
+                    code: None,
+                    signal: Some(sig as i32),
+                });
+                return 0;
+            }
+            Ok(_) => continue,
+            Err(_) => return 0,
+        }
+    }
+}
+
+/// PID 1 of the new pid namespace. Exits 0 after reporting; its exit ends the namespace.
+fn ns_init(req: &Request, status: &Status) -> ! {
+    let _ = prctl::set_pdeathsig(Signal::SIGKILL);
+    umask(Mode::from_bits_truncate(0o022));
+    if let Err(e) = ns_init_inner(req, status) {
+        status.setup_failed(&e);
+    }
+    std::process::exit(0)
+}
+
+fn ns_init_inner(req: &Request, status: &Status) -> Setup<()> {
+    setup_root(req)?;
+    sethostname(&req.hostname).map_err(fail("sethostname", &req.hostname))?;
+
+    let exec = ExecArgs::new(req)?;
+    let (err_r, err_w) =
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail("pipe2", "exec status"))?;
+    // SAFETY: ns-init is single-threaded (it is the only thread of the forked helper).
+    let program = match unsafe { fork() }.map_err(fail("fork", req.program.display()))? {
+        ForkResult::Child => {
+            drop(err_r);
+            exec_program(req, &exec, err_w)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(err_w);
+
+    // The pipe closes without data when execve succeeds (CLOEXEC); otherwise it carries
+    // [step, errno].
+    let mut buf = [0u8; 5];
+    let mut got = 0;
+    let mut pipe = File::from(err_r);
+    while got < buf.len() {
+        match pipe.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if got == buf.len() {
+        let errno = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        let _ = waitpid(program, None);
+        status.send(&ExecStep::from(buf[0]).report(req, errno));
+        return Ok(());
+    }
+    status.send(&Report::Ready);
+
+    // Init duty: reap everything that gets reparented to us until the program exits.
+    loop {
+        match waitpid(None::<Pid>, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == program => {
+                status.send(&Report::Exited {
+                    code: Some(code),
+                    signal: None,
+                });
+                return Ok(());
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == program => {
+                status.send(&Report::Exited {
+                    code: None,
+                    signal: Some(sig as i32),
+                });
+                return Ok(());
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+/// argv and envp, converted before forking so the child only makes syscalls.
+struct ExecArgs {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+impl ExecArgs {
+    fn new(req: &Request) -> Setup<Self> {
+        let cstr = |s: &[u8]| CString::new(s).map_err(|_| Errno::EINVAL);
+        let program = cstr(req.program.as_os_str().as_bytes())
+            .map_err(fail("execve", req.program.display()))?;
+        let mut argv = vec![program.clone()];
+        for a in &req.args {
+            argv.push(cstr(a.as_bytes()).map_err(fail("execve", "argument with NUL"))?);
+        }
+        let mut envp = Vec::with_capacity(req.env.len());
+        for (k, v) in &req.env {
+            envp.push(
+                cstr(format!("{k}={v}").as_bytes())
+                    .map_err(fail("execve", "environment with NUL"))?,
+            );
+        }
+        Ok(ExecArgs {
+            program,
+            argv,
+            envp,
+        })
+    }
+}
+
+/// Which step of `exec_program` failed; sent as the first byte on the exec status pipe.
+#[derive(Clone, Copy)]
+enum ExecStep {
+    Exec = 0,
+    NoNewPrivs = 1,
+    Setgroups = 2,
+    Setgid = 3,
+    Setuid = 4,
+    Chdir = 5,
+}
+
+impl From<u8> for ExecStep {
+    fn from(b: u8) -> Self {
+        match b {
+            1 => ExecStep::NoNewPrivs,
+            2 => ExecStep::Setgroups,
+            3 => ExecStep::Setgid,
+            4 => ExecStep::Setuid,
+            5 => ExecStep::Chdir,
+            _ => ExecStep::Exec,
+        }
+    }
+}
+
+impl ExecStep {
+    fn report(self, req: &Request, errno: i32) -> Report {
+        let (syscall, path) = match self {
+            ExecStep::Exec => {
+                return Report::ExecFailed {
+                    program: req.program.clone(),
+                    errno,
+                }
+            }
+            ExecStep::NoNewPrivs => ("prctl", "PR_SET_NO_NEW_PRIVS".to_string()),
+            ExecStep::Setgroups => ("setgroups", "[]".to_string()),
+            ExecStep::Setgid => ("setgid", req.gid.to_string()),
+            ExecStep::Setuid => ("setuid", req.uid.to_string()),
+            ExecStep::Chdir => ("chdir", format!("{TASK_ROOT} (as uid {})", req.uid)),
+        };
+        Report::SetupFailed {
+            syscall: syscall.into(),
+            path,
+            errno,
+        }
+    }
+}
+
+/// The program's process: drop everything, then execve. Never returns.
+fn exec_program(req: &Request, exec: &ExecArgs, err_w: OwnedFd) -> ! {
+    let die = |step: ExecStep, errno: Errno| -> ! {
+        let mut buf = [0u8; 5];
+        buf[0] = step as u8;
+        buf[1..].copy_from_slice(&(errno as i32).to_le_bytes());
+        let _ = nix::unistd::write(&err_w, &buf);
+        // SAFETY: _exit is always safe; it skips atexit handlers that belong to the helper.
+        unsafe { libc::_exit(127) }
+    };
+    // Rust's runtime ignores SIGPIPE and the helper may have blocked signals: undo both so the
+    // program starts with default dispositions, like any process started by a shell.
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: installing SIG_DFL does not run any code in this process.
+            let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let _ = setsid();
+    let _ = std::fs::write("/proc/self/oom_score_adj", "0");
+    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+    if let Err(e) = prctl::set_no_new_privs() {
+        die(ExecStep::NoNewPrivs, e);
+    }
+    if let Err(e) = setgroups(&[]) {
+        die(ExecStep::Setgroups, e);
+    }
+    if let Err(e) = setgid(Gid::from_raw(req.gid)) {
+        die(ExecStep::Setgid, e);
+    }
+    if let Err(e) = setuid(Uid::from_raw(req.uid)) {
+        die(ExecStep::Setuid, e);
+    }
+    if let Err(e) = chdir(TASK_ROOT) {
+        die(ExecStep::Chdir, e);
+    }
+    sys::cloexec_from(3);
+    let e = match execve(&exec.program, &exec.argv, &exec.envp) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    die(ExecStep::Exec, e)
+}
+
+/// Host directories that are the sandbox's operating system, bound read-only at their own path
+/// (or recreated as the same symlink when they are one, as with merged /usr).
+const SYSTEM_DIRS: [&str; 8] = [
+    "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32",
+];
+
+/// Device nodes the program gets, bound from the host's /dev.
+const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+
+/// Builds the new root on a tmpfs over `req.root_dir` and pivots into it.
+fn setup_root(req: &Request) -> Setup<()> {
+    let root = req.root_dir.as_path();
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(fail("mount", "/ (make private)"))?;
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("size=1m,mode=0755"),
+    )
+    .map_err(fail(
+        "mount",
+        format!("{} (tmpfs for the new root)", root.display()),
+    ))?;
+
+    // Host paths bound at their own path; anything under one of them is already visible.
+    let mut same_path: Vec<PathBuf> = Vec::new();
+    for name in SYSTEM_DIRS {
+        let host = Path::new("/").join(name);
+        let inside = root.join(name);
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target =
+                    std::fs::read_link(&host).map_err(io_fail("readlink", host.display()))?;
+                std::os::unix::fs::symlink(&target, &inside).map_err(io_fail(
+                    "symlink",
+                    format!("/{name} -> {}", target.display()),
+                ))?;
+            }
+            Ok(m) if m.is_dir() => {
+                mkdir(&inside, Mode::from_bits_truncate(0o755))
+                    .map_err(fail("mkdir", host.display()))?;
+                bind(&host, &inside, &host)?;
+                same_path.push(host);
+            }
+            _ => {}
+        }
+    }
+
+    let task = mountpoint(root, Path::new(TASK_ROOT), true)?;
+    bind(&req.code_dir, &task, Path::new(TASK_ROOT))?;
+    if let Some(runtime) = &req.runtime_dir {
+        let inside = mountpoint(root, Path::new(crate::RUNTIME_ROOT), true)?;
+        bind(runtime, &inside, Path::new(crate::RUNTIME_ROOT))?;
+    }
+
+    let mut ro_paths = req.ro_paths.clone();
+    ro_paths.sort();
+    for p in ro_paths {
+        if !p.is_absolute() || same_path.iter().any(|b| p.starts_with(b)) {
+            continue;
+        }
+        let is_dir = std::fs::metadata(&p)
+            .map(|m| m.is_dir())
+            .map_err(io_fail("stat", p.display()))?;
+        let inside = mountpoint(root, &p, is_dir)?;
+        bind(&p, &inside, &p)?;
+        same_path.push(p);
+    }
+
+    // Everything bound so far, submounts included, becomes read-only, nosuid and nodev.
+    let mounts = mountinfo::read_self().map_err(io_fail("read", "/proc/self/mountinfo"))?;
+    for m in mounts
+        .iter()
+        .filter(|m| m.mount_point.starts_with(root) && m.mount_point != root)
+    {
+        let mut flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV;
+        if m.has_mount_option("noexec") {
+            flags |= MsFlags::MS_NOEXEC;
+        }
+        mount(
+            None::<&str>,
+            &m.mount_point,
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(fail(
+            "mount",
+            format!("{} (remount read-only)", inside_name(root, &m.mount_point)),
+        ))?;
+    }
+
+    // Masks go on top of the read-only binds.
+    for m in &req.mask_paths {
+        for inside in visible_at(root, req, &same_path, m) {
+            mask(&inside, &inside_name(root, &inside))?;
+        }
+    }
+
+    // Writable scratch space.
+    let tmp = root.join("tmp");
+    mkdir(&tmp, Mode::from_bits_truncate(0o755)).map_err(fail("mkdir", "/tmp"))?;
+    let tmp_opts = format!("size={}m,mode=1777", req.tmp_mb.max(1));
+    mount(
+        Some("tmpfs"),
+        &tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(tmp_opts.as_str()),
+    )
+    .map_err(fail("mount", format!("/tmp (tmpfs {tmp_opts})")))?;
+    setup_dev(root, &tmp_opts)?;
+
+    let proc_dir = root.join("proc");
+    mkdir(&proc_dir, Mode::from_bits_truncate(0o555)).map_err(fail("mkdir", "/proc"))?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(fail("mount", "/proc (proc)"))?;
+
+    remount_ro(root, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "/")?;
+
+    chdir(root).map_err(fail("chdir", root.display()))?;
+    pivot_root(".", ".").map_err(fail("pivot_root", root.display()))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(fail("umount2", "old root"))?;
+    chdir("/").map_err(fail("chdir", "/"))?;
+    Ok(())
+}
+
+fn setup_dev(root: &Path, shm_opts: &str) -> Setup<()> {
+    let dev = root.join("dev");
+    mkdir(&dev, Mode::from_bits_truncate(0o755)).map_err(fail("mkdir", "/dev"))?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,mode=0755"),
+    )
+    .map_err(fail("mount", "/dev (tmpfs)"))?;
+    for name in DEVICES {
+        let host = Path::new("/dev").join(name);
+        if !host.exists() {
+            continue;
+        }
+        let inside = dev.join(name);
+        File::create(&inside).map_err(io_fail("create", inside_name(root, &inside)))?;
+        mount(
+            Some(&host),
+            &inside,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(fail(
+            "mount",
+            format!("/dev/{name} (bind {})", host.display()),
+        ))?;
+    }
+    let shm = dev.join("shm");
+    mkdir(&shm, Mode::from_bits_truncate(0o755)).map_err(fail("mkdir", "/dev/shm"))?;
+    mount(
+        Some("tmpfs"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(shm_opts),
+    )
+    .map_err(fail("mount", format!("/dev/shm (tmpfs {shm_opts})")))?;
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))
+            .map_err(io_fail("symlink", format!("/dev/{link} -> {target}")))?;
+    }
+    remount_ro(&dev, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "/dev")
+}
+
+fn remount_ro(path: &Path, extra: MsFlags, name: &str) -> Setup<()> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra;
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .map_err(fail("mount", format!("{name} (remount read-only)")))
+}
+
+/// Recursive bind; made read-only by the pass over mountinfo that follows.
+fn bind(src: &Path, dst: &Path, name: &Path) -> Setup<()> {
+    mount(
+        Some(src),
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(fail(
+        "mount",
+        format!("{} (bind {})", name.display(), src.display()),
+    ))
+}
+
+/// Where `host` appears inside the new root: at its own path when under a same-path bind, and
+/// under /var/task or /var/runtime when inside the code or runtime dir.
+fn visible_at(root: &Path, req: &Request, same_path: &[PathBuf], host: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if same_path.iter().any(|b| host.starts_with(b)) {
+        if let Ok(rel) = host.strip_prefix("/") {
+            out.push(root.join(rel));
+        }
+    }
+    let mut under = |dir: &Path, at: &str| {
+        if let Ok(rel) = host.strip_prefix(dir) {
+            out.push(root.join(at.trim_start_matches('/')).join(rel));
+        }
+    };
+    under(&req.code_dir, TASK_ROOT);
+    if let Some(rt) = &req.runtime_dir {
+        under(rt, crate::RUNTIME_ROOT);
+    }
+    out
+}
+
+/// Hides whatever is at `inside`: an empty read-only tmpfs over a directory, /dev/null over a
+/// file. Paths that do not exist inside the root need no mask.
+fn mask(inside: &Path, name: &str) -> Setup<()> {
+    match std::fs::symlink_metadata(inside) {
+        Ok(m) if m.is_dir() => mount(
+            Some("tmpfs"),
+            inside,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=4k,mode=0755"),
+        )
+        .map_err(fail("mount", format!("{name} (mask)"))),
+        Ok(m) if m.is_file() => {
+            mount(
+                Some("/dev/null"),
+                inside,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(fail("mount", format!("{name} (mask)")))?;
+            remount_ro(inside, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, name)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Creates the mount point for `path` inside `root` (parents 0755, so an unprivileged uid can
+/// walk to it even when the host's parents are 0700). Refuses to follow symlinks, which could
+/// otherwise lead the mkdir out of the tmpfs and into a host directory.
+fn mountpoint(root: &Path, path: &Path, is_dir: bool) -> Setup<PathBuf> {
+    let mut cur = root.to_path_buf();
+    let comps: Vec<_> = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    for (i, c) in comps.iter().enumerate() {
+        cur.push(c);
+        let last = i + 1 == comps.len();
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() && (is_dir || !last) => {}
+            Ok(m) if m.is_file() && last && !is_dir => {}
+            Ok(_) => return Err(fail("mkdir", path.display())(Errno::ENOTDIR)),
+            Err(_) if last && !is_dir => {
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o644)
+                    .open(&cur)
+                    .map_err(io_fail("create", cur.display()))?;
+            }
+            Err(_) => mkdir(&cur, Mode::from_bits_truncate(0o755))
+                .map_err(fail("mkdir", cur.display()))?,
+        }
+    }
+    Ok(cur)
+}
+
+/// The path a mount point under `root` has inside the sandbox, for error messages.
+fn inside_name(root: &Path, p: &Path) -> String {
+    match p.strip_prefix(root) {
+        Ok(rel) => format!("/{}", rel.display()),
+        Err(_) => p.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> Request {
+        Request {
+            id: "x".into(),
+            hostname: "h".into(),
+            root_dir: "/scratch".into(),
+            program: "/var/task/run".into(),
+            args: vec![],
+            env: vec![],
+            code_dir: "/data/code/abc".into(),
+            runtime_dir: Some("/data/runtimes/py".into()),
+            ro_paths: vec![],
+            mask_paths: vec![],
+            tmp_mb: 16,
+            uid: 1,
+            gid: 1,
+        }
+    }
+
+    #[test]
+    fn masks_follow_every_place_a_path_is_visible() {
+        let r = req();
+        let same = vec![PathBuf::from("/usr"), PathBuf::from("/data")];
+        let root = Path::new("/scratch");
+        assert_eq!(
+            visible_at(root, &r, &same, Path::new("/data/code/abc/secret")),
+            vec![
+                PathBuf::from("/scratch/data/code/abc/secret"),
+                PathBuf::from("/scratch/var/task/secret")
+            ]
+        );
+        assert_eq!(
+            visible_at(root, &r, &same[..1], Path::new("/data")),
+            Vec::<PathBuf>::new()
+        );
+        assert_eq!(
+            visible_at(root, &r, &same[..1], Path::new("/data/runtimes/py/x")),
+            vec![PathBuf::from("/scratch/var/runtime/x")]
+        );
+    }
+
+    #[test]
+    fn inside_names_are_sandbox_paths() {
+        assert_eq!(
+            inside_name(Path::new("/s"), Path::new("/s/var/task")),
+            "/var/task"
+        );
+        assert_eq!(
+            inside_name(Path::new("/s"), Path::new("/elsewhere")),
+            "/elsewhere"
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! What the server and the helper say to each other over their two pipes.
+//!
+//! Spec pipe (server -> helper): a little-endian u32 length and the JSON [`Request`]. The server
+//! then keeps its end open without writing: EOF tells the helper the server is gone ("lifeline").
+//! Status pipe (helper -> server): one JSON [`Report`] per line; writes are far below
+//! `PIPE_BUF`, so the helper and the namespace init can both write without interleaving.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the one environment variable the helper is started with: "<spec fd>,<status fd>".
+pub(crate) const FDS_ENV: &str = "NIMBUS_SANDBOX_FDS";
+
+/// Everything the helper needs; paths are already canonical host paths.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Request {
+    pub id: String,
+    pub hostname: String,
+    /// Empty host directory the new root's tmpfs is mounted on (inside the private mount ns).
+    pub root_dir: PathBuf,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub code_dir: PathBuf,
+    pub runtime_dir: Option<PathBuf>,
+    pub ro_paths: Vec<PathBuf>,
+    pub mask_paths: Vec<PathBuf>,
+    pub tmp_mb: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub(crate) enum Report {
+    /// execve of the program succeeded.
+    Ready,
+    /// execve failed (or the program could not be reached as the unprivileged user).
+    ExecFailed { program: PathBuf, errno: i32 },
+    /// A setup syscall failed before execve.
+    SetupFailed {
+        syscall: String,
+        path: String,
+        errno: i32,
+    },
+    /// The program exited; the namespace is being torn down.
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+}
+
+impl Report {
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec());
+        line.push(b'\n');
+        line
+    }
+}
+
+pub(crate) fn write_request(mut w: impl Write, req: &Request) -> io::Result<()> {
+    let body = serde_json::to_vec(req).map_err(io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(io::Error::other)?;
+    let mut buf = Vec::with_capacity(body.len() + 4);
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf)
+}
+
+pub(crate) fn read_request(mut r: impl Read) -> io::Result<Request> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > 64 * 1024 * 1024 {
+        return Err(io::Error::other("sandbox request larger than 64 MiB"));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    serde_json::from_slice(&body).map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips() {
+        let req = Request {
+            id: "abc-1".into(),
+            hostname: "nimbus-abc-1".into(),
+            root_dir: "/data/scratch".into(),
+            program: "/var/task/bootstrap".into(),
+            args: vec!["a".into()],
+            env: vec![("K".into(), "V=1".into())],
+            code_dir: "/data/code/x".into(),
+            runtime_dir: None,
+            ro_paths: vec![],
+            mask_paths: vec!["/data".into()],
+            tmp_mb: 512,
+            uid: 65534,
+            gid: 65534,
+        };
+        let mut buf = Vec::new();
+        write_request(&mut buf, &req).unwrap();
+        let back = read_request(&buf[..]).unwrap();
+        assert_eq!(back.env, req.env);
+        assert_eq!(back.mask_paths, req.mask_paths);
+    }
+
+    #[test]
+    fn reports_are_single_lines() {
+        let r = Report::ExecFailed {
+            program: "/var/task/boot\nstrap".into(),
+            errno: 2,
+        };
+        let line = r.to_line();
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        let back: Report = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, r);
+    }
+}

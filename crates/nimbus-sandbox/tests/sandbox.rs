@@ -1,0 +1,664 @@
+//! End-to-end tests of the sandbox. The test binary is its own helper: started with
+//! `__sandbox-init` it runs `helper_main`, otherwise it runs the tests (as root they exercise
+//! namespaces, mounts and cgroups; otherwise only the direct fallback).
+
+use std::fs;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use nimbus_sandbox::{probe, spawn, ExitInfo, Instance, InstanceSpec, Isolation, SandboxConfig};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+const HELPER_ARG: &str = "__sandbox-init";
+const UID: u32 = 200_001;
+const GID: u32 = 200_002;
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some(HELPER_ARG) {
+        nimbus_sandbox::helper_main();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let failed = rt.block_on(run_all());
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
+
+type TestFn = for<'a> fn(&'a Ctx) -> Pin<Box<dyn Future<Output = Result<(), String>> + 'a>>;
+
+macro_rules! tests {
+    ($($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), (|c| Box::pin($name(c))) as TestFn)),*]
+    };
+}
+
+async fn run_all() -> usize {
+    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let isolation = probe();
+    for f in isolation.features() {
+        println!("  {f}");
+    }
+    let sandboxed: Vec<(&str, TestFn)> = tests![
+        pid_namespace_and_hostname,
+        task_root_is_read_only,
+        tmp_is_writable_and_limited,
+        unbound_host_dirs_are_invisible,
+        masked_path_is_empty,
+        ro_path_under_private_dir_is_readable,
+        runs_as_given_ids,
+        environment_is_exactly_the_spec,
+        memory_limit_oom_is_detected,
+        fork_bomb_is_contained_and_cleaned_up,
+        kill_leaves_no_survivors,
+        missing_program_is_a_clear_exec_error,
+        peak_memory_is_reported,
+        dropping_an_instance_kills_it,
+    ];
+    let direct: Vec<(&str, TestFn)> = tests![
+        direct_env_cwd_and_exec_error,
+        direct_kill_takes_the_process_group,
+    ];
+    let ctx = Ctx::new(isolation.clone());
+    let direct_ctx = Ctx::new(Isolation::disabled());
+    let mut plan: Vec<(&str, TestFn, &Ctx)> = Vec::new();
+    if isolation.mounts() {
+        plan.extend(sandboxed.into_iter().map(|(n, f)| (n, f, &ctx)));
+    } else {
+        println!("sandbox unavailable on this host: only the direct-mode tests run");
+    }
+    plan.extend(direct.into_iter().map(|(n, f)| (n, f, &direct_ctx)));
+
+    let (mut passed, mut failed) = (0, 0);
+    let start = Instant::now();
+    for (name, f, ctx) in plan {
+        if filter.as_deref().is_some_and(|flt| !name.contains(flt)) {
+            continue;
+        }
+        let t = Instant::now();
+        let result = match tokio::time::timeout(Duration::from_secs(30), f(ctx)).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out after 30s".into()),
+        };
+        match result {
+            Ok(()) => {
+                passed += 1;
+                println!("ok     {name} ({} ms)", t.elapsed().as_millis());
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAILED {name}: {e}");
+            }
+        }
+    }
+    println!(
+        "{passed} passed, {failed} failed ({:.1}s)",
+        start.elapsed().as_secs_f64()
+    );
+    failed
+}
+
+/// One temp data dir per run: `data/code/<id>` for code, `data/scratch` for the sandbox.
+struct Ctx {
+    _tmp: tempfile::TempDir,
+    base: PathBuf,
+    config: SandboxConfig,
+}
+
+impl Ctx {
+    fn new(isolation: Isolation) -> Self {
+        // Not under /tmp: the sandbox has its own /tmp, so host paths there cannot be shown.
+        let tmp = tempfile::Builder::new()
+            .prefix("nimbus-sandbox-test")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("temp dir");
+        let base = tmp.path().to_path_buf();
+        let config = SandboxConfig {
+            helper_exe: std::env::current_exe().expect("current exe"),
+            helper_args: vec![HELPER_ARG.to_string()],
+            scratch_dir: base.join("data/scratch"),
+            cgroup_name: format!("nimbus-test-{}", std::process::id()),
+            isolation,
+        };
+        Ctx {
+            _tmp: tmp,
+            base,
+            config,
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.base.join("data")
+    }
+
+    /// A code dir holding `script` as an executable `run.sh`, and a spec that runs it.
+    fn spec(&self, id: &str, script: &str) -> InstanceSpec {
+        let code = self.data().join("code").join(id);
+        fs::create_dir_all(&code).unwrap();
+        fs::set_permissions(&code, fs::Permissions::from_mode(0o755)).unwrap();
+        let run = code.join("run.sh");
+        fs::write(&run, format!("#!/bin/sh\n{script}\n")).unwrap();
+        fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
+        let task_root = self.config.task_root(&code);
+        InstanceSpec {
+            id: id.to_string(),
+            program: task_root.join("run.sh"),
+            args: vec![],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            code_dir: code,
+            runtime_dir: None,
+            ro_paths: vec![],
+            mask_paths: vec![self.data()],
+            memory_mb: 128,
+            cpu_weight_mb: 128,
+            pids_max: 64,
+            tmp_mb: 16,
+            uid: UID,
+            gid: GID,
+        }
+    }
+
+    async fn run(&self, spec: InstanceSpec) -> Result<Output, String> {
+        let inst = spawn(&self.config, spec).await.map_err(|e| e.to_string())?;
+        Ok(collect(inst).await)
+    }
+
+    async fn run_script(&self, id: &str, script: &str) -> Result<Output, String> {
+        self.run(self.spec(id, script)).await
+    }
+}
+
+struct Output {
+    stdout: String,
+    stderr: String,
+    exit: ExitInfo,
+    peak: Option<u64>,
+    oom_killed: bool,
+}
+
+async fn collect(mut inst: Instance) -> Output {
+    let mut out = inst.take_stdout().unwrap();
+    let mut err = inst.take_stderr().unwrap();
+    let (mut so, mut se) = (String::new(), String::new());
+    let _ = tokio::join!(out.read_to_string(&mut so), err.read_to_string(&mut se));
+    let exit = inst.wait().await;
+    Output {
+        stdout: so,
+        stderr: se,
+        exit,
+        peak: inst.peak_memory_bytes(),
+        oom_killed: inst.oom_killed(),
+    }
+}
+
+fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg())
+    }
+}
+
+fn line_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+async fn pid_namespace_and_hostname(ctx: &Ctx) -> Result<(), String> {
+    let o = ctx
+        .run_script(
+            "ns-test",
+            "echo pid=$$; echo procs=$(ls /proc | grep -c '^[0-9]'); echo host=$(hostname); \
+             echo ipc=$(readlink /proc/self/ns/ipc)",
+        )
+        .await?;
+    ensure(o.exit.code == Some(0), || {
+        format!("exit {:?}: {}", o.exit, o.stderr)
+    })?;
+    ensure(line_value(&o.stdout, "pid") == Some("2"), || {
+        format!("program should be pid 2 under ns-init: {}", o.stdout)
+    })?;
+    let procs: usize = line_value(&o.stdout, "procs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(99);
+    ensure(procs <= 5, || {
+        format!("sees {procs} processes: {}", o.stdout)
+    })?;
+    ensure(
+        line_value(&o.stdout, "host") == Some("nimbus-ns-test"),
+        || format!("hostname: {}", o.stdout),
+    )?;
+    let host_ipc = fs::read_link("/proc/self/ns/ipc").unwrap();
+    ensure(
+        line_value(&o.stdout, "ipc") != Some(host_ipc.to_str().unwrap()),
+        || "ipc namespace is the host's".into(),
+    )
+}
+
+async fn task_root_is_read_only(ctx: &Ctx) -> Result<(), String> {
+    let o = ctx
+        .run_script(
+            "ro-test",
+            "cat /var/task/run.sh >/dev/null && echo readable; \
+             touch /var/task/new 2>/dev/null; echo task=$?; \
+             touch /usr/new 2>/dev/null; echo usr=$?; \
+             mkdir /newdir 2>/dev/null; echo root=$?; pwd",
+        )
+        .await?;
+    ensure(o.stdout.contains("readable"), || {
+        format!("code not readable: {}", o.stdout)
+    })?;
+    for key in ["task", "usr", "root"] {
+        ensure(line_value(&o.stdout, key) != Some("0"), || {
+            format!("/{key} is writable: {}", o.stdout)
+        })?;
+    }
+    ensure(o.stdout.lines().last() == Some("/var/task"), || {
+        format!("cwd is not /var/task: {}", o.stdout)
+    })
+}
+
+async fn tmp_is_writable_and_limited(ctx: &Ctx) -> Result<(), String> {
+    let mut spec = ctx.spec("tmp-test", "");
+    spec.tmp_mb = 4;
+    let code = spec.code_dir.join("run.sh");
+    fs::write(
+        &code,
+        "#!/bin/sh\necho hi > /tmp/a && cat /tmp/a; echo mode=$(stat -c %a /tmp)\n\
+         dd if=/dev/zero of=/tmp/big bs=1M count=8 2>/dev/null; echo dd=$?\n\
+         echo size=$(du -k /tmp/big | cut -f1)\n",
+    )
+    .unwrap();
+    let o = ctx.run(spec).await?;
+    ensure(o.stdout.starts_with("hi\n"), || {
+        format!("/tmp not writable: {} {}", o.stdout, o.stderr)
+    })?;
+    ensure(line_value(&o.stdout, "mode") == Some("1777"), || {
+        format!("mode: {}", o.stdout)
+    })?;
+    ensure(line_value(&o.stdout, "dd") != Some("0"), || {
+        format!("8 MB fit in a 4 MB /tmp: {}", o.stdout)
+    })?;
+    let size: u64 = line_value(&o.stdout, "size")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    ensure(size <= 4096, || format!("/tmp/big is {size} KiB"))
+}
+
+async fn unbound_host_dirs_are_invisible(ctx: &Ctx) -> Result<(), String> {
+    let hidden = ctx.base.join("hidden");
+    fs::create_dir_all(&hidden).unwrap();
+    fs::write(hidden.join("secret.txt"), "s3cret").unwrap();
+    let script = format!(
+        "cat {0}/secret.txt 2>/dev/null; echo cat=$?; ls /root 2>/dev/null; echo root=$?; \
+         ls /work >/dev/null 2>&1; echo work=$?; ls /sys/fs/cgroup >/dev/null 2>&1; echo sys=$?",
+        hidden.display()
+    );
+    let o = ctx.run_script("hidden-test", &script).await?;
+    ensure(!o.stdout.contains("s3cret"), || "secret visible".into())?;
+    for key in ["cat", "root", "work", "sys"] {
+        ensure(line_value(&o.stdout, key).is_some_and(|v| v != "0"), || {
+            format!("{key} visible: {}", o.stdout)
+        })?;
+    }
+    Ok(())
+}
+
+async fn masked_path_is_empty(ctx: &Ctx) -> Result<(), String> {
+    let shared = ctx.base.join("shared");
+    fs::create_dir_all(shared.join("inner")).unwrap();
+    fs::write(shared.join("visible.txt"), "yes").unwrap();
+    fs::write(shared.join("inner/secret.txt"), "no").unwrap();
+    fs::write(shared.join("key.pem"), "no").unwrap();
+    let mut spec = ctx.spec(
+        "mask-test",
+        &format!(
+            "cat {0}/visible.txt; echo; echo inner=$(ls -A {0}/inner | wc -l); echo key=$(cat {0}/key.pem | wc -c)",
+            shared.display()
+        ),
+    );
+    spec.ro_paths = vec![shared.clone()];
+    spec.mask_paths = vec![ctx.data(), shared.join("inner"), shared.join("key.pem")];
+    let o = ctx.run(spec).await?;
+    ensure(o.stdout.starts_with("yes"), || {
+        format!("bound file missing: {} {}", o.stdout, o.stderr)
+    })?;
+    ensure(line_value(&o.stdout, "inner") == Some("0"), || {
+        format!("masked dir not empty: {}", o.stdout)
+    })?;
+    ensure(line_value(&o.stdout, "key") == Some("0"), || {
+        format!("masked file not empty: {}", o.stdout)
+    })
+}
+
+async fn ro_path_under_private_dir_is_readable(ctx: &Ctx) -> Result<(), String> {
+    let private = ctx.base.join("private");
+    let prefix = private.join("pyenv/versions/3.11");
+    fs::create_dir_all(prefix.join("lib")).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(prefix.join("lib/os.py"), "print('hi')").unwrap();
+    let mut spec = ctx.spec(
+        "rop-test",
+        &format!(
+            "cat {}/lib/os.py; echo; touch {}/lib/x 2>/dev/null; echo touch=$?",
+            prefix.display(),
+            prefix.display()
+        ),
+    );
+    spec.ro_paths = vec![prefix.clone(), PathBuf::from("/nonexistent/path")];
+    let o = ctx.run(spec).await?;
+    ensure(o.stdout.starts_with("print('hi')"), || {
+        format!("not readable: {} {}", o.stdout, o.stderr)
+    })?;
+    ensure(line_value(&o.stdout, "touch") != Some("0"), || {
+        "ro path is writable".into()
+    })
+}
+
+async fn runs_as_given_ids(ctx: &Ctx) -> Result<(), String> {
+    let o = ctx
+        .run_script(
+            "uid-test",
+            "echo uid=$(id -u) gid=$(id -g) groups=$(id -G); grep NoNewPrivs /proc/self/status; \
+             grep CapEff /proc/self/status",
+        )
+        .await?;
+    ensure(
+        o.stdout
+            .contains(&format!("uid={UID} gid={GID} groups={GID}\n")),
+        || format!("ids: {} {}", o.stdout, o.stderr),
+    )?;
+    ensure(o.stdout.contains("NoNewPrivs:\t1"), || {
+        format!("no_new_privs: {}", o.stdout)
+    })?;
+    ensure(o.stdout.contains("CapEff:\t0000000000000000"), || {
+        format!("caps: {}", o.stdout)
+    })
+}
+
+async fn environment_is_exactly_the_spec(ctx: &Ctx) -> Result<(), String> {
+    let mut spec = ctx.spec("env-test", "tr '\\0' '\\n' < /proc/$$/environ");
+    spec.env = vec![
+        ("AWS_LAMBDA_FUNCTION_NAME".into(), "f".into()),
+        ("WITH_SPACE".into(), "a b=c".into()),
+        ("EMPTY".into(), String::new()),
+    ];
+    std::env::set_var("NIMBUS_TEST_LEAK", "1");
+    let o = ctx.run(spec.clone()).await?;
+    let got: Vec<&str> = o.stdout.lines().collect();
+    let want: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    ensure(got == want, || format!("env {got:?}, want {want:?}"))
+}
+
+async fn memory_limit_oom_is_detected(ctx: &Ctx) -> Result<(), String> {
+    let mut spec = ctx.spec("oom-test", "a=x; while :; do a=$a$a; done");
+    spec.memory_mb = 48;
+    let o = ctx.run(spec).await?;
+    ensure(o.exit.oom && o.oom_killed, || {
+        format!("no OOM: {:?} {}", o.exit, o.stderr)
+    })?;
+    ensure(o.exit.signal == Some(9), || {
+        format!("not SIGKILLed: {:?}", o.exit)
+    })?;
+    let peak = o.peak.unwrap_or(0);
+    ensure(peak > 40 << 20 && peak <= 48 << 20, || {
+        format!("peak {peak} outside the limit")
+    })
+}
+
+async fn fork_bomb_is_contained_and_cleaned_up(ctx: &Ctx) -> Result<(), String> {
+    let mut spec = ctx.spec("bomb-test", "b() { b | b & }; b; echo bombed; sleep 100");
+    spec.pids_max = 32;
+    let mut inst = spawn(&ctx.config, spec).await.map_err(|e| e.to_string())?;
+    let dirs = inst.cgroup_dirs();
+    let pids_dir = dirs
+        .iter()
+        .find(|d| d.join("pids.max").exists())
+        .ok_or("no pids cgroup")?
+        .clone();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let current: u32 = read(&pids_dir.join("pids.current")).parse().unwrap_or(0);
+    let events = fs::read_to_string(pids_dir.join("pids.events")).unwrap_or_default();
+    ensure(current <= 32, || format!("pids.current {current} > 32"))?;
+    ensure(current >= 16, || {
+        format!("the bomb did not go off ({current} tasks)")
+    })?;
+    inst.kill();
+    let exit = tokio::time::timeout(Duration::from_secs(10), inst.wait())
+        .await
+        .map_err(|_| "wait() did not resolve after kill()")?;
+    ensure(exit.signal == Some(9), || format!("exit {exit:?}"))?;
+    for d in &dirs {
+        ensure(read(&d.join("cgroup.procs")).is_empty(), || {
+            format!("processes left in {}", d.display())
+        })?;
+    }
+    drop(inst);
+    wait_gone(&dirs).await?;
+    let _ = events;
+    Ok(())
+}
+
+async fn kill_leaves_no_survivors(ctx: &Ctx) -> Result<(), String> {
+    let spec = ctx.spec(
+        "kill-test",
+        "sleep 1000 & sleep 1000 & (sleep 1000 &) ; (setsid sleep 1000 &); echo ready; wait",
+    );
+    let mut inst = spawn(&ctx.config, spec).await.map_err(|e| e.to_string())?;
+    let mut out = BufReader::new(inst.take_stdout().unwrap()).lines();
+    let first = out.next_line().await.map_err(|e| e.to_string())?;
+    ensure(first.as_deref() == Some("ready"), || {
+        format!("got {first:?}")
+    })?;
+    let pids: Vec<i32> = inst
+        .cgroup_dirs()
+        .iter()
+        .flat_map(|d| {
+            read(&d.join("cgroup.procs"))
+                .lines()
+                .map(|l| l.parse().unwrap())
+                .collect::<Vec<i32>>()
+        })
+        .collect();
+    ensure(pids.len() >= 6, || {
+        format!("expected helper, init, sh and 4 sleeps: {pids:?}")
+    })?;
+    inst.kill();
+    inst.kill();
+    let exit = inst.wait().await;
+    ensure(exit.signal == Some(9), || format!("exit {exit:?}"))?;
+    let alive: Vec<i32> = pids
+        .into_iter()
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    ensure(alive.is_empty(), || format!("survivors: {alive:?}"))?;
+    let dirs = inst.cgroup_dirs();
+    drop(inst);
+    wait_gone(&dirs).await
+}
+
+async fn missing_program_is_a_clear_exec_error(ctx: &Ctx) -> Result<(), String> {
+    let mut spec = ctx.spec("exec-test", "true");
+    spec.program = ctx.config.task_root(&spec.code_dir).join("bootstrap");
+    let err = spawn(&ctx.config, spec.clone())
+        .await
+        .err()
+        .ok_or("spawn succeeded")?;
+    let want = format!(
+        "fork/exec {}: no such file or directory",
+        spec.program.display()
+    );
+    ensure(err.is_exec_error() && err.to_string() == want, || {
+        format!("got {err}")
+    })?;
+
+    fs::write(spec.code_dir.join("bootstrap"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(
+        spec.code_dir.join("bootstrap"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let err = spawn(&ctx.config, spec.clone())
+        .await
+        .err()
+        .ok_or("spawn succeeded")?;
+    let want = format!("fork/exec {}: permission denied", spec.program.display());
+    ensure(err.is_exec_error() && err.to_string() == want, || {
+        format!("got {err}")
+    })?;
+
+    // The failed instances left no cgroups behind.
+    let parent = cgroup_parent_dirs(ctx);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for p in parent {
+        ensure(!p.join("exec-test").exists(), || {
+            format!("{} left behind", p.display())
+        })?;
+    }
+    Ok(())
+}
+
+async fn peak_memory_is_reported(ctx: &Ctx) -> Result<(), String> {
+    let spec = ctx.spec(
+        "peak-test",
+        "a=$(head -c 30000000 /dev/zero | tr '\\0' x); echo ${#a}; sleep 100",
+    );
+    let mut inst = spawn(&ctx.config, spec).await.map_err(|e| e.to_string())?;
+    let mut out = BufReader::new(inst.take_stdout().unwrap()).lines();
+    let first = out.next_line().await.map_err(|e| e.to_string())?;
+    ensure(first.as_deref() == Some("30000000"), || {
+        format!("got {first:?}")
+    })?;
+    let peak = inst.peak_memory_bytes().ok_or("no peak")?;
+    ensure(peak >= 30_000_000, || format!("peak {peak} < 30 MB"))?;
+    inst.reset_peak_memory();
+    let after = inst.peak_memory_bytes().ok_or("no peak after reset")?;
+    ensure(after <= peak, || {
+        format!("peak after reset {after} > {peak}")
+    })?;
+    ensure(!inst.oom_killed(), || "OOM reported without one".into())?;
+    inst.kill();
+    inst.wait().await;
+    Ok(())
+}
+
+async fn dropping_an_instance_kills_it(ctx: &Ctx) -> Result<(), String> {
+    let spec = ctx.spec("drop-test", "sleep 1000 & echo ready; wait");
+    let mut inst = spawn(&ctx.config, spec).await.map_err(|e| e.to_string())?;
+    let mut out = BufReader::new(inst.take_stdout().unwrap()).lines();
+    out.next_line().await.map_err(|e| e.to_string())?;
+    let dirs = inst.cgroup_dirs();
+    let pids: Vec<String> = dirs
+        .iter()
+        .flat_map(|d| {
+            read(&d.join("cgroup.procs"))
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    drop(inst);
+    wait_gone(&dirs).await?;
+    let alive: Vec<&String> = pids
+        .iter()
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    ensure(alive.is_empty(), || format!("survivors: {alive:?}"))
+}
+
+async fn direct_env_cwd_and_exec_error(ctx: &Ctx) -> Result<(), String> {
+    let mut spec = ctx.spec("direct-env", "tr '\\0' '\\n' < /proc/$$/environ; pwd");
+    spec.env = vec![("ONLY".into(), "this".into())];
+    let o = ctx.run(spec.clone()).await?;
+    let want = format!("ONLY=this\n{}\n", spec.code_dir.display());
+    ensure(o.stdout == want, || {
+        format!("got {:?} want {want:?}", o.stdout)
+    })?;
+    ensure(o.exit.code == Some(0), || format!("{:?}", o.exit))?;
+    ensure(!ctx.config.tmp_dir("direct-env").exists(), || {
+        "per-instance tmp dir left behind".into()
+    })?;
+
+    spec.program = spec.code_dir.join("missing");
+    let err = spawn(&ctx.config, spec.clone())
+        .await
+        .err()
+        .ok_or("spawn succeeded")?;
+    let want = format!(
+        "fork/exec {}: no such file or directory",
+        spec.program.display()
+    );
+    ensure(err.to_string() == want, || format!("got {err}"))
+}
+
+async fn direct_kill_takes_the_process_group(ctx: &Ctx) -> Result<(), String> {
+    let spec = ctx.spec("direct-kill", "sleep 1000 & (sleep 1000 &); echo $$; wait");
+    let mut inst = spawn(&ctx.config, spec).await.map_err(|e| e.to_string())?;
+    let mut out = BufReader::new(inst.take_stdout().unwrap()).lines();
+    let pgid: i32 = out
+        .next_line()
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|l| l.parse().ok())
+        .ok_or("no pid")?;
+    let members = group_members(pgid);
+    ensure(members.len() >= 3, || format!("group {pgid}: {members:?}"))?;
+    inst.kill();
+    let exit = inst.wait().await;
+    ensure(exit.signal == Some(9), || format!("{exit:?}"))?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let left = group_members(pgid);
+    ensure(left.is_empty(), || format!("survivors {left:?}"))
+}
+
+fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split(' ').collect();
+        if fields.get(2).and_then(|p| p.parse::<i32>().ok()) == Some(pgid) && fields[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn cgroup_parent_dirs(ctx: &Ctx) -> Vec<PathBuf> {
+    ["memory", "cpu", "pids", "unified"]
+        .iter()
+        .map(|c| {
+            Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join(&ctx.config.cgroup_name)
+        })
+        .chain([Path::new("/sys/fs/cgroup").join(&ctx.config.cgroup_name)])
+        .collect()
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_default().trim().to_string()
+}
+
+async fn wait_gone(dirs: &[PathBuf]) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dirs.iter().any(|d| d.exists()) {
+        if Instant::now() > deadline {
+            return Err(format!("cgroup dirs not removed: {dirs:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}

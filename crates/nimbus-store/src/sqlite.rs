@@ -1,0 +1,726 @@
+//! The embedded store: one SQLite database file in WAL mode, migrated on open.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use nimbus_core::{Alias, AliasRouting, FunctionConfig, FunctionVersion, VersionId};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite_migration::{Migrations, M};
+
+use crate::store::{FunctionRecord, LogEvent, LogQuery, NewLogEvent, Page, Store, StoreError};
+
+/// Schema history. Append only: a released migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: functions, versions, aliases, log events.
+    r#"
+    CREATE TABLE functions (
+        name TEXT PRIMARY KEY,
+        created_ms INTEGER NOT NULL,
+        tags TEXT NOT NULL DEFAULT '{}',
+        reserved_concurrency INTEGER,
+        next_version INTEGER NOT NULL DEFAULT 1
+    );
+    -- version 0 is $LATEST
+    CREATE TABLE versions (
+        function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        config TEXT NOT NULL,
+        code_sha256 TEXT NOT NULL,
+        code_size INTEGER NOT NULL,
+        last_modified_ms INTEGER NOT NULL,
+        revision_id TEXT NOT NULL,
+        PRIMARY KEY (function, version)
+    );
+    CREATE TABLE aliases (
+        function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        description TEXT NOT NULL,
+        routing_version INTEGER,
+        routing_weight REAL,
+        revision_id TEXT NOT NULL,
+        PRIMARY KEY (function, name)
+    );
+    CREATE TABLE log_events (
+        id INTEGER PRIMARY KEY,
+        function TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        request_id TEXT,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX log_events_function_id ON log_events (function, id);
+    CREATE INDEX log_events_ts ON log_events (ts_ms);
+    "#,
+];
+
+/// The SQLite-backed [`Store`]. Calls run on tokio's blocking pool, one connection behind a mutex
+/// (SQLite serialises writers anyway).
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn version_num(v: VersionId) -> i64 {
+    match v {
+        VersionId::Latest => 0,
+        VersionId::Published(n) => n as i64,
+    }
+}
+
+fn version_id(n: i64) -> VersionId {
+    if n == 0 {
+        VersionId::Latest
+    } else {
+        VersionId::Published(n as u64)
+    }
+}
+
+fn row_to_version(row: &Row) -> rusqlite::Result<FunctionVersion> {
+    let config_json: String = row.get("config")?;
+    let config: FunctionConfig = serde_json::from_str(&config_json).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(FunctionVersion {
+        function: row.get("function")?,
+        version: version_id(row.get("version")?),
+        config,
+        code_sha256: row.get("code_sha256")?,
+        code_size: row.get::<_, i64>("code_size")? as u64,
+        last_modified_ms: row.get("last_modified_ms")?,
+        revision_id: row.get("revision_id")?,
+    })
+}
+
+fn row_to_alias(row: &Row) -> rusqlite::Result<Alias> {
+    let routing_version: Option<i64> = row.get("routing_version")?;
+    let routing_weight: Option<f64> = row.get("routing_weight")?;
+    Ok(Alias {
+        function: row.get("function")?,
+        name: row.get("name")?,
+        function_version: version_id(row.get("version")?),
+        description: row.get("description")?,
+        routing: match (routing_version, routing_weight) {
+            (Some(v), Some(w)) => Some(AliasRouting {
+                additional_version: v as u64,
+                weight: w,
+            }),
+            _ => None,
+        },
+        revision_id: row.get("revision_id")?,
+    })
+}
+
+fn insert_version(tx: &Connection, v: &FunctionVersion) -> Result<(), StoreError> {
+    let config = serde_json::to_string(&v.config).map_err(backend)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO versions (function, version, config, code_sha256, code_size, last_modified_ms, revision_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![v.function, version_num(v.version), config, v.code_sha256, v.code_size as i64, v.last_modified_ms, v.revision_id],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn function_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT 1 FROM functions WHERE name = ?1",
+        [name],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
+    .map_err(backend)
+}
+
+fn require_function(conn: &Connection, name: &str) -> Result<(), StoreError> {
+    if function_exists(conn, name)? {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(format!("function {name}")))
+    }
+}
+
+fn load_version(
+    conn: &Connection,
+    name: &str,
+    version: VersionId,
+) -> Result<FunctionVersion, StoreError> {
+    conn.query_row(
+        "SELECT * FROM versions WHERE function = ?1 AND version = ?2",
+        params![name, version_num(version)],
+        row_to_version,
+    )
+    .optional()
+    .map_err(backend)?
+    .ok_or_else(|| match version {
+        VersionId::Latest => StoreError::NotFound(format!("function {name}")),
+        v => StoreError::NotFound(format!("version {v} of function {name}")),
+    })
+}
+
+fn load_alias(conn: &Connection, function: &str, name: &str) -> Result<Alias, StoreError> {
+    require_function(conn, function)?;
+    conn.query_row(
+        "SELECT * FROM aliases WHERE function = ?1 AND name = ?2",
+        params![function, name],
+        row_to_alias,
+    )
+    .optional()
+    .map_err(backend)?
+    .ok_or_else(|| StoreError::NotFound(format!("alias {name} of function {function}")))
+}
+
+fn check_alias_targets(conn: &Connection, alias: &Alias) -> Result<(), StoreError> {
+    load_version(conn, &alias.function, alias.function_version)?;
+    if let Some(r) = &alias.routing {
+        load_version(
+            conn,
+            &alias.function,
+            VersionId::Published(r.additional_version),
+        )?;
+    }
+    Ok(())
+}
+
+fn write_alias(conn: &Connection, alias: &Alias, replace: bool) -> Result<(), StoreError> {
+    let sql = if replace {
+        "INSERT OR REPLACE INTO aliases (function, name, version, description, routing_version, routing_weight, revision_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    } else {
+        "INSERT INTO aliases (function, name, version, description, routing_version, routing_weight, revision_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    };
+    conn.execute(
+        sql,
+        params![
+            alias.function,
+            alias.name,
+            version_num(alias.function_version),
+            alias.description,
+            alias.routing.as_ref().map(|r| r.additional_version as i64),
+            alias.routing.as_ref().map(|r| r.weight),
+            alias.revision_id
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let mut conn = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        Self::prepare(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        let mut conn = Connection::open_in_memory().map_err(backend)?;
+        Self::prepare(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
+        // WAL lets readers proceed during writes; NORMAL sync keeps commits durable across a
+        // process crash (only an OS crash can lose the last commits), which is the promise for
+        // metadata and logs.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(backend)?;
+        let migrations = Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect());
+        migrations
+            .to_latest(conn)
+            .map_err(|e| StoreError::Backend(format!("migrating the database schema: {e}")))?;
+        Ok(())
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Backend("database lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+
+    /// Runs `f` inside one IMMEDIATE transaction.
+    async fn tx<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn parse_marker(marker: Option<&str>) -> Result<Option<i64>, StoreError> {
+    marker
+        .map(|m| {
+            if m == nimbus_core::LATEST {
+                Ok(0)
+            } else {
+                m.parse::<i64>().map_err(|_| {
+                    StoreError::Invalid(format!("marker {m:?} is not one this API returned"))
+                })
+            }
+        })
+        .transpose()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_function(
+        &self,
+        record: FunctionRecord,
+        latest: FunctionVersion,
+    ) -> Result<(), StoreError> {
+        self.tx(move |tx| {
+            if function_exists(tx, &record.name)? {
+                return Err(StoreError::Conflict(format!("Function already exist: {}", record.name)));
+            }
+            let tags = serde_json::to_string(&record.tags).map_err(backend)?;
+            tx.execute(
+                "INSERT INTO functions (name, created_ms, tags, reserved_concurrency) VALUES (?1, ?2, ?3, ?4)",
+                params![record.name, record.created_ms, tags, record.reserved_concurrency],
+            )
+            .map_err(backend)?;
+            insert_version(tx, &latest)
+        })
+        .await
+    }
+
+    async fn get_function(&self, name: &str) -> Result<FunctionRecord, StoreError> {
+        let name = name.to_string();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT name, created_ms, tags, reserved_concurrency FROM functions WHERE name = ?1",
+                [&name],
+                |row| {
+                    let tags: String = row.get(2)?;
+                    Ok(FunctionRecord {
+                        name: row.get(0)?,
+                        created_ms: row.get(1)?,
+                        tags: serde_json::from_str(&tags).unwrap_or_default(),
+                        reserved_concurrency: row.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::NotFound(format!("function {name}")))
+        })
+        .await
+    }
+
+    async fn list_functions(
+        &self,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<FunctionVersion>, StoreError> {
+        let marker = marker.unwrap_or("").to_string();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT * FROM versions WHERE version = 0 AND function > ?1 ORDER BY function LIMIT ?2")
+                .map_err(backend)?;
+            let mut items: Vec<FunctionVersion> = stmt
+                .query_map(params![marker, (limit + 1) as i64], row_to_version)
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)?;
+            let next_marker = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(|v| v.function.clone())
+            } else {
+                None
+            };
+            Ok(Page { items, next_marker })
+        })
+        .await
+    }
+
+    async fn update_latest(
+        &self,
+        latest: FunctionVersion,
+        expected_revision: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let expected = expected_revision.map(str::to_string);
+        self.tx(move |tx| {
+            let current = load_version(tx, &latest.function, VersionId::Latest)?;
+            if let Some(exp) = expected {
+                if exp != current.revision_id {
+                    return Err(StoreError::PreconditionFailed(format!(
+                        "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+                    )));
+                }
+            }
+            insert_version(tx, &latest)
+        })
+        .await
+    }
+
+    async fn set_reserved_concurrency(
+        &self,
+        name: &str,
+        value: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.tx(move |tx| {
+            require_function(tx, &name)?;
+            tx.execute(
+                "UPDATE functions SET reserved_concurrency = ?2 WHERE name = ?1",
+                params![name, value],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_tags(&self, name: &str, tags: BTreeMap<String, String>) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.tx(move |tx| {
+            require_function(tx, &name)?;
+            let tags = serde_json::to_string(&tags).map_err(backend)?;
+            tx.execute(
+                "UPDATE functions SET tags = ?2 WHERE name = ?1",
+                params![name, tags],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_function(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.tx(move |tx| {
+            require_function(tx, &name)?;
+            tx.execute("DELETE FROM functions WHERE name = ?1", [&name])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_version(&self, name: &str, version: u64) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.tx(move |tx| {
+            load_version(tx, &name, VersionId::Published(version))?;
+            let alias: Option<String> = tx
+                .query_row(
+                    "SELECT name FROM aliases WHERE function = ?1 AND (version = ?2 OR routing_version = ?2) LIMIT 1",
+                    params![name, version as i64],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            if let Some(alias) = alias {
+                return Err(StoreError::Conflict(format!(
+                    "Unable to delete version {version} of function {name} because alias {alias} points at it"
+                )));
+            }
+            tx.execute("DELETE FROM versions WHERE function = ?1 AND version = ?2", params![name, version as i64])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_version(
+        &self,
+        name: &str,
+        version: VersionId,
+    ) -> Result<FunctionVersion, StoreError> {
+        let name = name.to_string();
+        self.with(move |conn| load_version(conn, &name, version))
+            .await
+    }
+
+    async fn list_versions(
+        &self,
+        name: &str,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<FunctionVersion>, StoreError> {
+        let name = name.to_string();
+        let after = parse_marker(marker)?.unwrap_or(-1);
+        self.with(move |conn| {
+            require_function(conn, &name)?;
+            let mut stmt = conn
+                .prepare_cached("SELECT * FROM versions WHERE function = ?1 AND version > ?2 ORDER BY version LIMIT ?3")
+                .map_err(backend)?;
+            let mut items: Vec<FunctionVersion> = stmt
+                .query_map(params![name, after, (limit + 1) as i64], row_to_version)
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)?;
+            let next_marker = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(|v| v.version.to_string())
+            } else {
+                None
+            };
+            Ok(Page { items, next_marker })
+        })
+        .await
+    }
+
+    async fn publish_version(
+        &self,
+        name: &str,
+        description: Option<String>,
+        expected_code_sha256: Option<&str>,
+        expected_revision: Option<&str>,
+    ) -> Result<FunctionVersion, StoreError> {
+        let name = name.to_string();
+        let expected_sha = expected_code_sha256.map(str::to_string);
+        let expected_rev = expected_revision.map(str::to_string);
+        self.tx(move |tx| {
+            let latest = load_version(tx, &name, VersionId::Latest)?;
+            if let Some(sha) = expected_sha {
+                if sha != latest.code_sha256 {
+                    return Err(StoreError::Invalid(format!(
+                        "CodeSha256 {sha} does not match the code of $LATEST ({})",
+                        latest.code_sha256
+                    )));
+                }
+            }
+            if let Some(rev) = expected_rev {
+                if rev != latest.revision_id {
+                    return Err(StoreError::PreconditionFailed(
+                        "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
+                    ));
+                }
+            }
+            let newest: Option<FunctionVersion> = tx
+                .query_row(
+                    "SELECT * FROM versions WHERE function = ?1 AND version > 0 ORDER BY version DESC LIMIT 1",
+                    [&name],
+                    row_to_version,
+                )
+                .optional()
+                .map_err(backend)?;
+            if let Some(newest) = newest {
+                let mut newest_cfg = newest.config.clone();
+                newest_cfg.description = latest.config.description.clone();
+                if newest.code_sha256 == latest.code_sha256 && newest_cfg == latest.config {
+                    return Ok(newest);
+                }
+            }
+            let number: i64 = tx
+                .query_row("SELECT next_version FROM functions WHERE name = ?1", [&name], |r| r.get(0))
+                .map_err(backend)?;
+            tx.execute("UPDATE functions SET next_version = next_version + 1 WHERE name = ?1", [&name])
+                .map_err(backend)?;
+            let mut published = latest.clone();
+            published.version = VersionId::Published(number as u64);
+            if let Some(d) = description {
+                published.config.description = d;
+            }
+            published.last_modified_ms = crate::now_ms();
+            published.revision_id = crate::new_revision_id();
+            insert_version(tx, &published)?;
+            Ok(published)
+        })
+        .await
+    }
+
+    async fn create_alias(&self, alias: Alias) -> Result<(), StoreError> {
+        self.tx(move |tx| {
+            require_function(tx, &alias.function)?;
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM aliases WHERE function = ?1 AND name = ?2",
+                    params![alias.function, alias.name],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(backend)?
+                .is_some();
+            if exists {
+                return Err(StoreError::Conflict(format!(
+                    "Alias already exists: {}",
+                    nimbus_core::FunctionRef::qualified_arn(&alias.function, &alias.name)
+                )));
+            }
+            check_alias_targets(tx, &alias)?;
+            write_alias(tx, &alias, false)
+        })
+        .await
+    }
+
+    async fn get_alias(&self, function: &str, name: &str) -> Result<Alias, StoreError> {
+        let (function, name) = (function.to_string(), name.to_string());
+        self.with(move |conn| load_alias(conn, &function, &name))
+            .await
+    }
+
+    async fn update_alias(
+        &self,
+        alias: Alias,
+        expected_revision: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let expected = expected_revision.map(str::to_string);
+        self.tx(move |tx| {
+            let current = load_alias(tx, &alias.function, &alias.name)?;
+            if let Some(exp) = expected {
+                if exp != current.revision_id {
+                    return Err(StoreError::PreconditionFailed(
+                        "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
+                    ));
+                }
+            }
+            check_alias_targets(tx, &alias)?;
+            write_alias(tx, &alias, true)
+        })
+        .await
+    }
+
+    async fn delete_alias(&self, function: &str, name: &str) -> Result<(), StoreError> {
+        let (function, name) = (function.to_string(), name.to_string());
+        self.tx(move |tx| {
+            load_alias(tx, &function, &name)?;
+            tx.execute(
+                "DELETE FROM aliases WHERE function = ?1 AND name = ?2",
+                params![function, name],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_aliases(
+        &self,
+        function: &str,
+        for_version: Option<VersionId>,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Alias>, StoreError> {
+        let function = function.to_string();
+        let marker = marker.unwrap_or("").to_string();
+        let version = for_version.map(version_num);
+        self.with(move |conn| {
+            require_function(conn, &function)?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT * FROM aliases WHERE function = ?1 AND name > ?2 AND (?3 IS NULL OR version = ?3 OR routing_version = ?3) ORDER BY name LIMIT ?4",
+                )
+                .map_err(backend)?;
+            let mut items: Vec<Alias> = stmt
+                .query_map(params![function, marker, version, (limit + 1) as i64], row_to_alias)
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)?;
+            let next_marker = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(|a| a.name.clone())
+            } else {
+                None
+            };
+            Ok(Page { items, next_marker })
+        })
+        .await
+    }
+
+    async fn append_logs(&self, events: Vec<NewLogEvent>) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.tx(move |tx| {
+            let mut stmt = tx
+                .prepare_cached("INSERT INTO log_events (function, stream, ts_ms, request_id, message) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(backend)?;
+            for e in &events {
+                stmt.execute(params![e.function, e.stream, e.ts_ms, e.request_id, e.message]).map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn query_logs(&self, q: LogQuery) -> Result<Vec<LogEvent>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, function, stream, ts_ms, request_id, message FROM log_events
+                     WHERE function = ?1 AND id > ?2 AND ts_ms >= ?3 AND (?4 IS NULL OR instr(message, ?4) > 0)
+                       AND (?6 IS NULL OR request_id = ?6)
+                     ORDER BY id LIMIT ?5",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(
+                    params![q.function, q.after_id.unwrap_or(0), q.since_ms.unwrap_or(0), q.filter, q.limit.max(1) as i64, q.request_id],
+                    |r| {
+                        Ok(LogEvent {
+                            id: r.get(0)?,
+                            function: r.get(1)?,
+                            stream: r.get(2)?,
+                            ts_ms: r.get(3)?,
+                            request_id: r.get(4)?,
+                            message: r.get(5)?,
+                        })
+                    },
+                )
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn purge_logs(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.tx(move |tx| {
+            let n = tx
+                .execute("DELETE FROM log_events WHERE ts_ms < ?1", [before_ms])
+                .map_err(backend)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn referenced_code(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT DISTINCT code_sha256 FROM versions")
+                .map_err(backend)?;
+            let v = stmt
+                .query_map([], |r| r.get(0))
+                .map_err(backend)?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(backend)?;
+            Ok(v)
+        })
+        .await
+    }
+}

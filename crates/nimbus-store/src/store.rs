@@ -1,0 +1,156 @@
+//! The `Store` trait: what Nimbus keeps about functions, and the errors it can give.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use nimbus_core::{Alias, FunctionVersion, VersionId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named thing does not exist; the string says what ("function hello", "alias live of hello").
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The thing already exists or the change conflicts with current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A RevisionId given by the caller no longer matches.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The request contradicts what is stored (for example a CodeSha256 that does not match).
+    #[error("{0}")]
+    Invalid(String),
+    /// The storage backend failed; the message says where.
+    #[error("store failure: {0}")]
+    Backend(String),
+}
+
+/// Function-level facts that are not part of any version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionRecord {
+    pub name: String,
+    pub created_ms: i64,
+    pub tags: BTreeMap<String, String>,
+    pub reserved_concurrency: Option<u32>,
+}
+
+/// One page of a listing and the marker of the next page, if any.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_marker: Option<String>,
+}
+
+/// A log line on its way into the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLogEvent {
+    pub function: String,
+    pub stream: String,
+    pub ts_ms: i64,
+    /// The invocation the line belongs to; None for lines printed outside any invocation.
+    pub request_id: Option<String>,
+    pub message: String,
+}
+
+/// A stored log line; `id` increases monotonically and is the cursor for `--follow`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEvent {
+    pub id: i64,
+    pub function: String,
+    pub stream: String,
+    pub ts_ms: i64,
+    /// The invocation the line belongs to; None for lines printed outside any invocation.
+    pub request_id: Option<String>,
+    pub message: String,
+}
+
+/// Which log events to read.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub function: String,
+    /// Only events at or after this time.
+    pub since_ms: Option<i64>,
+    /// Only events with an id greater than this (follow cursor).
+    pub after_id: Option<i64>,
+    /// Only events whose message contains this text.
+    pub filter: Option<String>,
+    /// Only events of this invocation.
+    pub request_id: Option<String>,
+    pub limit: usize,
+}
+
+/// Metadata storage. Every method is a single transaction: either all of it happened or none.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a function with its `$LATEST` version. Conflict if the name is taken.
+    async fn create_function(
+        &self,
+        record: FunctionRecord,
+        latest: FunctionVersion,
+    ) -> Result<(), StoreError>;
+    async fn get_function(&self, name: &str) -> Result<FunctionRecord, StoreError>;
+    /// Functions in name order, starting after `marker`, with their `$LATEST` version.
+    async fn list_functions(
+        &self,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<FunctionVersion>, StoreError>;
+    /// Replaces `$LATEST`. When `expected_revision` is given it must match the stored one.
+    async fn update_latest(
+        &self,
+        latest: FunctionVersion,
+        expected_revision: Option<&str>,
+    ) -> Result<(), StoreError>;
+    async fn set_reserved_concurrency(
+        &self,
+        name: &str,
+        value: Option<u32>,
+    ) -> Result<(), StoreError>;
+    async fn set_tags(&self, name: &str, tags: BTreeMap<String, String>) -> Result<(), StoreError>;
+    /// Deletes a function with every version and alias.
+    async fn delete_function(&self, name: &str) -> Result<(), StoreError>;
+    /// Deletes one published version. Conflict if an alias points at it.
+    async fn delete_version(&self, name: &str, version: u64) -> Result<(), StoreError>;
+    async fn get_version(
+        &self,
+        name: &str,
+        version: VersionId,
+    ) -> Result<FunctionVersion, StoreError>;
+    /// `$LATEST` first, then published versions in order, starting after `marker`.
+    async fn list_versions(
+        &self,
+        name: &str,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<FunctionVersion>, StoreError>;
+    /// Freezes `$LATEST` as the next version number. If `$LATEST` is unchanged since the newest
+    /// published version, that version is returned instead (Lambda's rule).
+    async fn publish_version(
+        &self,
+        name: &str,
+        description: Option<String>,
+        expected_code_sha256: Option<&str>,
+        expected_revision: Option<&str>,
+    ) -> Result<FunctionVersion, StoreError>;
+    async fn create_alias(&self, alias: Alias) -> Result<(), StoreError>;
+    async fn get_alias(&self, function: &str, name: &str) -> Result<Alias, StoreError>;
+    async fn update_alias(
+        &self,
+        alias: Alias,
+        expected_revision: Option<&str>,
+    ) -> Result<(), StoreError>;
+    async fn delete_alias(&self, function: &str, name: &str) -> Result<(), StoreError>;
+    async fn list_aliases(
+        &self,
+        function: &str,
+        for_version: Option<VersionId>,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Alias>, StoreError>;
+    /// Appends log events in one transaction.
+    async fn append_logs(&self, events: Vec<NewLogEvent>) -> Result<(), StoreError>;
+    async fn query_logs(&self, query: LogQuery) -> Result<Vec<LogEvent>, StoreError>;
+    /// Deletes log events older than `before_ms`; returns how many.
+    async fn purge_logs(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// Every code sha256 some version still refers to (for blob garbage collection).
+    async fn referenced_code(&self) -> Result<Vec<String>, StoreError>;
+}

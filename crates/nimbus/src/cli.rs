@@ -1,0 +1,201 @@
+//! The command line, as clap types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nimbus",
+    version,
+    about = "Nimbus: AWS Lambda-compatible functions on your own machine"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// The Nimbus server to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "NIMBUS_ENDPOINT",
+        default_value = "http://127.0.0.1:9070"
+    )]
+    pub endpoint: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the platform (API on --api-addr, state in --data-dir).
+    Up(UpArgs),
+    /// Create a function from a directory or zip, or update it if it exists.
+    Deploy(DeployArgs),
+    /// Invoke a function and print its result.
+    Invoke(InvokeArgs),
+    /// List functions.
+    Ls,
+    /// Show one function's configuration, versions and aliases.
+    Info { name: String },
+    /// Delete a function with all its versions and aliases.
+    Rm { name: String },
+    /// Publish $LATEST as a new immutable version.
+    Publish {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Manage aliases.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Show a function's logs.
+    Logs(LogsArgs),
+    /// Report which isolation features and runtimes this machine supports.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Address of the management and Invoke API.
+    #[arg(long, env = "NIMBUS_API_ADDR")]
+    pub api_addr: Option<String>,
+    /// Directory for all state (database, code, runtime files).
+    #[arg(long, env = "NIMBUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A TOML config file; flags override it.
+    #[arg(long, env = "NIMBUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Deploy the bundled example functions.
+    #[arg(long)]
+    pub with_examples: bool,
+    /// Node-wide limit on instances.
+    #[arg(long)]
+    pub max_instances: Option<usize>,
+    /// Reap instances idle this long (e.g. 300s, 5m).
+    #[arg(long)]
+    pub idle_timeout: Option<String>,
+    /// Keep logs this long (e.g. 7d).
+    #[arg(long)]
+    pub log_retention: Option<String>,
+    /// The python3 interpreter for the python3 runtime (default: python3 on PATH).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// The node interpreter for the nodejs runtime (default: node on PATH).
+    #[arg(long)]
+    pub node: Option<PathBuf>,
+    /// Require SigV4 signatures from this access key id (with --secret-key).
+    #[arg(long, env = "NIMBUS_ACCESS_KEY", requires = "secret_key")]
+    pub access_key: Option<String>,
+    #[arg(
+        long,
+        env = "NIMBUS_SECRET_KEY",
+        requires = "access_key",
+        hide_env_values = true
+    )]
+    pub secret_key: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DeployArgs {
+    /// A directory (zipped for you) or a .zip file.
+    pub path: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    /// python3, nodejs, provided (or AWS names such as python3.12, nodejs20.x, provided.al2023).
+    #[arg(long)]
+    pub runtime: String,
+    /// MODULE.FUNCTION for python3/nodejs; anything (conventionally "bootstrap") for provided.
+    #[arg(long)]
+    pub handler: Option<String>,
+    /// Memory in MB (128-10240).
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Timeout in seconds (1-900).
+    #[arg(long)]
+    pub timeout: Option<u32>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Publish a version after deploying.
+    #[arg(long)]
+    pub publish: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InvokeArgs {
+    pub name: String,
+    /// JSON payload, or @FILE to read it from a file.
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Version number or alias.
+    #[arg(long)]
+    pub qualifier: Option<String>,
+    /// Invoke asynchronously (InvocationType=Event).
+    #[arg(long = "async")]
+    pub is_async: bool,
+    /// Validate only (InvocationType=DryRun).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the log tail of the invocation to stderr.
+    #[arg(long)]
+    pub log: bool,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum AliasCommand {
+    /// Create an alias: `alias create FUNCTION ALIAS --version 1 [--weight 2=0.1]`.
+    Create(AliasArgs),
+    /// Point an alias elsewhere or change its weights.
+    Update(AliasArgs),
+    /// Delete an alias.
+    Rm { function: String, alias: String },
+    /// List a function's aliases.
+    Ls { function: String },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AliasArgs {
+    pub function: String,
+    pub alias: String,
+    /// The version the alias points at.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// VERSION=WEIGHT: send this share (0.0-1.0) of invocations to a second version.
+    #[arg(long)]
+    pub weight: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogsArgs {
+    pub name: String,
+    /// Keep printing new lines as they arrive.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only lines newer than this (e.g. 10m, 2h, 1d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only lines containing this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    #[arg(long)]
+    pub node: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}

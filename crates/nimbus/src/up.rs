@@ -1,0 +1,259 @@
+//! `nimbus up`: builds the typed configuration, opens the store, starts the runtime and serves
+//! the API until SIGINT/SIGTERM, then shuts down in order.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nimbus_api::{ApiInner, ApiState, AsyncInvoker, Credentials};
+use nimbus_runtime::pool::PoolConfig;
+use nimbus_runtime::{discover_interpreters, install_bootstraps, Runtime, RuntimeConfig};
+use nimbus_sandbox::SandboxConfig;
+use nimbus_store::{BlobStore, SqliteStore, Store, UnzipLimits};
+use nimbus_telemetry::LogSink;
+use serde::Deserialize;
+
+use crate::cli::UpArgs;
+
+/// The server's configuration: defaults, then the config file, then flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api_addr: String,
+    pub data_dir: PathBuf,
+    pub with_examples: bool,
+    pub max_instances: usize,
+    pub idle_timeout: Duration,
+    pub log_retention: Duration,
+    pub python: Option<PathBuf>,
+    pub node: Option<PathBuf>,
+    pub credentials: Vec<Credentials>,
+    /// How long in-flight invocations may run on after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// The config file's shape (every key optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    api_addr: Option<String>,
+    data_dir: Option<PathBuf>,
+    max_instances: Option<usize>,
+    idle_timeout: Option<String>,
+    log_retention: Option<String>,
+    python: Option<PathBuf>,
+    node: Option<PathBuf>,
+    access_key: Option<String>,
+    secret_key: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(s)
+        .with_context(|| format!("{what} {s:?} is not a duration such as 30s, 5m or 7d"))
+}
+
+impl Config {
+    pub fn build(args: &UpArgs) -> anyhow::Result<Config> {
+        let file: FileConfig = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let access = args.access_key.clone().or(file.access_key);
+        let secret = args.secret_key.clone().or(file.secret_key);
+        let credentials = match (access, secret) {
+            (Some(a), Some(s)) => vec![Credentials {
+                access_key_id: a,
+                secret_access_key: s,
+            }],
+            (None, None) => vec![],
+            _ => bail!("an access key needs a secret key and the other way round"),
+        };
+        let max_instances = args.max_instances.or(file.max_instances).unwrap_or(64);
+        if max_instances == 0 {
+            bail!("--max-instances must be at least 1");
+        }
+        Ok(Config {
+            api_addr: args
+                .api_addr
+                .clone()
+                .or(file.api_addr)
+                .unwrap_or_else(|| "127.0.0.1:9070".into()),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(".nimbus")),
+            with_examples: args.with_examples,
+            max_instances,
+            idle_timeout: duration(
+                "--idle-timeout",
+                args.idle_timeout
+                    .as_deref()
+                    .or(file.idle_timeout.as_deref())
+                    .unwrap_or("300s"),
+            )?,
+            log_retention: duration(
+                "--log-retention",
+                args.log_retention
+                    .as_deref()
+                    .or(file.log_retention.as_deref())
+                    .unwrap_or("7d"),
+            )?,
+            python: args.python.clone().or(file.python),
+            node: args.node.clone().or(file.node),
+            credentials,
+            shutdown_grace: duration(
+                "shutdown-grace",
+                file.shutdown_grace.as_deref().unwrap_or("10s"),
+            )?,
+        })
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let cfg = Config::build(&args)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&cfg.data_dir)
+        .with_context(|| format!("resolving {}", cfg.data_dir.display()))?;
+
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&data_dir.join("nimbus.db")).context("opening the database")?);
+    let blobs = BlobStore::open(
+        &data_dir,
+        UnzipLimits {
+            max_entries: nimbus_core::Limits::ZIP_ENTRIES,
+            max_total_bytes: nimbus_core::Limits::UNZIPPED_BYTES,
+        },
+    )
+    .context("opening the code store")?;
+    let runtime_dir = data_dir.join("runtime");
+    install_bootstraps(&runtime_dir)
+        .with_context(|| format!("installing runtime bootstraps in {}", runtime_dir.display()))?;
+
+    let isolation = nimbus_sandbox::probe();
+    let missing: Vec<String> = isolation
+        .features()
+        .into_iter()
+        .filter(|f| !f.enabled)
+        .map(|f| format!("{} ({})", f.name, f.detail))
+        .collect();
+    if missing.is_empty() {
+        tracing::info!("sandbox: every isolation feature is on");
+    } else {
+        tracing::warn!(
+            "sandbox: running without {}; see `nimbus doctor`",
+            missing.join(", ")
+        );
+    }
+    let interpreters = discover_interpreters(cfg.python.as_deref(), cfg.node.as_deref());
+    match &interpreters.python {
+        Ok(i) => {
+            tracing::info!(python = %i.executable.display(), version = %i.version, "python3 runtime ready")
+        }
+        Err(e) => tracing::warn!("python3 runtime unavailable: {e}"),
+    }
+    match &interpreters.node {
+        Ok(i) => {
+            tracing::info!(node = %i.executable.display(), version = %i.version, "nodejs runtime ready")
+        }
+        Err(e) => tracing::warn!("nodejs runtime unavailable: {e}"),
+    }
+    let scratch = data_dir.join("sandbox");
+    std::fs::create_dir_all(&scratch)?;
+    let sandbox = SandboxConfig {
+        helper_exe: std::env::current_exe().context("finding the nimbus executable")?,
+        helper_args: vec![crate::SANDBOX_HELPER_ARG.to_string()],
+        scratch_dir: scratch,
+        cgroup_name: format!("nimbus-{}", std::process::id()),
+        isolation,
+    };
+    let (logs, log_writer) = LogSink::start(store.clone(), cfg.log_retention);
+    let runtime = Runtime::new(
+        RuntimeConfig {
+            runtime_dir,
+            mask_paths: vec![data_dir.clone()],
+            pool: PoolConfig {
+                max_instances: cfg.max_instances,
+                idle_timeout: cfg.idle_timeout,
+                uid_base: 200_000,
+            },
+        },
+        sandbox,
+        interpreters,
+        blobs.clone(),
+        logs.clone(),
+    );
+    runtime.start_reaper();
+    let state = ApiState::new(ApiInner {
+        store: store.clone(),
+        blobs: blobs.clone(),
+        runtime: runtime.clone(),
+        async_invoker: AsyncInvoker::start(runtime.clone()),
+        credentials: cfg.credentials.clone(),
+    });
+    if cfg.with_examples {
+        crate::examples::deploy(&store, &blobs)
+            .await
+            .context("deploying the bundled examples")?;
+    }
+    let listener = tokio::net::TcpListener::bind(&cfg.api_addr)
+        .await
+        .with_context(|| format!("listening on {}", cfg.api_addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), auth = !cfg.credentials.is_empty(), "nimbus API listening");
+    // A line tests and scripts can wait for.
+    println!("nimbus listening on http://{addr}");
+
+    let app = nimbus_api::router(state);
+    // On a signal: stop accepting connections, let running invocations finish within the grace
+    // period (the rest are killed and their callers told), then store every pending log line.
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let rt = runtime.clone();
+    let grace = cfg.shutdown_grace;
+    let drain = tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight invocations (up to {grace:?})");
+        let _ = stopped_tx.send(());
+        rt.shutdown(grace).await;
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stopped_rx.await;
+        })
+        .await?;
+    let _ = drain.await;
+    logs.flush().await;
+    drop(log_writer);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
