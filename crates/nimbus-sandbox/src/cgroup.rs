@@ -336,14 +336,25 @@ impl InstanceCgroups {
     /// SIGKILLs every process in the cgroups. Processes forked while we iterate are caught by
     /// the next round; the pids limit bounds how many there can be.
     pub fn kill_all(&self) {
-        for d in &self.dirs {
-            let k = d.join("cgroup.kill");
-            if self.version == CgroupVersion::V2 && k.exists() {
-                let _ = fs::write(&k, "1");
+        self.kill_all_except(None)
+    }
+
+    /// Like `kill_all`, sparing `spare` (the sandbox helper, which must live to reap ns-init).
+    pub fn kill_all_except(&self, spare: Option<i32>) {
+        if spare.is_none() {
+            for d in &self.dirs {
+                let k = d.join("cgroup.kill");
+                if self.version == CgroupVersion::V2 && k.exists() {
+                    let _ = fs::write(&k, "1");
+                }
             }
         }
         for _ in 0..20 {
-            let pids = self.pids();
+            let pids: Vec<i32> = self
+                .pids()
+                .into_iter()
+                .filter(|p| Some(*p) != spare)
+                .collect();
             if pids.is_empty() {
                 return;
             }

@@ -7,9 +7,11 @@
 //!             └─ ns-init (pid 1 of the new pid ns; builds the root, pivot_root, reaps zombies)
 //!                  └─ program (no_new_privs, unprivileged uid, fds 0-2 only)
 //! ```
-//! Killing the helper kills ns-init (PDEATHSIG); when ns-init dies the kernel kills every
-//! process of the namespace. The helper also kills ns-init when the server's end of the spec
-//! pipe closes, so a server crash takes every instance with it.
+//! The server kills an instance by SIGKILLing ns-init (its pid comes in the `Started` report)
+//! and closing its end of the spec pipe; when ns-init dies the kernel kills every process of
+//! the namespace, and the helper reaps ns-init, reports and exits. Because the helper watches
+//! the spec pipe, a server crash takes every instance with it; if the helper itself is
+//! killed, PDEATHSIG kills ns-init.
 
 use std::ffi::CString;
 use std::fmt::Display;
@@ -143,7 +145,12 @@ fn run() -> Result<i32, String> {
             drop(lifeline);
             ns_init(&req, &status)
         }
-        Ok(ForkResult::Parent { child }) => Ok(supervise(child, &lifeline, &status)),
+        Ok(ForkResult::Parent { child }) => {
+            status.send(&Report::Started {
+                init_pid: child.as_raw(),
+            });
+            Ok(supervise(child, &lifeline, &status))
+        }
         Err(errno) => {
             status.setup_failed(&SetupError {
                 syscall: "fork",
@@ -186,8 +193,16 @@ fn supervise(init: Pid, lifeline: &File, status: &Status) -> i32 {
         }
         let server_gone = fds[0].revents().is_some_and(|r| !r.is_empty());
         if server_gone {
+            // Killed (or dropped) by the server: take the namespace down and reap ns-init here,
+            // so it does not linger as an orphan zombie of the host's init.
             let _ = kill(init, Signal::SIGKILL);
-            let _ = waitpid(init, None);
+            if let Ok(WaitStatus::Exited(_, 0)) = waitpid(init, None) {
+                return 0;
+            }
+            status.send(&Report::Exited {
+                code: None,
+                signal: Some(libc::SIGKILL),
+            });
             return 0;
         }
         match waitpid(init, Some(WaitPidFlag::WNOHANG)) {

@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -58,8 +58,6 @@ pub struct Instance {
     stderr: Option<ChildStderr>,
     shared: Arc<Shared>,
     exit: watch::Receiver<Option<ExitInfo>>,
-    /// The server's end of the spec pipe: closing it tells the helper to kill everything.
-    _lifeline: Option<pipe::Sender>,
 }
 
 /// State shared with the supervisor task; the last owner cleans up.
@@ -75,11 +73,43 @@ struct Shared {
     cgroups: Option<InstanceCgroups>,
     /// Direct mode: the per-instance tmp dir to remove.
     scratch: Option<PathBuf>,
+    /// Sandbox mode: ns-init, once the helper has reported it.
+    init: Mutex<Option<Init>>,
+    /// Sandbox mode: the server's end of the spec pipe; closing it tells the helper to kill
+    /// ns-init, reap it and exit.
+    lifeline: Mutex<Option<OwnedFd>>,
+}
+
+/// ns-init as seen from the server.
+struct Init {
+    pid: i32,
+    pidfd: Option<OwnedFd>,
 }
 
 impl Shared {
     fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
+        if !self.process_group {
+            drop(lock(&self.lifeline).take());
+            let init = lock(&self.init);
+            if let Some(init) = init.as_ref() {
+                // Killing ns-init ends the pid namespace; the helper stays to reap it (killing
+                // the helper instead would leave ns-init an orphan zombie of the host's init).
+                match &init.pidfd {
+                    Some(fd) => {
+                        let _ = sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
+                    }
+                    None if !self.reaped.load(Ordering::SeqCst) => {
+                        let _ = kill(Pid::from_raw(init.pid), Signal::SIGKILL);
+                    }
+                    None => {}
+                }
+                if let Some(cg) = &self.cgroups {
+                    cg.kill_all_except(Some(self.pid));
+                }
+                return;
+            }
+        }
         match &self.pidfd {
             Some(fd) => {
                 let _ = sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
@@ -114,6 +144,10 @@ impl Shared {
             }
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for Shared {
@@ -474,6 +508,8 @@ fn start(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Started, Sandbox
         killed: AtomicBool::new(false),
         cgroups: pending.cgroups.take(),
         scratch: pending.scratch.take(),
+        init: Mutex::new(None),
+        lifeline: Mutex::new(None),
     });
 
     let sandbox = match (pipes, &prepared.request) {
@@ -560,11 +596,10 @@ impl Started {
                 stderr,
                 shared,
                 exit: exit_rx,
-                _lifeline: None,
             });
         };
 
-        let lifeline = pipe::Sender::from_owned_fd(spec_w).ok();
+        *lock(&shared.lifeline) = Some(spec_w);
         let status = pipe::Receiver::from_owned_fd(status_r).map_err(|e| SandboxError::Helper {
             exe: exe.clone(),
             reason: format!("status pipe: {e}"),
@@ -584,7 +619,6 @@ impl Started {
             stderr: None,
             shared,
             exit: exit_rx,
-            _lifeline: lifeline,
         };
         let ready = match tokio::time::timeout(SETUP_TIMEOUT, ready_rx).await {
             Ok(Ok(r)) => r,
@@ -594,14 +628,21 @@ impl Started {
                 SETUP_TIMEOUT.as_secs()
             ))),
         };
-        match ready {
+        let mut instance = instance;
+        let failure = match ready {
             Ok(()) => {
-                let mut instance = instance;
                 instance.stderr = stderr;
-                Ok(instance)
+                return Ok(instance);
             }
-            Err(HelperFailure::Error(e)) => Err(e),
-            Err(HelperFailure::Died(reason)) => {
+            Err(f) => f,
+        };
+        // Tear down before returning, so a retry with the same id finds no leftovers.
+        instance.kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), instance.wait()).await;
+        drop(instance);
+        match failure {
+            HelperFailure::Error(e) => Err(e),
+            HelperFailure::Died(reason) => {
                 // Whatever the helper printed explains more than its exit status.
                 let mut text = String::new();
                 if let Some(err) = stderr.as_mut() {
@@ -650,6 +691,16 @@ async fn supervise_sandbox(
             }
         };
         let failure = match report {
+            Report::Started { init_pid } => {
+                *lock(&shared.init) = Some(Init {
+                    pid: init_pid,
+                    pidfd: sys::pidfd_open(init_pid),
+                });
+                if shared.killed.load(Ordering::SeqCst) {
+                    shared.kill();
+                }
+                continue;
+            }
             Report::Ready => {
                 if let Some(tx) = ready.take() {
                     let _ = tx.send(Ok(()));
@@ -695,6 +746,9 @@ async fn supervise_sandbox(
         let _ = tx.send(Err(HelperFailure::Died(why)));
     }
     let oom = shared.oom_killed(signal);
+    // Let go of the cgroups before announcing the exit: once `wait()` resolves, the Instance
+    // is their only owner and dropping it removes them on the spot.
+    drop(shared);
     let _ = exit_tx.send(Some(ExitInfo {
         code,
         signal,
@@ -721,6 +775,7 @@ async fn supervise_direct(
         Err(_) => (None, None),
     };
     let oom = shared.oom_killed(signal);
+    drop(shared);
     let _ = exit_tx.send(Some(ExitInfo {
         code,
         signal,

@@ -35,6 +35,8 @@ pub(crate) struct Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub(crate) enum Report {
+    /// The helper forked ns-init; `init_pid` is its pid in the server's pid namespace.
+    Started { init_pid: i32 },
     /// execve of the program succeeded.
     Ready,
     /// execve failed (or the program could not be reached as the unprivileged user).
