@@ -58,6 +58,7 @@ async fn run_all() -> usize {
         missing_program_is_a_clear_exec_error,
         peak_memory_is_reported,
         dropping_an_instance_kills_it,
+        interpreter_under_private_home_runs,
     ];
     let direct: Vec<(&str, TestFn)> = tests![
         direct_env_cwd_and_exec_error,
@@ -115,9 +116,15 @@ struct Ctx {
 impl Ctx {
     fn new(isolation: Isolation) -> Self {
         // Not under /tmp: the sandbox has its own /tmp, so host paths there cannot be shown.
-        let tmp = tempfile::Builder::new()
-            .prefix("nimbus-sandbox-test")
+        // (Unprivileged runs, which only test the direct mode, may use the usual temp dir.)
+        let builder = || {
+            let mut b = tempfile::Builder::new();
+            b.prefix("nimbus-sandbox-test");
+            b
+        };
+        let tmp = builder()
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .or_else(|_| builder().tempdir())
             .expect("temp dir");
         let base = tmp.path().to_path_buf();
         let config = SandboxConfig {
@@ -673,4 +680,28 @@ async fn wait_gone(dirs: &[PathBuf]) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// The motivating case for ro_paths: a pyenv interpreter under /root (0700) run as nobody.
+async fn interpreter_under_private_home_runs(ctx: &Ctx) -> Result<(), String> {
+    let Some(prefix) = fs::read_dir("/root/.pyenv/versions")
+        .ok()
+        .and_then(|mut d| d.find_map(|e| Some(e.ok()?.path())))
+        .filter(|p| p.join("bin/python3").exists())
+    else {
+        println!("       (no pyenv interpreter under /root: skipped)");
+        return Ok(());
+    };
+    let mut spec = ctx.spec("py-test", "");
+    spec.program = prefix.join("bin/python3");
+    spec.args = vec![
+        "-c".into(),
+        "import os, json; print(json.dumps([os.getuid(), os.getcwd()]))".into(),
+    ];
+    spec.ro_paths = vec![prefix.clone()];
+    let o = ctx.run(spec).await?;
+    let want = format!("[{UID}, \"/var/task\"]\n");
+    ensure(o.stdout == want, || {
+        format!("got {:?} {:?} {:?}", o.stdout, o.stderr, o.exit)
+    })
 }
