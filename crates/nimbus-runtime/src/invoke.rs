@@ -347,10 +347,23 @@ impl Runtime {
         let version_label = v.version.to_string();
         let stream = log_stream_name(&version_label, &id, nimbus_store::now_ms());
 
+        // Every instance can reach the host's interpreters (read-only), so `provided` bootstraps
+        // may run `python3 -m awslambdaric` or `node` as well as the built-in runtimes do.
         let mut path = String::new();
-        if let Some(dir) = interp.and_then(|i| i.executable.parent()) {
-            path.push_str(&dir.display().to_string());
-            path.push(':');
+        let mut ro_paths = Vec::new();
+        let found = [interp, self.interpreters.python.as_ref().ok(), self.interpreters.node.as_ref().ok()];
+        for i in found.into_iter().flatten() {
+            if let Some(dir) = i.executable.parent() {
+                let dir = format!("{}:", dir.display());
+                if !path.contains(&dir) {
+                    path.push_str(&dir);
+                }
+            }
+            for p in &i.ro_paths {
+                if !ro_paths.contains(p) {
+                    ro_paths.push(p.clone());
+                }
+            }
         }
         path.push_str("/usr/local/bin:/usr/bin:/bin:/opt/bin");
         let mut env: Vec<(String, String)> = vec![
@@ -402,7 +415,7 @@ impl Runtime {
             env,
             code_dir,
             runtime_dir: Some(self.cfg.runtime_dir.clone()),
-            ro_paths: interp.map(|i| i.ro_paths.clone()).unwrap_or_default(),
+            ro_paths,
             mask_paths: self.cfg.mask_paths.clone(),
             memory_mb: v.config.memory_mb,
             cpu_weight_mb: v.config.memory_mb,

@@ -59,6 +59,30 @@ pub enum Command {
     Logs(LogsArgs),
     /// Report which isolation features and runtimes this machine supports.
     Doctor(DoctorArgs),
+    /// Measure cold starts, warm latency and throughput on a private server.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Cold starts to time per function.
+    #[arg(long, default_value_t = 100)]
+    pub cold: usize,
+    /// Warm invokes to time per function at concurrency 1.
+    #[arg(long, default_value_t = 2000)]
+    pub warm: usize,
+    /// Concurrency levels for the throughput runs.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 16, 64])]
+    pub concurrency: Vec<usize>,
+    /// Seconds per throughput run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Only functions whose name contains one of these (python, node, provided).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Record the table in this markdown file (between marker comments).
+    #[arg(long)]
+    pub write: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -50,7 +50,7 @@ pub async fn run(global: Global, cmd: Command) -> anyhow::Result<()> {
         }
         Command::Alias(a) => alias(&client, &global, a).await,
         Command::Logs(a) => logs(&client, a).await,
-        Command::Up(_) | Command::Doctor(_) => unreachable!("handled in main"),
+        Command::Up(_) | Command::Doctor(_) | Command::Bench(_) => unreachable!("handled in main"),
     }
 }
 

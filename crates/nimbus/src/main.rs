@@ -1,6 +1,7 @@
 //! The `nimbus` binary: the server (`nimbus up`) and the CLI that talks to it. Wiring only;
 //! the work happens in the library crates.
 
+mod bench;
 mod cli;
 mod commands;
 mod examples;
@@ -46,6 +47,7 @@ fn run(args: cli::Cli) -> anyhow::Result<()> {
         match args.command {
             cli::Command::Up(up) => up::run(up).await,
             cli::Command::Doctor(d) => commands::doctor(d),
+            cli::Command::Bench(b) => bench::run(b).await,
             other => commands::run(args.global, other).await,
         }
     })
