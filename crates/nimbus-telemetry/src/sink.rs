@@ -72,40 +72,40 @@ impl LogWriter {
 async fn writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>, retention: Duration) {
     let mut batch: Vec<NewLogEvent> = Vec::with_capacity(BATCH);
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut last_purge = tokio::time::Instant::now();
+    let mut retention_tick = tokio::time::interval(RETENTION_EVERY);
     loop {
-        let Some(first) = rx.recv().await else { break };
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            _ = retention_tick.tick() => {
+                purge(&store, retention).await;
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
+        // Gather what arrives within LINGER (or until a flush or a full batch) into one write.
         let mut closed = false;
         let deadline = tokio::time::Instant::now() + LINGER;
         let mut next = Some(first);
-        loop {
-            match next.take() {
-                Some(Msg::Event(e)) => batch.push(e),
-                Some(Msg::Flush(w)) => {
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Event(e) => batch.push(e),
+                Msg::Flush(w) => {
                     waiters.push(w);
                     break;
                 }
-                None => {}
             }
             if batch.len() >= BATCH {
                 break;
             }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(m)) => next = Some(m),
-                Ok(None) => {
-                    closed = true;
-                    break;
-                }
-                Err(_) => break,
+                Ok(None) => closed = true,
+                Err(_) => {}
             }
         }
         store_batch(&store, &mut batch).await;
         for w in waiters.drain(..) {
             let _ = w.send(());
-        }
-        if last_purge.elapsed() >= RETENTION_EVERY {
-            last_purge = tokio::time::Instant::now();
-            purge(&store, retention).await;
         }
         if closed {
             break;
@@ -131,5 +131,76 @@ async fn purge(store: &Arc<dyn Store>, retention: Duration) {
         Ok(0) => {}
         Ok(n) => tracing::debug!(removed = n, "log retention"),
         Err(e) => tracing::warn!(error = %e, "log retention failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nimbus_store::{LogQuery, SqliteStore};
+
+    #[tokio::test]
+    async fn lines_are_stored_in_order_and_flush_waits_for_them() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let (sink, _writer) = LogSink::start(store.clone(), Duration::from_secs(3600));
+        for i in 0..5000 {
+            sink.emit(
+                "f",
+                "s",
+                Some("req"),
+                nimbus_store::now_ms(),
+                format!("line {i}"),
+            );
+        }
+        sink.flush().await;
+        let q = LogQuery {
+            function: "f".into(),
+            limit: 10_000,
+            ..Default::default()
+        };
+        let got = store.query_logs(q).await.unwrap();
+        assert_eq!(got.len(), 5000);
+        assert_eq!(got[0].message, "line 0");
+        assert_eq!(got[4999].message, "line 4999");
+        assert_eq!(got[10].request_id.as_deref(), Some("req"));
+    }
+
+    #[tokio::test]
+    async fn retention_purges_old_lines() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let now = nimbus_store::now_ms();
+        store
+            .append_logs(vec![
+                NewLogEvent {
+                    function: "f".into(),
+                    stream: "s".into(),
+                    ts_ms: now - 10_000_000,
+                    request_id: None,
+                    message: "old".into(),
+                },
+                NewLogEvent {
+                    function: "f".into(),
+                    stream: "s".into(),
+                    ts_ms: now,
+                    request_id: None,
+                    message: "new".into(),
+                },
+            ])
+            .await
+            .unwrap();
+        purge(&store, Duration::from_secs(60)).await;
+        let q = LogQuery {
+            function: "f".into(),
+            limit: 10,
+            ..Default::default()
+        };
+        let left: Vec<String> = store
+            .query_logs(q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert_eq!(left, vec!["new".to_string()]);
     }
 }
