@@ -25,19 +25,31 @@ pub(crate) fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> ApiResul
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(format!(
-            "the request body is not valid JSON for this operation: {e}"
-        ))
-    })
+    json_body_required(body)
 }
 
+/// Like [`json_body`], but an empty body is an error too. A type error names the field it is
+/// in (`Timeout: invalid type: string "x", expected u32`), as Lambda's messages do.
 fn json_body_required<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() && path != "." {
+            ApiError::invalid(format!("{path}: {inner}"))
+        } else {
+            ApiError::invalid(format!(
+                "the request body is not valid JSON for this operation: {inner}"
+            ))
+        }
+    })?;
+    // Trailing garbage after the object is malformed too.
+    de.end().map_err(|e| {
         ApiError::invalid(format!(
             "the request body is not valid JSON for this operation: {e}"
         ))
-    })
+    })?;
+    Ok(value)
 }
 
 fn created(v: serde_json::Value) -> Response {
@@ -290,10 +302,7 @@ pub async fn update_function_code(
     let mut latest = state.store.get_version(&name, VersionId::Latest).await?;
     if let Some(rev) = &req.revision_id {
         if *rev != latest.revision_id {
-            return Err(nimbus_store::StoreError::PreconditionFailed(
-                "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
-            )
-            .into());
+            return Err(nimbus_store::StoreError::stale_revision().into());
         }
     }
     let stored = store_zip(&state, &zip).await?;

@@ -122,6 +122,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(nimbus::healthz))
         .merge(lambda)
+        .method_not_allowed_fallback(nimbus::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

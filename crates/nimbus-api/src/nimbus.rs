@@ -96,3 +96,13 @@ pub async fn unknown_operation(method: axum::http::Method, uri: axum::http::Uri)
         format!("no operation at {method} {}", uri.path()),
     )
 }
+
+/// A known path with a method it does not serve: an error body like every other, not axum's
+/// empty 405.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UnknownOperationException",
+        format!("{} does not support {method}", uri.path()),
+    )
+}

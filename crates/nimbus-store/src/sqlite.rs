@@ -376,9 +376,7 @@ impl Store for SqliteStore {
             let current = load_version(tx, &latest.function, VersionId::Latest)?;
             if let Some(exp) = expected {
                 if exp != current.revision_id {
-                    return Err(StoreError::PreconditionFailed(format!(
-                        "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
-                    )));
+                    return Err(StoreError::stale_revision());
                 }
             }
             insert_version(tx, &latest)
@@ -515,9 +513,7 @@ impl Store for SqliteStore {
             }
             if let Some(rev) = expected_rev {
                 if rev != latest.revision_id {
-                    return Err(StoreError::PreconditionFailed(
-                        "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
-                    ));
+                    return Err(StoreError::stale_revision());
                 }
             }
             let newest: Option<FunctionVersion> = tx
@@ -593,9 +589,7 @@ impl Store for SqliteStore {
             let current = load_alias(tx, &alias.function, &alias.name)?;
             if let Some(exp) = expected {
                 if exp != current.revision_id {
-                    return Err(StoreError::PreconditionFailed(
-                        "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
-                    ));
+                    return Err(StoreError::stale_revision());
                 }
             }
             check_alias_targets(tx, &alias)?;

@@ -24,6 +24,15 @@ pub enum StoreError {
     Backend(String),
 }
 
+impl StoreError {
+    /// A caller's RevisionId no longer matches (Lambda's wording).
+    pub fn stale_revision() -> StoreError {
+        StoreError::PreconditionFailed(
+            "The Revision Id provided does not match the latest Revision Id. Call the GetFunction/GetAlias API to retrieve the latest Revision Id".into(),
+        )
+    }
+}
+
 /// Function-level facts that are not part of any version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FunctionRecord {
