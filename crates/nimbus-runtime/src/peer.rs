@@ -1,0 +1,143 @@
+//! Who is calling an instance's Runtime API. Instances share the host's network namespace, so
+//! any local process could connect to any instance's loopback port and take its events. Each
+//! sandboxed instance runs under a uid of its own, and the kernel records the uid that created
+//! every TCP socket (`/proc/net/tcp{,6}`): the listener accepts only connections whose socket
+//! belongs to the instance's uid.
+
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::net::{TcpListener, TcpStream};
+
+/// Parses one `ADDR:PORT` column of /proc/net/tcp or tcp6 (addresses in the kernel's
+/// in-memory byte order: 32-bit words in host order).
+fn parse_endpoint(s: &str) -> Option<SocketAddr> {
+    let (addr, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match addr.len() {
+        8 => {
+            let v = u32::from_str_radix(addr, 16).ok()?;
+            IpAddr::from(v.to_ne_bytes())
+        }
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+                let word = u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?;
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            IpAddr::from(bytes)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Finds, in /proc/net/tcp-format `table`, the uid of the socket whose local end is `peer` and
+/// whose remote end is `ours`.
+fn uid_in_table(table: &str, peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let local = parse_endpoint(cols.get(1)?)?;
+        let remote = parse_endpoint(cols.get(2)?)?;
+        if local == peer && remote == ours {
+            cols.get(7)?.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// The uid owning the client socket of the connection `peer` → `ours`, if the kernel lists it.
+pub(crate) fn peer_uid(peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
+    let file = if peer.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let table = std::fs::read_to_string(file).ok()?;
+    uid_in_table(&table, peer, ours)
+}
+
+/// A listener that drops connections not made by `uid` (when `uid` is set).
+pub(crate) struct OwnedListener {
+    pub inner: TcpListener,
+    pub uid: Option<u32>,
+    pub instance: String,
+}
+
+impl axum::serve::Listener for OwnedListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            let (stream, peer) = match self.inner.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "runtime API accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    continue;
+                }
+            };
+            let Some(expected) = self.uid else {
+                return (stream, peer);
+            };
+            let ours = match stream.local_addr() {
+                Ok(a) => a,
+                Err(_) => continue,
+            };
+            match peer_uid(peer, ours) {
+                Some(uid) if uid == expected => return (stream, peer),
+                found => {
+                    tracing::warn!(
+                        instance = %self.instance,
+                        ?found,
+                        expected,
+                        "refused a Runtime API connection from a process that is not this instance's"
+                    );
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_tcp() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:236F 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 19881 1 0 100 0 0 10 0\n\
+   1: 0100007F:A1B2 0100007F:236F 01 00000000:00000000 00:00000000 00000000 200003        0 19882 1 0 100 0 0 10 0\n";
+        let peer: SocketAddr = "127.0.0.1:41394".parse().unwrap();
+        let ours: SocketAddr = "127.0.0.1:9071".parse().unwrap();
+        assert_eq!(uid_in_table(table, peer, ours), Some(200003));
+        assert_eq!(uid_in_table(table, ours, peer), None);
+        assert_eq!(
+            parse_endpoint("00000000000000000000000001000000:0050"),
+            Some("[::1]:80".parse().unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn finds_the_uid_of_a_live_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (_server_side, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        // Our own uid, read without unsafe.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let uid: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse().ok())
+            .unwrap();
+        assert_eq!(peer_uid(peer, addr), Some(uid));
+    }
+}
