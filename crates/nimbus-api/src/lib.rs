@@ -10,7 +10,7 @@ mod error;
 mod functions;
 mod invoke;
 mod nimbus;
-pub mod sigv4;
+pub use nimbus_sigv4 as sigv4;
 mod wire;
 
 use std::sync::Arc;

@@ -54,6 +54,8 @@ pub struct Invocation {
 pub struct Client {
     endpoint: String,
     http: reqwest::Client,
+    /// When set, every request is signed with SigV4 (for servers started with credentials).
+    credentials: Option<nimbus_sigv4::Credentials>,
 }
 
 impl Client {
@@ -68,7 +70,52 @@ impl Client {
             .pool_max_idle_per_host(256)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Client { endpoint, http }
+        Client {
+            endpoint,
+            http,
+            credentials: None,
+        }
+    }
+
+    /// Signs every request with these credentials (AWS Signature Version 4).
+    pub fn with_credentials(mut self, access_key_id: &str, secret_access_key: &str) -> Client {
+        self.credentials = Some(nimbus_sigv4::Credentials {
+            access_key_id: access_key_id.to_string(),
+            secret_access_key: secret_access_key.to_string(),
+        });
+        self
+    }
+
+    fn sign(&self, req: &mut reqwest::Request) {
+        let Some(creds) = &self.credentials else {
+            return;
+        };
+        let url = req.url().clone();
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => return,
+        };
+        if let Ok(v) = reqwest::header::HeaderValue::from_str(&host) {
+            req.headers_mut().insert(reqwest::header::HOST, v);
+        }
+        let body = req
+            .body()
+            .and_then(|b| b.as_bytes())
+            .unwrap_or_default()
+            .to_vec();
+        let method = req.method().as_str().to_string();
+        nimbus_sigv4::sign(
+            &method,
+            url.path(),
+            url.query().unwrap_or(""),
+            req.headers_mut(),
+            &body,
+            creds,
+            "us-east-1",
+            "lambda",
+            std::time::SystemTime::now(),
+        );
     }
 
     pub fn endpoint(&self) -> &str {
@@ -94,7 +141,15 @@ impl Client {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        let mut req = req
+            .build()
+            .map_err(|e| ClientError::Other(format!("could not build the request: {e}")))?;
+        self.sign(&mut req);
+        let resp = self
+            .http
+            .execute(req)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }

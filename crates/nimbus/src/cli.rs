@@ -30,6 +30,22 @@ pub struct Global {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Credentials: `up` requires SigV4 signatures made with them; client commands sign with them.
+    #[arg(
+        long = "access-key",
+        global = true,
+        env = "NIMBUS_ACCESS_KEY",
+        requires = "client_secret_key"
+    )]
+    pub client_access_key: Option<String>,
+    #[arg(
+        long = "secret-key",
+        global = true,
+        env = "NIMBUS_SECRET_KEY",
+        requires = "client_access_key",
+        hide_env_values = true
+    )]
+    pub client_secret_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,16 +130,6 @@ pub struct UpArgs {
     /// The node interpreter for the nodejs runtime (default: node on PATH).
     #[arg(long)]
     pub node: Option<PathBuf>,
-    /// Require SigV4 signatures from this access key id (with --secret-key).
-    #[arg(long, env = "NIMBUS_ACCESS_KEY", requires = "secret_key")]
-    pub access_key: Option<String>,
-    #[arg(
-        long,
-        env = "NIMBUS_SECRET_KEY",
-        requires = "access_key",
-        hide_env_values = true
-    )]
-    pub secret_key: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

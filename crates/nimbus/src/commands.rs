@@ -26,7 +26,10 @@ fn print_json(v: &Value) {
 }
 
 pub async fn run(global: Global, cmd: Command) -> anyhow::Result<()> {
-    let client = Client::new(&global.endpoint);
+    let mut client = Client::new(&global.endpoint);
+    if let (Some(ak), Some(sk)) = (&global.client_access_key, &global.client_secret_key) {
+        client = client.with_credentials(ak, sk);
+    }
     match cmd {
         Command::Deploy(a) => deploy(&client, &global, a).await,
         Command::Invoke(a) => invoke(&client, a).await,

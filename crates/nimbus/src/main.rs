@@ -45,7 +45,7 @@ fn run(args: cli::Cli) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         match args.command {
-            cli::Command::Up(up) => up::run(up).await,
+            cli::Command::Up(up) => up::run(up, args.global).await,
             cli::Command::Doctor(d) => commands::doctor(d),
             cli::Command::Bench(b) => bench::run(b).await,
             other => commands::run(args.global, other).await,

@@ -14,7 +14,7 @@ use nimbus_store::{BlobStore, SqliteStore, Store, UnzipLimits};
 use nimbus_telemetry::LogSink;
 use serde::Deserialize;
 
-use crate::cli::UpArgs;
+use crate::cli::{Global, UpArgs};
 
 /// The server's configuration: defaults, then the config file, then flags.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
 }
 
 impl Config {
-    pub fn build(args: &UpArgs) -> anyhow::Result<Config> {
+    pub fn build(args: &UpArgs, global: &Global) -> anyhow::Result<Config> {
         let file: FileConfig = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -63,8 +63,8 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        let access = args.access_key.clone().or(file.access_key);
-        let secret = args.secret_key.clone().or(file.secret_key);
+        let access = global.client_access_key.clone().or(file.access_key);
+        let secret = global.client_secret_key.clone().or(file.secret_key);
         let credentials = match (access, secret) {
             (Some(a), Some(s)) => vec![Credentials {
                 access_key_id: a,
@@ -124,9 +124,9 @@ fn init_tracing() {
         .try_init();
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
     init_tracing();
-    let cfg = Config::build(&args)?;
+    let cfg = Config::build(&args, &global)?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&cfg.data_dir)
