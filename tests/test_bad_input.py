@@ -214,6 +214,19 @@ def test_huge_header_and_garbage_requests(server, lam):
             reply = b""
         if reply:
             assert reply.split(b" ")[1][:1] == b"4", reply[:200]
+    # A body announced far past any limit is refused at once, not waited for.
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /2015-03-31/functions HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n{}")
+        reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+        assert b"RequestTooLargeException" in reply
+    # Too many headers, and a very long URI: a 4xx each.
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(500)) + b"\r\n")
+        assert s.recv(4096).split(b" ")[1][:1] == b"4"
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"GET /" + b"a" * 200000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).split(b" ")[1][:1] == b"4"
     assert_serving(server, lam)
 
 

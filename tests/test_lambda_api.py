@@ -164,6 +164,15 @@ def test_versions_and_qualifiers(lam):
     versions = [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]]
     assert versions == ["$LATEST", "1", "2"]
 
+    # A published version is immutable: changing $LATEST's configuration leaves it as it was.
+    lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"GREETING": "changed"}}, MemorySize=384)
+    _, out = invoke_json(lam, name, Qualifier="2")
+    assert out["env"] is None and out["memory"] == 128
+    _, out = invoke_json(lam, name)
+    assert out["env"] == "changed" and out["memory"] == 384
+    assert lam.get_function_configuration(FunctionName=name, Qualifier="2")["MemorySize"] == 128
+    assert lam.publish_version(FunctionName=name)["Version"] == "3", "a configuration change is publishable"
+
     r, out = invoke_json(lam, name, Qualifier="1")
     assert out["tag"] == "one" and out["version"] == "1"
     assert r["ExecutedVersion"] == "1"
@@ -180,7 +189,7 @@ def test_versions_and_qualifiers(lam):
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function(FunctionName=name, Qualifier="1")
     versions = [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]]
-    assert versions == ["$LATEST", "2"]
+    assert versions == ["$LATEST", "2", "3"]
     _, out = invoke_json(lam, name, Qualifier="2")
     assert out["tag"] == "two"
 

@@ -23,6 +23,17 @@ def run(lam, name, **kw):
     return body
 
 
+def wait_logs(server, name, text, timeout=10):
+    """Log lines are stored in batches a few ms after they are printed: poll for them."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = logs(server, name, text)
+        if found:
+            return found
+        time.sleep(0.05)
+    return []
+
+
 def logs(server, name, text):
     url = f"{server.endpoint}/nimbus/v1/functions/{name}/logs?filter={text}"
     with urllib.request.urlopen(url, timeout=10) as resp:
@@ -56,7 +67,8 @@ def test_state_survives_restart(new_server, tmp_path):
         "names": sorted(f["FunctionName"] for f in lam.list_functions()["Functions"]),
     }
     location = lam.get_function(FunctionName=a)["Code"]["Location"]
-    assert logs(s1, a, "restart-log-a1")
+    assert wait_logs(s1, a, "restart-log-a1")
+    assert wait_logs(s1, a, "restart-log-a2")
 
     assert s1.stop() == 0
 
@@ -141,3 +153,24 @@ def test_sigterm_on_idle_server_exits_zero(new_server):
     name = create(lam, code(unique("x")))
     run(lam, name)  # leaves a warm instance behind
     assert s.stop() == 0
+
+
+def test_state_survives_sigkill(new_server, tmp_path):
+    data = tmp_path / "data"
+    s1 = new_server(data_dir=data)
+    lam = s1.lambda_client()
+    name = create(lam, code("k1"))
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    lam.update_function_configuration(FunctionName=name, Timeout=11)
+    run(lam, name, Qualifier="live")
+    assert wait_logs(s1, name, "restart-log-k1")
+    s1.kill()  # no chance to flush or clean up
+
+    s2 = new_server(data_dir=data)
+    lam = s2.lambda_client()
+    assert lam.get_function_configuration(FunctionName=name)["Timeout"] == 11
+    assert lam.get_alias(FunctionName=name, Name="live")["FunctionVersion"] == "1"
+    assert logs(s2, name, "restart-log-k1")
+    assert run(lam, name, Qualifier="live") == {"tag": "k1", "version": "1"}
+    assert s2.stop() == 0

@@ -124,5 +124,27 @@ pub fn router(state: ApiState) -> Router {
         .merge(lambda)
         .method_not_allowed_fallback(nimbus::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(refuse_oversized_bodies))
         .with_state(state)
+}
+
+/// A request that announces a body over [`MAX_BODY`] is refused before any of it is read, so
+/// a client cannot make the server wait on (or buffer) an upload it will refuse anyway.
+async fn refuse_oversized_bodies(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(n) if n > MAX_BODY as u64 => ApiError::too_large(format!(
+            "the request body is {n} bytes; the largest accepted is {MAX_BODY} bytes"
+        ))
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
