@@ -94,3 +94,22 @@ def test_healthz_stays_open(authed):
     status, _, data = raw(authed.endpoint + "/healthz")
     assert status == 200
     assert json.loads(data)["status"] == "ok"
+
+
+def test_code_location_downloads_without_credentials(authed):
+    # Lambda's Code.Location is a presigned URL: a plain GET fetches the zip.
+    lam = client(authed)
+    name = unique("loc")
+    zip_bytes = make_zip({"app.py": "def handler(e, c):\n    return 1\n"})
+    lam.create_function(FunctionName=name, Runtime="python3.12", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": zip_bytes})
+    location = lam.get_function(FunctionName=name)["Code"]["Location"]
+    status, _, data = raw(location)
+    assert status == 200 and data == zip_bytes
+    # The URL grants that archive only: another name, or a tampered token, is refused.
+    base, _, query = location.partition("?")
+    status, _, _ = raw(base)
+    assert status == 403
+    other = base.rsplit("/", 1)[0] + "/" + "0" * 64 + ".zip" + ("?" + query if query else "")
+    status, _, _ = raw(other)
+    assert status in (403, 404)

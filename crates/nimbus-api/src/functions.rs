@@ -241,7 +241,7 @@ pub async fn get_function(
         .unwrap_or("127.0.0.1:9070");
     let mut out = serde_json::json!({
         "Configuration": function_configuration(&v),
-        "Code": { "RepositoryType": "S3", "Location": format!("http://{host}/nimbus/v1/code/{}.zip", v.code_sha256) },
+        "Code": { "RepositoryType": "S3", "Location": crate::nimbus::code_location(&state, host, &v.code_sha256) },
         "Tags": record.tags,
     });
     if let Some(n) = record.reserved_concurrency {

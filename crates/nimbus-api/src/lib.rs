@@ -112,7 +112,6 @@ pub fn router(state: ApiState) -> Router {
                 .delete(f::untag_resource),
         )
         .route("/nimbus/v1/functions/{name}/logs", get(nimbus::logs))
-        .route("/nimbus/v1/code/{file}", get(nimbus::code))
         .route("/nimbus/v1/status", get(nimbus::status))
         .fallback(nimbus::unknown_operation)
         .layer(axum::middleware::from_fn_with_state(
@@ -121,6 +120,8 @@ pub fn router(state: ApiState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(nimbus::healthz))
+        // Outside the SigV4 layer: GetFunction hands out this URL presigned, as Lambda does.
+        .route("/nimbus/v1/code/{file}", get(nimbus::code))
         .merge(lambda)
         .method_not_allowed_fallback(nimbus::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -7,8 +7,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use hmac::{Hmac, Mac};
 use nimbus_core::FunctionRef;
 use nimbus_store::LogQuery;
+use sha2::Sha256;
 
 use crate::error::{ApiError, ApiResult};
 use crate::ApiState;
@@ -61,9 +63,83 @@ pub async fn logs(
     ))
 }
 
-/// `GET /nimbus/v1/code/{sha256}.zip`
-pub async fn code(State(state): State<ApiState>, Path(file): Path<String>) -> ApiResult<Response> {
+/// How long a `Code.Location` URL stays valid (Lambda's presigned URLs last 10 minutes).
+const CODE_URL_TTL_S: u64 = 600;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn code_url_mac(secret: &str, sha: &str, expires: u64) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(format!("nimbus-code-location\n{sha}\n{expires}").as_bytes());
+    mac
+}
+
+/// GetFunction's `Code.Location`: a plain URL, presigned (`Expires` + `Signature`) when the
+/// server requires SigV4, so that whoever got it from GetFunction can fetch it with a plain GET.
+pub fn code_location(state: &ApiState, host: &str, sha: &str) -> String {
+    let url = format!("http://{host}/nimbus/v1/code/{sha}.zip");
+    match state.credentials.first() {
+        None => url,
+        Some(c) => {
+            let expires = unix_now() + CODE_URL_TTL_S;
+            let sig = hex::encode(
+                code_url_mac(&c.secret_access_key, sha, expires)
+                    .finalize()
+                    .into_bytes(),
+            );
+            format!("{url}?Expires={expires}&Signature={sig}")
+        }
+    }
+}
+
+fn check_code_signature(state: &ApiState, sha: &str, p: &HashMap<String, String>) -> ApiResult<()> {
+    if state.credentials.is_empty() {
+        return Ok(());
+    }
+    let denied = |why: &str| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            format!("{why}; get a fresh Code.Location from GetFunction"),
+        )
+    };
+    let (Some(expires), Some(sig)) = (p.get("Expires"), p.get("Signature")) else {
+        return Err(denied("this code URL is not signed"));
+    };
+    let expires: u64 = expires
+        .parse()
+        .map_err(|_| denied("this code URL's Expires is not a time"))?;
+    if expires < unix_now() {
+        return Err(denied("this code URL has expired"));
+    }
+    let sig = hex::decode(sig).map_err(|_| denied("this code URL's signature is malformed"))?;
+    let valid = state.credentials.iter().any(|c| {
+        code_url_mac(&c.secret_access_key, sha, expires)
+            .verify_slice(&sig)
+            .is_ok()
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(denied("this code URL's signature does not match"))
+    }
+}
+
+/// `GET /nimbus/v1/code/{sha256}.zip[?Expires=&Signature=]`
+pub async fn code(
+    State(state): State<ApiState>,
+    Path(file): Path<String>,
+    Query(p): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
     let sha = file.strip_suffix(".zip").unwrap_or(&file).to_string();
+    check_code_signature(&state, &sha, &p)?;
     let blobs = state.blobs.clone();
     let data = tokio::task::spawn_blocking(move || blobs.get_zip(&sha))
         .await
