@@ -351,7 +351,11 @@ impl Runtime {
         // may run `python3 -m awslambdaric` or `node` as well as the built-in runtimes do.
         let mut path = String::new();
         let mut ro_paths = Vec::new();
-        let found = [interp, self.interpreters.python.as_ref().ok(), self.interpreters.node.as_ref().ok()];
+        let found = [
+            interp,
+            self.interpreters.python.as_ref().ok(),
+            self.interpreters.node.as_ref().ok(),
+        ];
         for i in found.into_iter().flatten() {
             if let Some(dir) = i.executable.parent() {
                 let dir = format!("{}:", dir.display());
@@ -676,12 +680,19 @@ impl Runtime {
                 error_type: error_type.as_deref().filter(|_| status.is_some()),
             }),
         );
+        // A cold start's tail begins with what the runtime printed while it initialised (an init
+        // error's trace, module-level prints), as Lambda's does.
+        let log_tail = if cold {
+            InvocationLog::tail_of(&[&inst.capture.init, &log])
+        } else {
+            log.tail()
+        };
         let outcome = InvokeOutcome {
             request_id: req.request_id.clone(),
             payload,
             function_error,
             executed_version: version_label,
-            log_tail: log.tail(),
+            log_tail,
             cold_start: cold,
             duration,
             init_duration,

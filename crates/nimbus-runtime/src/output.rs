@@ -93,12 +93,26 @@ impl InvocationLog {
 
     /// The last ~4 KB of this log, one line per line.
     pub(crate) fn tail(&self) -> String {
-        let st = match self.state.lock() {
-            Ok(s) => s,
-            Err(_) => return String::new(),
-        };
-        let mut out = String::with_capacity(st.tail_bytes);
-        for l in &st.tail {
+        Self::tail_of(&[self])
+    }
+
+    /// The last ~4 KB of several logs one after the other (an instance's init output, then its
+    /// first invocation's), so a cold start's tail shows what the function printed at import.
+    pub(crate) fn tail_of(logs: &[&InvocationLog]) -> String {
+        let mut lines: Vec<String> = Vec::new();
+        for log in logs {
+            if let Ok(st) = log.state.lock() {
+                lines.extend(st.tail.iter().cloned());
+            }
+        }
+        let mut size = 0;
+        let mut first = lines.len();
+        while first > 0 && (size + lines[first - 1].len() < Limits::LOG_TAIL_BYTES || size == 0) {
+            first -= 1;
+            size += lines[first].len() + 1;
+        }
+        let mut out = String::with_capacity(size);
+        for l in &lines[first..] {
             out.push_str(l);
             out.push('\n');
         }

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::BodyExt;
 use nimbus_core::Limits;
 
 use crate::instance::{Inflight, Instance, JobResult};
@@ -25,10 +26,10 @@ pub(crate) fn router(instance: Arc<Instance>) -> Router {
         )
         .route(&format!("{PREFIX}/invocation/{{id}}/error"), post(error))
         .route(&format!("{PREFIX}/init/error"), post(init_error))
-        // Responses up to Lambda's limit, plus room to notice and report larger ones.
-        .layer(DefaultBodyLimit::max(
-            Limits::SYNC_PAYLOAD_BYTES + 1024 * 1024,
-        ))
+        // Bodies are read by `read_capped`, which keeps at most Lambda's limit and measures the
+        // rest, so an oversized response becomes Function.ResponseSizeTooLarge rather than a
+        // rejected request the caller would wait on until the timeout.
+        .layer(DefaultBodyLimit::disable())
         .with_state(instance)
 }
 
@@ -97,24 +98,77 @@ async fn next(State(inst): State<Arc<Instance>>) -> Response {
     (StatusCode::OK, headers, job.payload).into_response()
 }
 
+/// A body read from the runtime: whole, too large (with its full size), or broken off.
+enum Capped {
+    Whole(Bytes),
+    TooLarge(usize),
+    Broken(String),
+}
+
+/// Reads a body keeping at most `limit` bytes. Past the limit the rest is read and counted but
+/// not kept, so the runtime gets a proper answer (413) and memory stays bounded; a runtime that
+/// never stops sending is ended by the invocation's timeout, which kills the instance.
+async fn read_capped(body: Body, limit: usize) -> Capped {
+    let mut body = body;
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => return Capped::Broken(format!("could not read the request body: {e}")),
+        };
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= limit {
+                kept.extend_from_slice(&data);
+            } else if !kept.is_empty() {
+                kept = Vec::new();
+            }
+        }
+    }
+    if total > limit {
+        Capped::TooLarge(total)
+    } else {
+        Capped::Whole(Bytes::from(kept))
+    }
+}
+
+fn too_large(size: usize) -> Response {
+    api_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestEntityTooLarge",
+        &format!(
+            "Response payload size ({size} bytes) exceeded maximum allowed payload size ({} bytes).",
+            Limits::SYNC_PAYLOAD_BYTES
+        ),
+    )
+}
+
+/// Whether `id` names the in-flight invocation, without taking it.
+fn is_serving(inst: &Instance, id: &str) -> bool {
+    inst.inflight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|f| f.request_id == id)
+}
+
+fn not_serving(id: &str) -> Response {
+    api_error(
+        StatusCode::BAD_REQUEST,
+        "InvalidRequestID",
+        &format!("request id {id} is not the invocation this runtime is serving"),
+    )
+}
+
 /// Takes the in-flight invocation if `id` names it.
-fn take_inflight(inst: &Instance, id: &str) -> Result<Inflight, Response> {
-    let mut guard = inst.inflight.lock().map_err(|_| {
-        api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Runtime.Unknown",
-            "instance state poisoned",
-        )
-    })?;
+fn take_inflight(inst: &Instance, id: &str) -> Option<Inflight> {
+    let mut guard = inst.inflight.lock().unwrap_or_else(|p| p.into_inner());
     match guard.take() {
-        Some(f) if f.request_id == id => Ok(f),
+        Some(f) if f.request_id == id => Some(f),
         other => {
             *guard = other;
-            Err(api_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidRequestID",
-                &format!("request id {id} is not the invocation this runtime is serving"),
-            ))
+            None
         }
     }
 }
@@ -122,26 +176,31 @@ fn take_inflight(inst: &Instance, id: &str) -> Result<Inflight, Response> {
 async fn response(
     State(inst): State<Arc<Instance>>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let inflight = match take_inflight(&inst, &id) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    if body.len() > Limits::SYNC_PAYLOAD_BYTES {
-        let _ = inflight.result.send(JobResult::TooLarge(body.len()));
-        return api_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            &format!(
-                "Response payload size ({} bytes) exceeded maximum allowed payload size ({} bytes).",
-                body.len(),
-                Limits::SYNC_PAYLOAD_BYTES
-            ),
-        );
+    // Check the id first: a stray post must not make the runtime wait for a huge upload.
+    if !is_serving(&inst, &id) {
+        return not_serving(&id);
     }
-    let _ = inflight.result.send(JobResult::Response(body));
-    accepted()
+    let body = read_capped(body, Limits::SYNC_PAYLOAD_BYTES).await;
+    let Some(inflight) = take_inflight(&inst, &id) else {
+        return not_serving(&id);
+    };
+    match body {
+        Capped::Whole(body) => {
+            let _ = inflight.result.send(JobResult::Response(body));
+            accepted()
+        }
+        Capped::TooLarge(size) => {
+            let _ = inflight.result.send(JobResult::TooLarge(size));
+            too_large(size)
+        }
+        Capped::Broken(e) => {
+            // The runtime's upload broke off; the invocation ends by its timeout or exit.
+            *inst.inflight.lock().unwrap_or_else(|p| p.into_inner()) = Some(inflight);
+            api_error(StatusCode::BAD_REQUEST, "InvalidRequest", &e)
+        }
+    }
 }
 
 fn error_type(headers: &HeaderMap) -> Option<String> {
@@ -155,24 +214,36 @@ async fn error(
     State(inst): State<Arc<Instance>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let inflight = match take_inflight(&inst, &id) {
-        Ok(f) => f,
-        Err(r) => return r,
+    if !is_serving(&inst, &id) {
+        return not_serving(&id);
+    }
+    let body = read_capped(body, Limits::SYNC_PAYLOAD_BYTES).await;
+    let Some(inflight) = take_inflight(&inst, &id) else {
+        return not_serving(&id);
     };
-    let _ = inflight.result.send(JobResult::Error {
-        body,
-        error_type: error_type(&headers),
-    });
-    accepted()
+    match body {
+        Capped::Whole(body) => {
+            let _ = inflight.result.send(JobResult::Error {
+                body,
+                error_type: error_type(&headers),
+            });
+            accepted()
+        }
+        Capped::TooLarge(size) => {
+            let _ = inflight.result.send(JobResult::TooLarge(size));
+            too_large(size)
+        }
+        Capped::Broken(e) => {
+            // The runtime's upload broke off; the invocation ends by its timeout or exit.
+            *inst.inflight.lock().unwrap_or_else(|p| p.into_inner()) = Some(inflight);
+            api_error(StatusCode::BAD_REQUEST, "InvalidRequest", &e)
+        }
+    }
 }
 
-async fn init_error(
-    State(inst): State<Arc<Instance>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn init_error(State(inst): State<Arc<Instance>>, headers: HeaderMap, body: Body) -> Response {
     if inst.init_done.get().is_some() {
         return api_error(
             StatusCode::FORBIDDEN,
@@ -180,6 +251,11 @@ async fn init_error(
             "init/error is only accepted before the runtime's first invocation/next",
         );
     }
+    let body = match read_capped(body, Limits::SYNC_PAYLOAD_BYTES).await {
+        Capped::Whole(b) => b,
+        Capped::TooLarge(size) => return too_large(size),
+        Capped::Broken(e) => return api_error(StatusCode::BAD_REQUEST, "InvalidRequest", &e),
+    };
     if let Ok(mut slot) = inst.init_error.lock() {
         *slot = Some((body, error_type(&headers)));
     }
