@@ -507,3 +507,45 @@ def test_aws_region_is_reserved(lam):
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
         create(lam, echo_code("r"), Environment={"Variables": {"AWS_REGION": "eu-west-1"}})
     assert "AWS_REGION" in e.value.response["Error"]["Message"]
+
+
+def test_deletes_do_not_collect_code_being_uploaded(server):
+    # DeleteFunction collects unreferenced code archives. Code uploaded by a concurrent
+    # CreateFunction/UpdateFunctionCode is not referenced yet, and must survive that.
+    import threading
+
+    failures = []
+    done = threading.Event()
+
+    def deleter():
+        lam = server.lambda_client()
+        while not done.is_set():
+            lam.delete_function(FunctionName=create(lam, APP_CONST))
+
+    def uploader(i):
+        lam = server.lambda_client()
+        mine = create(lam, APP_CONST)
+        for j in range(8):
+            try:
+                name = create(lam, {"app.py": f"def handler(e, c):\n    return {i * 100 + j}\n"}) if j % 2 else mine
+                lam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": f"def handler(e, c):\n    return -{i * 100 + j}\n"}))
+                r = lam.invoke(FunctionName=name, Payload=b"{}")
+                body = json.loads(r["Payload"].read())
+                if body != -(i * 100 + j):
+                    failures.append(body)
+            except Exception as e:  # noqa: BLE001 - collected and reported below
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=deleter) for _ in range(2)]
+    uploaders = [threading.Thread(target=uploader, args=(i,)) for i in range(4)]
+    for t in threads + uploaders:
+        t.start()
+    for t in uploaders:
+        t.join(timeout=120)
+    done.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert failures == []
+
+
+APP_CONST = {"app.py": "def handler(e, c):\n    return 0\n"}

@@ -185,6 +185,7 @@ pub async fn create_function(State(state): State<ApiState>, body: Bytes) -> ApiR
             "Function already exist: {name}"
         )));
     }
+    let upload = state.blobs.upload_guard().await;
     let stored = store_zip(&state, &zip).await?;
     let now = now_ms();
     let latest = FunctionVersion {
@@ -203,6 +204,7 @@ pub async fn create_function(State(state): State<ApiState>, body: Bytes) -> ApiR
         reserved_concurrency: None,
     };
     state.store.create_function(record, latest.clone()).await?;
+    drop(upload);
     let shown = if req.publish {
         state.store.publish_version(&name, None, None, None).await?
     } else {
@@ -305,6 +307,7 @@ pub async fn update_function_code(
             return Err(nimbus_store::StoreError::stale_revision().into());
         }
     }
+    let upload = state.blobs.upload_guard().await;
     let stored = store_zip(&state, &zip).await?;
     latest.code_sha256 = stored.sha256;
     latest.code_size = stored.size;
@@ -317,6 +320,7 @@ pub async fn update_function_code(
         .store
         .update_latest(latest.clone(), req.revision_id.as_deref())
         .await?;
+    drop(upload);
     state.runtime.retire(&name);
     let shown = if req.publish {
         state.store.publish_version(&name, None, None, None).await?
@@ -394,10 +398,27 @@ pub async fn delete_function(
         }
     }
     state.runtime.retire(&name);
-    let referenced = state.store.referenced_code().await?;
-    let blobs = state.blobs.clone();
-    tokio::task::spawn_blocking(move || blobs.collect_garbage(&referenced));
+    tokio::spawn(collect_garbage(state.clone()));
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes code no version refers to any more. Uploads in progress hold the blob store's
+/// upload guard until their version is stored, so their code is never taken for garbage.
+async fn collect_garbage(state: ApiState) {
+    let _guard = state.blobs.collect_guard().await;
+    let referenced = match state.store.referenced_code().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "code garbage collection skipped");
+            return;
+        }
+    };
+    let blobs = state.blobs.clone();
+    match tokio::task::spawn_blocking(move || blobs.collect_garbage(&referenced)).await {
+        Ok(n) if n > 0 => tracing::debug!(removed = n, "unreferenced code removed"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "code garbage collection failed"),
+    }
 }
 
 pub async fn publish_version(

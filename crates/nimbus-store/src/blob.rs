@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -14,7 +15,17 @@ use crate::code::{remove_unpacked, unpack_zip, CodeError, UnzipLimits};
 pub struct BlobStore {
     root: PathBuf,
     limits: UnzipLimits,
+    /// Keeps garbage collection from removing code that is stored but not yet referenced: an
+    /// upload holds it shared from storing its archive until the version that refers to it is
+    /// committed; a collection holds it exclusively while it reads what is referenced and
+    /// removes the rest.
+    gc_lock: Arc<tokio::sync::RwLock<()>>,
 }
+
+/// Held by an upload until the version referring to its code is committed.
+pub type UploadGuard = tokio::sync::OwnedRwLockReadGuard<()>;
+/// Held by a garbage collection from reading the referenced set until it has removed the rest.
+pub type CollectGuard = tokio::sync::OwnedRwLockWriteGuard<()>;
 
 /// A stored archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +43,20 @@ impl BlobStore {
         Ok(BlobStore {
             root: root.to_path_buf(),
             limits,
+            gc_lock: Arc::new(tokio::sync::RwLock::new(())),
         })
+    }
+
+    /// Take before [`BlobStore::put_zip`] and hold until the version that refers to the code
+    /// is stored, so that a concurrent [`BlobStore::collect_garbage`] cannot remove it.
+    pub async fn upload_guard(&self) -> UploadGuard {
+        self.gc_lock.clone().read_owned().await
+    }
+
+    /// Take before reading the referenced set for [`BlobStore::collect_garbage`] and hold until
+    /// it returns: uploads in progress finish first, new ones wait.
+    pub async fn collect_guard(&self) -> CollectGuard {
+        self.gc_lock.clone().write_owned().await
     }
 
     /// Validates and unpacks `zip`, then keeps the archive. Blocking: call from a blocking
@@ -87,6 +111,7 @@ impl BlobStore {
     }
 
     /// Removes archives and trees no version refers to any more. Returns how many went.
+    /// `referenced` must have been read under [`BlobStore::collect_guard`], still held.
     pub fn collect_garbage(&self, referenced: &[String]) -> usize {
         let keep: std::collections::HashSet<&str> = referenced.iter().map(String::as_str).collect();
         let mut removed = 0;
@@ -109,4 +134,56 @@ impl BlobStore {
 
 fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path) -> BlobStore {
+        let limits = UnzipLimits {
+            max_entries: 100,
+            max_total_bytes: 1 << 20,
+        };
+        BlobStore::open(dir, limits).unwrap()
+    }
+
+    fn empty_zip() -> Vec<u8> {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        zip::ZipWriter::new(&mut buf).finish().unwrap();
+        buf.into_inner()
+    }
+
+    #[tokio::test]
+    async fn collection_waits_for_uploads_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = store(dir.path());
+        let upload = blobs.upload_guard().await;
+        let stored = blobs.put_zip(&empty_zip()).unwrap();
+        let waiting = tokio::spawn({
+            let blobs = blobs.clone();
+            let stored = stored.clone();
+            async move {
+                let _guard = blobs.collect_guard().await;
+                // What a collection reads now must include the committed upload.
+                blobs.collect_garbage(std::slice::from_ref(&stored.sha256))
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "collection ran during an upload");
+        drop(upload);
+        assert_eq!(waiting.await.unwrap(), 0);
+        assert!(blobs.get_zip(&stored.sha256).is_some());
+    }
+
+    #[test]
+    fn garbage_is_what_nothing_refers_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = store(dir.path());
+        let stored = blobs.put_zip(&empty_zip()).unwrap();
+        assert!(blobs.code_dir(&stored.sha256).is_dir());
+        assert_eq!(blobs.collect_garbage(&[]), 1);
+        assert!(blobs.get_zip(&stored.sha256).is_none());
+        assert!(!blobs.code_dir(&stored.sha256).exists());
+    }
 }

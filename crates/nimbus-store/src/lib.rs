@@ -8,7 +8,7 @@ pub mod code;
 mod sqlite;
 mod store;
 
-pub use blob::{BlobStore, StoredCode};
+pub use blob::{BlobStore, CollectGuard, StoredCode, UploadGuard};
 pub use code::{CodeError, Unpacked, UnzipLimits};
 pub use sqlite::SqliteStore;
 pub use store::{FunctionRecord, LogEvent, LogQuery, NewLogEvent, Page, Store, StoreError};
