@@ -549,3 +549,37 @@ def test_deletes_do_not_collect_code_being_uploaded(server):
 
 
 APP_CONST = {"app.py": "def handler(e, c):\n    return 0\n"}
+
+
+def test_boto3_waiters(lam):
+    # Deployment scripts wait on these before invoking; they read State / LastUpdateStatus.
+    name = create(lam, echo_code("w"))
+    lam.get_waiter("function_exists").wait(FunctionName=name)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+    lam.update_function_code(FunctionName=name, ZipFile=make_zip(echo_code("w2")))
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    lam.publish_version(FunctionName=name)
+    lam.get_waiter("published_version_active").wait(FunctionName=name, Qualifier="1")
+
+
+def test_reserved_concurrency_limits_parallel_invokes(lam, server):
+    import threading
+
+    name = create(lam, {"app.py": "import time\ndef handler(e, c):\n    time.sleep(1)\n    return 'done'\n"}, Timeout=10)
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    results = []
+
+    def call():
+        client = server.lambda_client()
+        try:
+            r = client.invoke(FunctionName=name, Payload=b"{}")
+            results.append(json.loads(r["Payload"].read()))
+        except client.exceptions.TooManyRequestsException as e:
+            results.append(e.response.get("Reason"))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(results) == ["ReservedFunctionConcurrentInvocationLimitExceeded"] * 2 + ["done"], results
