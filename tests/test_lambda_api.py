@@ -502,7 +502,6 @@ def test_stale_revision_id(lam):
         lam.update_function_code(FunctionName=name, ZipFile=make_zip(echo_code("r2")), RevisionId=rev)
 
 
-@pytest.mark.xfail(strict=True, reason="nimbus-core RESERVED_ENV lacks AWS_REGION, AWS_DEFAULT_REGION and the AWS_* credential keys Lambda reserves")
 def test_aws_region_is_reserved(lam):
     with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
         create(lam, echo_code("r"), Environment={"Variables": {"AWS_REGION": "eu-west-1"}})

@@ -126,6 +126,12 @@ impl FunctionConfig {
 /// Variables Lambda reserves (users may not set them).
 pub const RESERVED_ENV: &[&str] = &[
     "_HANDLER",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
     "_X_AMZN_TRACE_ID",
     "AWS_EXECUTION_ENV",
     "AWS_LAMBDA_FUNCTION_NAME",
