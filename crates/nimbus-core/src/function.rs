@@ -266,7 +266,8 @@ mod tests {
     #[test]
     fn config_validation_names_the_field() {
         assert!(config().validate().is_ok());
-        let cases: Vec<(&str, Box<dyn Fn(&mut FunctionConfig)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut FunctionConfig)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("MemorySize", Box::new(|c| c.memory_mb = 64)),
             ("MemorySize", Box::new(|c| c.memory_mb = 10_241)),
             ("Timeout", Box::new(|c| c.timeout_s = 0)),
