@@ -5,6 +5,7 @@ concurrency and throttling, REPORT lines and scale to zero.
 Every test drives the real server through boto3; functions are real sandboxed processes.
 """
 
+import base64
 import concurrent.futures
 import json
 import re
@@ -12,7 +13,7 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import create, unique
+from conftest import create, make_zip
 from lambda_helpers import error_code, failed, invoke, mb, ok, report, status, wait_until
 
 # --------------------------------------------------------------------------------------------
@@ -481,3 +482,86 @@ def test_idle_instances_are_reaped(new_server):
     assert wait_until(lambda: status(s)["instances"] == 0, timeout=12), status(s)
     # Scale from zero: the function still answers.
     assert ok(lam, name)["instance"]
+
+
+# --------------------------------------------------------------------------------------------
+# Events, client context, logging, updates
+# --------------------------------------------------------------------------------------------
+
+PY_ECHO = r"""
+import logging, os, sys
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+
+
+def handler(event, context):
+    logger.info("via logging %s", "ok")
+    print("via stderr", file=sys.stderr)
+    print("no trailing newline", end="")
+    if isinstance(event, dict) and event.get("op") == "unmarshallable":
+        return {"a set": {1, 2}}
+    if isinstance(event, dict) and event.get("op") == "exit0":
+        sys.stdout.flush()
+        os._exit(0)
+    cc = context.client_context
+    return {"event": event, "custom": cc.custom if cc else None, "V": os.environ.get("V"), "text": "h\u00e9llo \u2713"}
+"""
+
+
+def test_any_json_event_and_unicode(lam):
+    name = create(lam, {"app.py": PY_ECHO})
+    for raw, expected in [(b'"hi"', "hi"), (b"[1, 2]", [1, 2]), (b"null", None), (b"42", 42),
+                          ('{"u": "\u2713 \u00fc"}'.encode(), {"u": "\u2713 \u00fc"})]:
+        r = lam.invoke(FunctionName=name, Payload=raw)
+        assert "FunctionError" not in r, r
+        assert json.loads(r["Payload"].read()) == {"event": expected, "custom": None, "V": None, "text": "h\u00e9llo \u2713"}
+    # No payload at all: Lambda hands the function an empty object.
+    r = lam.invoke(FunctionName=name)
+    assert json.loads(r["Payload"].read())["event"] == {}
+
+
+def test_logging_stderr_and_partial_lines_are_captured(lam):
+    name = create(lam, {"app.py": PY_ECHO})
+    r = invoke(lam, name, {})
+    assert r.function_error is None, r
+    line = next(ln for ln in r.log.splitlines() if "via logging ok" in ln)
+    level, stamp, rid, message = line.split("\t")
+    assert level == "[INFO]" and rid == r.request_id and message == "via logging ok"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+    assert "via stderr" in r.log
+    # Output without a final newline still belongs to its own invocation, before END.
+    assert r.log.index("no trailing newline") < r.log.index(f"END RequestId: {r.request_id}")
+
+
+def test_client_context_reaches_the_function(lam):
+    name = create(lam, {"app.py": PY_ECHO})
+    cc = base64.b64encode(json.dumps({"custom": {"k": "v"}, "client": {}, "env": {}}).encode()).decode()
+    r = lam.invoke(FunctionName=name, Payload=b"{}", ClientContext=cc)
+    assert json.loads(r["Payload"].read())["custom"] == {"k": "v"}
+
+
+def test_marshal_error(lam):
+    name = create(lam, {"app.py": PY_ECHO})
+    r = failed(lam, name, {"op": "unmarshallable"})
+    assert r.payload["errorType"] == "Runtime.MarshalError", r
+    assert "Unable to marshal response" in r.payload["errorMessage"]
+
+
+def test_clean_exit_mid_invocation(lam):
+    name = create(lam, {"app.py": PY_ECHO})
+    r = failed(lam, name, {"op": "exit0"})
+    assert r.payload["errorType"] == "Runtime.ExitError", r
+    assert "Runtime exited without providing a reason" in r.payload["errorMessage"], r
+    assert ok(lam, name, {})["event"] == {}
+
+
+def test_updates_reach_warm_functions(lam):
+    name = create(lam, {"app.py": PY_ECHO}, Environment={"Variables": {"V": "one"}})
+    assert ok(lam, name)["V"] == "one"
+    lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"V": "two"}})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+    assert ok(lam, name)["V"] == "two"
+    lam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": "def handler(e, c):\n    return 'v2'\n"}))
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+    assert ok(lam, name) == "v2"

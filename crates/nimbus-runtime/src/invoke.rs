@@ -756,6 +756,13 @@ fn died_error(info: &ExitInfo) -> (&'static str, String) {
                 exit_reason(info)
             ),
         )
+    } else if info.code == Some(0) && info.signal.is_none() {
+        // Lambda's wording for a runtime that ended cleanly in the middle of an invocation
+        // (`sys.exit()`, `process.exit()`).
+        (
+            "Runtime.ExitError",
+            "Runtime exited without providing a reason".to_string(),
+        )
     } else {
         (
             "Runtime.ExitError",
@@ -776,4 +783,47 @@ fn rfc3339_now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(code: Option<i32>, signal: Option<i32>, oom: bool) -> ExitInfo {
+        ExitInfo {
+            code,
+            signal,
+            oom,
+            ..ExitInfo::default()
+        }
+    }
+
+    #[test]
+    fn died_errors_use_lambdas_wording() {
+        let table = [
+            (
+                exit(Some(1), None, false),
+                "Runtime.ExitError",
+                "Runtime exited with error: exit status 1",
+            ),
+            (
+                exit(Some(0), None, false),
+                "Runtime.ExitError",
+                "Runtime exited without providing a reason",
+            ),
+            (
+                exit(None, Some(11), false),
+                "Runtime.ExitError",
+                "Runtime exited with error: signal: segmentation fault",
+            ),
+            (
+                exit(None, Some(9), true),
+                "Runtime.OutOfMemory",
+                "Runtime exited with error: signal: killed (out of memory)",
+            ),
+        ];
+        for (info, error_type, message) in table {
+            assert_eq!(died_error(&info), (error_type, message.to_string()));
+        }
+    }
 }
