@@ -372,6 +372,18 @@ def test_provided_without_bootstrap(lam):
     assert "bootstrap" in r.payload["errorMessage"], r
 
 
+@pytest.mark.parametrize(
+    "script,reason",
+    [("echo no shebang\n", "exec format error"), ("#!/bin/no-such-shell\necho hi\n", "no such file or directory")],
+    ids=["no-shebang", "missing-interpreter"],
+)
+def test_provided_bootstrap_that_cannot_exec(lam, script, reason):
+    name = create(lam, {"bootstrap": (script, 0o755)}, runtime="provided", handler="x")
+    r = failed(lam, name)
+    assert r.payload["errorType"] == "Runtime.InvalidEntrypoint", r
+    assert reason in r.payload["errorMessage"], r
+
+
 def test_provided_bootstrap_not_executable(lam):
     name = create(lam, {"bootstrap": ("#!/bin/sh\nexit 0\n", 0o644)}, runtime="provided", handler="x")
     r = failed(lam, name)
@@ -565,3 +577,21 @@ def test_updates_reach_warm_functions(lam):
     lam.update_function_code(FunctionName=name, ZipFile=make_zip({"app.py": "def handler(e, c):\n    return 'v2'\n"}))
     lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 10})
     assert ok(lam, name) == "v2"
+
+
+def test_published_version_and_alias_context(lam):
+    name = create(lam, {"app.py": PY_PROBE})
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    for qualifier in ("1", "live"):
+        r = invoke(lam, name, {}, Qualifier=qualifier)
+        assert r.function_error is None, r
+        assert r.headers.get("x-amz-executed-version") == "1"
+        assert r.payload["ctx"]["function_version"] == "1"
+        assert r.payload["env"]["AWS_LAMBDA_FUNCTION_VERSION"] == "1"
+        assert r.payload["ctx"]["invoked_function_arn"].endswith(f":function:{name}:{qualifier}")
+        assert "[1]" in r.payload["ctx"]["log_stream_name"]
+        assert f"START RequestId: {r.request_id} Version: 1" in r.log
+    latest = ok(lam, name)
+    assert latest["ctx"]["function_version"] == "$LATEST"
+    assert "[$LATEST]" in latest["ctx"]["log_stream_name"]

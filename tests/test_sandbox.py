@@ -163,3 +163,25 @@ def test_tmp_is_writable_and_private(server, lam, probe):
     # Another function does not see it.
     other = create(lam, {"app.py": PROBE})
     assert marker not in ok(lam, other)["tmp"]
+
+
+FILL_TMP = """
+def handler(event, context):
+    written = 0
+    try:
+        with open("/tmp/fill", "wb") as f:
+            for _ in range(event["mb"]):
+                f.write(bytes(1 << 20))
+                f.flush()
+                written += 1
+    except OSError as e:
+        return {"mb": written, "error": str(e)}
+    return {"mb": written}
+"""
+
+
+def test_tmp_is_size_limited(lam):
+    name = create(lam, {"app.py": FILL_TMP}, MemorySize=1024, EphemeralStorage={"Size": 512}, Timeout=30)
+    out = ok(lam, name, {"mb": 700})
+    assert "No space left on device" in out.get("error", ""), out
+    assert 500 <= out["mb"] <= 512, out
