@@ -8,7 +8,7 @@ import time
 
 import pytest
 from conftest import create
-from lambda_helpers import failed, function_pids, invoke, ok, proc_uid, wait_until
+from lambda_helpers import failed, function_pids, invoke, ok, proc_uid, status, wait_until
 
 HELLO = "def handler(event, context):\n    return {'hello': event.get('who', 'world')}\n"
 
@@ -219,3 +219,10 @@ def test_no_instance_processes_after_shutdown(new_server):
     assert wait_until(lambda: not function_pids(busy) and not function_pids(idle), timeout=10), (
         sorted(function_pids(busy) | function_pids(idle))
     )
+
+
+def test_pool_accounting_after_faults(server):
+    """After every fault above, no instance slot is leaked: with nothing running, every instance
+    the pool counts is an idle one (a leaked slot would eventually throttle the whole node)."""
+    st = wait_until(lambda: (lambda s: s if s["instances"] == s["idleInstances"] else None)(status(server)), timeout=10)
+    assert st, status(server)
