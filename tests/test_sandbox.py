@@ -185,3 +185,33 @@ def test_tmp_is_size_limited(lam):
     out = ok(lam, name, {"mb": 700})
     assert "No space left on device" in out.get("error", ""), out
     assert 500 <= out["mb"] <= 512, out
+
+
+STEAL = r"""
+import urllib.request
+
+
+def handler(event, context):
+    try:
+        with urllib.request.urlopen(event["url"], timeout=3) as r:
+            return {"status": r.status, "body": r.read(4096).decode("utf-8", "replace")}
+    except Exception as e:
+        return {"error": repr(e)}
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: instances share the host's loopback, and the management API trusts loopback "
+    "callers when no credentials are configured, so a function can read every function's "
+    "configuration (environment secrets included) and code. Needs the API to refuse instance uids "
+    "(as the Runtime API endpoints do) or a network namespace per instance.",
+)
+def test_management_api_is_out_of_reach_of_functions(server, lam):
+    secret = f"pw-{uuid.uuid4().hex}"
+    victim = create(lam, {"app.py": "def handler(e, c):\n    return 1\n"},
+                    Environment={"Variables": {"DB_PASSWORD": secret}})
+    thief = create(lam, {"app.py": STEAL})
+    out = ok(lam, thief, {"url": f"{server.endpoint}/2015-03-31/functions/{victim}"})
+    assert secret not in out.get("body", ""), "a function read another function's secret through the API"
+    assert out.get("status") in (None, 401, 403), out
