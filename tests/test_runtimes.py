@@ -441,7 +441,7 @@ def test_report_line_fields_and_memory(lam):
     assert used_big >= used_small + 40, (used_small, used_big)
 
 
-def slow_pair(server, first, second, first_event, second_event, delay=0.7):
+def slow_pair(server, first, second, first_event, second_event, delay=1.0):
     """Starts `first` (slow) in a thread, then invokes `second` while it runs."""
     c1, c2 = server.lambda_client(), server.lambda_client()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -459,7 +459,7 @@ def test_reserved_concurrency_throttles(server):
     lam = server.lambda_client()
     name = create(lam, {"app.py": PY_SLEEP}, Timeout=10)
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
-    first, second = slow_pair(server, name, name, {"s": 2.5}, {"s": 0})
+    first, second = slow_pair(server, name, name, {"s": 4}, {"s": 0})
     assert first.function_error is None, first
     assert isinstance(second, ClientError), second
     assert error_code(second) == "TooManyRequestsException"
@@ -478,7 +478,7 @@ def test_node_limit_evicts_idle_and_throttles_busy(new_server):
     ia2 = ok(lam, a)["instance"]  # evicts b's
     assert ia2 != ia, "a's instance was evicted, so a started afresh"
     assert ok(lam, b)["instance"] != ib
-    first, second = slow_pair(s, a, b, {"s": 2.5}, {"s": 0})
+    first, second = slow_pair(s, a, b, {"s": 4}, {"s": 0})
     assert first.function_error is None, first
     assert isinstance(second, ClientError) and error_code(second) == "TooManyRequestsException", second
     assert second.response["ResponseMetadata"]["HTTPStatusCode"] == 429
