@@ -200,6 +200,11 @@ def test_response_too_large(lam, hello):
     # A response just under the limit is fine.
     small = invoke(lam, name, {"op": "big", "mb": 5}, tail=False)
     assert small.function_error is None and len(small.payload) == 5 * 1024 * 1024
+    # The same through the node runtime, and far past the limit.
+    node = create(lam, {"index.js": "exports.handler = async (e) => 'z'.repeat(e.mb * 1024 * 1024);"},
+                  runtime="nodejs", handler="index.handler", MemorySize=512)
+    r = failed(lam, node, {"mb": 20})
+    assert r.payload["errorType"] == "Function.ResponseSizeTooLarge", r
     serving(lam, hello)
 
 
