@@ -477,6 +477,12 @@ impl Runtime {
             server: Mutex::new(None),
         });
         let app = crate::runtime_api::router(instance.clone());
+        // A sandboxed instance runs under its own uid: only its processes may use its endpoint.
+        let listener = crate::peer::OwnedListener {
+            inner: listener,
+            uid: self.sandbox.isolation.mounts().then_some(uid),
+            instance: id.clone(),
+        };
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
