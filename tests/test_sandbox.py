@@ -6,6 +6,7 @@ private writable /tmp.
 import os
 import uuid
 
+import boto3
 import pytest
 from conftest import create
 from lambda_helpers import ok
@@ -200,13 +201,6 @@ def handler(event, context):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: instances share the host's loopback, and the management API trusts loopback "
-    "callers when no credentials are configured, so a function can read every function's "
-    "configuration (environment secrets included) and code. Needs the API to refuse instance uids "
-    "(as the Runtime API endpoints do) or a network namespace per instance.",
-)
 def test_management_api_is_out_of_reach_of_functions(server, lam):
     secret = f"pw-{uuid.uuid4().hex}"
     victim = create(lam, {"app.py": "def handler(e, c):\n    return 1\n"},
@@ -215,3 +209,29 @@ def test_management_api_is_out_of_reach_of_functions(server, lam):
     out = ok(lam, thief, {"url": f"{server.endpoint}/2015-03-31/functions/{victim}"})
     assert secret not in out.get("body", ""), "a function read another function's secret through the API"
     assert out.get("status") in (None, 401, 403), out
+    # Refused at the connection, not merely unauthorised; the operator's own clients still work.
+    assert "error" in out, out
+    assert lam.get_function(FunctionName=victim)["Configuration"]["Environment"]["Variables"]["DB_PASSWORD"] == secret
+
+
+def test_functions_holding_keys_may_call_an_authenticated_api(new_server):
+    # With credentials configured, SigV4 guards the API, and a function given keys can use it
+    # (the Lambda-to-Lambda pattern); one without keys is refused.
+    s = new_server("--access-key", "AK", "--secret-key", "SK")
+    lam = boto3.client("lambda", endpoint_url=s.endpoint, region_name="us-east-1",
+                       aws_access_key_id="AK", aws_secret_access_key="SK")
+    callee = create(lam, {"app.py": "def handler(e, c):\n    return {'called': e}\n"})
+    caller_code = (
+        "import json, os, boto3\n"
+        "def handler(e, c):\n"
+        "    lam = boto3.client('lambda', endpoint_url=e['endpoint'], region_name='us-east-1',\n"
+        "                       aws_access_key_id=os.environ['AK'], aws_secret_access_key=os.environ['SK'])\n"
+        "    r = lam.invoke(FunctionName=e['callee'], Payload=json.dumps({'from': 'caller'}))\n"
+        "    return json.load(r['Payload'])\n"
+    )
+    caller = create(lam, {"app.py": caller_code}, Environment={"Variables": {"AK": "AK", "SK": "SK"}}, Timeout=30)
+    out = ok(lam, caller, {"endpoint": s.endpoint, "callee": callee})
+    assert out == {"called": {"from": "caller"}}, out
+    thief = create(lam, {"app.py": STEAL})
+    stolen = ok(lam, thief, {"url": f"{s.endpoint}/2015-03-31/functions/{callee}"})
+    assert stolen.get("status") == 403 or "403" in stolen.get("error", ""), stolen

@@ -158,6 +158,15 @@ impl Runtime {
         &self.sandbox.isolation
     }
 
+    /// The uids sandboxed instances run as, when the sandbox switches uids.
+    pub fn instance_uids(&self) -> Option<std::ops::Range<u32>> {
+        let base = self.cfg.pool.uid_base;
+        self.sandbox
+            .isolation
+            .mounts()
+            .then(|| base..base + self.cfg.pool.max_instances as u32)
+    }
+
     pub fn interpreters(&self) -> &Interpreters {
         &self.interpreters
     }
@@ -478,11 +487,12 @@ impl Runtime {
         });
         let app = crate::runtime_api::router(instance.clone());
         // A sandboxed instance runs under its own uid: only its processes may use its endpoint.
-        let listener = crate::peer::OwnedListener {
-            inner: listener,
-            uid: self.sandbox.isolation.mounts().then_some(uid),
-            instance: id.clone(),
+        let rule = match self.sandbox.isolation.mounts() {
+            true => crate::peer::PeerRule::Only(uid),
+            false => crate::peer::PeerRule::Anyone,
         };
+        let listener =
+            crate::peer::PeerFilter::new(listener, rule, format!("Runtime API of instance {id}"));
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -10,7 +10,7 @@ mod instance;
 mod interpreters;
 mod invoke;
 mod output;
-mod peer;
+pub mod peer;
 pub mod pool;
 mod runtime_api;
 

@@ -47,7 +47,7 @@ fn uid_in_table(table: &str, peer: SocketAddr, ours: SocketAddr) -> Option<u32> 
 }
 
 /// The uid owning the client socket of the connection `peer` → `ours`, if the kernel lists it.
-pub(crate) fn peer_uid(peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
+pub fn peer_uid(peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
     let file = if peer.is_ipv4() {
         "/proc/net/tcp"
     } else {
@@ -57,14 +57,47 @@ pub(crate) fn peer_uid(peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
     uid_in_table(&table, peer, ours)
 }
 
-/// A listener that drops connections not made by `uid` (when `uid` is set).
-pub(crate) struct OwnedListener {
-    pub inner: TcpListener,
-    pub uid: Option<u32>,
-    pub instance: String,
+/// Which connecting uids a [`PeerFilter`] lets through.
+#[derive(Debug, Clone)]
+pub enum PeerRule {
+    /// Everyone (no check).
+    Anyone,
+    /// Only sockets created by this uid: an instance's own Runtime API endpoint.
+    Only(u32),
+    /// Everyone but sockets created by uids in this range: the management API, which sandboxed
+    /// functions must not reach. A connection whose owner cannot be found is let through.
+    NotFrom(std::ops::Range<u32>),
 }
 
-impl axum::serve::Listener for OwnedListener {
+impl PeerRule {
+    fn allows(&self, uid: Option<u32>) -> bool {
+        match self {
+            PeerRule::Anyone => true,
+            PeerRule::Only(expected) => uid == Some(*expected),
+            PeerRule::NotFrom(range) => !uid.is_some_and(|u| range.contains(&u)),
+        }
+    }
+}
+
+/// A TCP listener that drops connections its [`PeerRule`] refuses.
+pub struct PeerFilter {
+    inner: TcpListener,
+    rule: PeerRule,
+    /// Names the endpoint in the warning a refusal logs.
+    what: String,
+}
+
+impl PeerFilter {
+    pub fn new(inner: TcpListener, rule: PeerRule, what: impl Into<String>) -> PeerFilter {
+        PeerFilter {
+            inner,
+            rule,
+            what: what.into(),
+        }
+    }
+}
+
+impl axum::serve::Listener for PeerFilter {
     type Io = TcpStream;
     type Addr = SocketAddr;
 
@@ -73,29 +106,22 @@ impl axum::serve::Listener for OwnedListener {
             let (stream, peer) = match self.inner.accept().await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::debug!(error = %e, "runtime API accept failed");
+                    tracing::debug!(error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                     continue;
                 }
             };
-            let Some(expected) = self.uid else {
+            if matches!(self.rule, PeerRule::Anyone) {
                 return (stream, peer);
-            };
-            let ours = match stream.local_addr() {
-                Ok(a) => a,
-                Err(_) => continue,
-            };
-            match peer_uid(peer, ours) {
-                Some(uid) if uid == expected => return (stream, peer),
-                found => {
-                    tracing::warn!(
-                        instance = %self.instance,
-                        ?found,
-                        expected,
-                        "refused a Runtime API connection from a process that is not this instance's"
-                    );
-                }
             }
+            let uid = stream
+                .local_addr()
+                .ok()
+                .and_then(|ours| peer_uid(peer, ours));
+            if self.rule.allows(uid) {
+                return (stream, peer);
+            }
+            tracing::warn!(endpoint = %self.what, ?uid, "refused a connection from a process that may not use this endpoint");
         }
     }
 
@@ -121,6 +147,20 @@ mod tests {
             parse_endpoint("00000000000000000000000001000000:0050"),
             Some("[::1]:80".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn rules() {
+        assert!(PeerRule::Anyone.allows(None));
+        assert!(PeerRule::Only(7).allows(Some(7)));
+        assert!(!PeerRule::Only(7).allows(Some(8)));
+        assert!(!PeerRule::Only(7).allows(None));
+        let api = PeerRule::NotFrom(200_000..200_064);
+        assert!(api.allows(Some(0)));
+        assert!(api.allows(None));
+        assert!(!api.allows(Some(200_000)));
+        assert!(!api.allows(Some(200_063)));
+        assert!(api.allows(Some(200_064)));
     }
 
     #[tokio::test]

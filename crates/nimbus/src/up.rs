@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use nimbus_api::{ApiInner, ApiState, AsyncInvoker, Credentials};
+use nimbus_runtime::peer::{PeerFilter, PeerRule};
 use nimbus_runtime::pool::PoolConfig;
 use nimbus_runtime::{discover_interpreters, install_bootstraps, Runtime, RuntimeConfig};
 use nimbus_sandbox::SandboxConfig;
@@ -216,6 +217,14 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", cfg.api_addr))?;
     let addr = listener.local_addr()?;
+    // Functions share the host's loopback. Without credentials the API has no other way to tell
+    // a function from the operator, so sandboxed instances may not connect to it at all; with
+    // credentials, SigV4 decides, and a function given keys may call it like any client.
+    let rule = match (cfg.credentials.is_empty(), runtime.instance_uids()) {
+        (true, Some(uids)) => PeerRule::NotFrom(uids),
+        _ => PeerRule::Anyone,
+    };
+    let listener = PeerFilter::new(listener, rule, "management API");
     tracing::info!(%addr, data_dir = %data_dir.display(), auth = !cfg.credentials.is_empty(), "nimbus API listening");
     // A line tests and scripts can wait for.
     println!("nimbus listening on http://{addr}");
