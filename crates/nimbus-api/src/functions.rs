@@ -282,11 +282,7 @@ pub async fn list_functions(
             functions.push(function_configuration(latest));
         }
     }
-    let mut out = serde_json::json!({ "Functions": functions });
-    if let Some(m) = page.next_marker {
-        out["NextMarker"] = m.into();
-    }
-    Ok(Json(out))
+    Ok(wire::page("Functions", functions, page.next_marker))
 }
 
 pub async fn update_function_code(
@@ -456,11 +452,8 @@ pub async fn list_versions(
         .store
         .list_versions(&name, p.get("Marker").map(String::as_str), limit)
         .await?;
-    let mut out = serde_json::json!({ "Versions": page.items.iter().map(function_configuration).collect::<Vec<_>>() });
-    if let Some(m) = page.next_marker {
-        out["NextMarker"] = m.into();
-    }
-    Ok(Json(out))
+    let items = page.items.iter().map(function_configuration).collect();
+    Ok(wire::page("Versions", items, page.next_marker))
 }
 
 fn parse_version(field: &str, s: &str) -> ApiResult<VersionId> {
@@ -589,11 +582,8 @@ pub async fn list_aliases(
             limit,
         )
         .await?;
-    let mut out = serde_json::json!({ "Aliases": page.items.iter().map(alias_configuration).collect::<Vec<_>>() });
-    if let Some(m) = page.next_marker {
-        out["NextMarker"] = m.into();
-    }
-    Ok(Json(out))
+    let items = page.items.iter().map(alias_configuration).collect();
+    Ok(wire::page("Aliases", items, page.next_marker))
 }
 
 pub async fn put_concurrency(

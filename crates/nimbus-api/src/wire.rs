@@ -35,18 +35,7 @@ pub fn code_sha_hex(b64_sha: &str) -> ApiResult<String> {
 
 /// Lambda's timestamp format: `2019-09-24T18:18:16.525+0000`.
 pub fn lambda_time(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}+0000",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    nimbus_telemetry::utc_timestamp(ms, "+0000")
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone)]
@@ -157,6 +146,20 @@ pub struct UpdateAliasRequest {
 #[serde(rename_all = "PascalCase")]
 pub struct ConcurrencyRequest {
     pub reserved_concurrent_executions: Option<i64>,
+}
+
+/// A listing in Lambda's shape: `{KEY: [...], "NextMarker": ...}` (the marker only when more
+/// items follow).
+pub fn page(
+    key: &str,
+    items: Vec<serde_json::Value>,
+    next_marker: Option<String>,
+) -> axum::Json<serde_json::Value> {
+    let mut out = serde_json::json!({ key: items });
+    if let Some(m) = next_marker {
+        out["NextMarker"] = m.into();
+    }
+    axum::Json(out)
 }
 
 /// GetFunctionConfiguration's shape (also inside GetFunction and ListFunctions).

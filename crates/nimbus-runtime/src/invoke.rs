@@ -11,7 +11,8 @@ use nimbus_core::{FunctionVersion, Limits, Runtime as Lang};
 use nimbus_sandbox::{ExitInfo, InstanceSpec, Isolation, SandboxConfig};
 use nimbus_store::BlobStore;
 use nimbus_telemetry::{
-    end_line, log_group_name, log_stream_name, report_line, start_line, LogSink, Report,
+    end_line, log_group_name, log_stream_name, report_line, start_line, utc_timestamp, LogSink,
+    Report,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -611,7 +612,11 @@ impl Runtime {
                 log.platform(
                     &self.logs,
                     names,
-                    format!("{} {} {msg}", rfc3339_now(), req.request_id),
+                    format!(
+                        "{} {} {msg}",
+                        utc_timestamp(nimbus_store::now_ms(), "Z"),
+                        req.request_id
+                    ),
                 );
                 (
                     error_body(
@@ -793,12 +798,6 @@ fn error_type_of(body: &[u8]) -> Option<String> {
         .get("errorType")?
         .as_str()
         .map(str::to_string)
-}
-
-fn rfc3339_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

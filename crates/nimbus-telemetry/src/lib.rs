@@ -4,5 +4,7 @@
 mod lines;
 mod sink;
 
-pub use lines::{end_line, log_group_name, log_stream_name, report_line, start_line, Report};
+pub use lines::{
+    end_line, log_group_name, log_stream_name, report_line, start_line, utc_timestamp, Report,
+};
 pub use sink::{LogSink, LogWriter};

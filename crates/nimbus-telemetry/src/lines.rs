@@ -48,6 +48,23 @@ pub fn report_line(r: &Report) -> String {
     line
 }
 
+/// A UTC timestamp with milliseconds, `2019-09-24T18:18:16.525` followed by `zone` (Lambda's API
+/// writes `+0000`, its log lines `Z`).
+pub fn utc_timestamp(unix_ms: i64, zone: &str) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(unix_ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}{zone}",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
 /// `/aws/lambda/NAME`, Lambda's log group naming.
 pub fn log_group_name(function: &str) -> String {
     format!("/aws/lambda/{function}")
@@ -105,5 +122,10 @@ mod tests {
             "1970/01/01/[$LATEST]0f3a"
         );
         assert_eq!(log_group_name("hello"), "/aws/lambda/hello");
+        assert_eq!(
+            utc_timestamp(1_569_349_096_525, "+0000"),
+            "2019-09-24T18:18:16.525+0000"
+        );
+        assert_eq!(utc_timestamp(5, "Z"), "1970-01-01T00:00:00.005Z");
     }
 }

@@ -348,21 +348,6 @@ async fn alias(client: &Client, global: &Global, cmd: AliasCommand) -> anyhow::R
     Ok(())
 }
 
-fn format_ts(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
-
 async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
     let since_ms = match &a.since {
         Some(s) => {
@@ -384,7 +369,7 @@ async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "{}  {}",
-                format_ts(ts),
+                nimbus_telemetry::utc_timestamp(ts, "Z"),
                 e["message"].as_str().unwrap_or_default()
             )?;
         }
