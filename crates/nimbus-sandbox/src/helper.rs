@@ -486,6 +486,20 @@ fn setup_root(req: &Request) -> Setup<()> {
         bind(runtime, &inside, Path::new(crate::RUNTIME_ROOT))?;
     }
 
+    // Writable scratch space, mounted before the read-only paths so that host paths under /tmp
+    // (an interpreter unpacked there, say) can be bound read-only inside it.
+    let tmp = root.join("tmp");
+    mkdir(&tmp, Mode::from_bits_truncate(0o755)).map_err(fail("mkdir", "/tmp"))?;
+    let tmp_opts = format!("size={}m,mode=1777", req.tmp_mb.max(1));
+    mount(
+        Some("tmpfs"),
+        &tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(tmp_opts.as_str()),
+    )
+    .map_err(fail("mount", format!("/tmp (tmpfs {tmp_opts})")))?;
+
     let mut ro_paths = req.ro_paths.clone();
     ro_paths.sort();
     for p in ro_paths {
@@ -500,12 +514,12 @@ fn setup_root(req: &Request) -> Setup<()> {
         same_path.push(p);
     }
 
-    // Everything bound so far, submounts included, becomes read-only, nosuid and nodev.
+    // Everything bound so far, submounts included, becomes read-only, nosuid and nodev; only
+    // the /tmp tmpfs itself stays writable.
     let mounts = mountinfo::read_self().map_err(io_fail("read", "/proc/self/mountinfo"))?;
-    for m in mounts
-        .iter()
-        .filter(|m| m.mount_point.starts_with(root) && m.mount_point != root)
-    {
+    for m in mounts.iter().filter(|m| {
+        m.mount_point.starts_with(root) && m.mount_point != root && m.mount_point != tmp
+    }) {
         let mut flags = MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT
             | MsFlags::MS_RDONLY
@@ -534,18 +548,6 @@ fn setup_root(req: &Request) -> Setup<()> {
         }
     }
 
-    // Writable scratch space.
-    let tmp = root.join("tmp");
-    mkdir(&tmp, Mode::from_bits_truncate(0o755)).map_err(fail("mkdir", "/tmp"))?;
-    let tmp_opts = format!("size={}m,mode=1777", req.tmp_mb.max(1));
-    mount(
-        Some("tmpfs"),
-        &tmp,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(tmp_opts.as_str()),
-    )
-    .map_err(fail("mount", format!("/tmp (tmpfs {tmp_opts})")))?;
     setup_dev(root, &tmp_opts)?;
 
     let proc_dir = root.join("proc");

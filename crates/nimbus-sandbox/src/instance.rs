@@ -25,13 +25,9 @@ use crate::protocol::{self, Report, Request, FDS_ENV};
 use crate::{sys, InstanceSpec, SandboxConfig, SandboxError};
 
 /// Directories the sandbox provides itself; a host path under one of them cannot be shown.
-const SANDBOX_OWNED: [&str; 5] = [
-    "/tmp",
-    "/dev",
-    "/proc",
-    crate::TASK_ROOT,
-    crate::RUNTIME_ROOT,
-];
+/// (`/tmp` is the sandbox's own too, but host paths under it are bound read-only inside it;
+/// only `/tmp` itself is refused, below.)
+const SANDBOX_OWNED: [&str; 4] = ["/dev", "/proc", crate::TASK_ROOT, crate::RUNTIME_ROOT];
 
 /// How long the helper may take to build the sandbox and exec the program.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -333,7 +329,7 @@ fn prepare(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Prepared, Sand
         .ro_paths
         .iter()
         .filter_map(|p| match fs::canonicalize(p) {
-            Ok(c) if SANDBOX_OWNED.iter().any(|own| c.starts_with(own)) => {
+            Ok(c) if c == Path::new("/tmp") || SANDBOX_OWNED.iter().any(|own| c.starts_with(own)) => {
                 tracing::warn!(path = %c.display(), "skipping read-only path: the sandbox has its own there");
                 None
             }
