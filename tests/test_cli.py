@@ -258,3 +258,35 @@ def test_errors_are_one_sentence(server):
         err = r.stderr.strip()
         assert len(err.splitlines()) == 1, (args, err)
         assert missing in err and "not found" in err.lower(), (args, err)
+
+
+def test_up_reads_a_config_file_and_refuses_bad_ones(new_server, tmp_path):
+    # Credentials from the config file turn on SigV4, as the flags do.
+    cfg = tmp_path / "nimbus.toml"
+    cfg.write_text('access-key = "FILEAK"\nsecret-key = "FILESK"\nidle-timeout = "30s"\nmax-instances = 4\n')
+    s = new_server("--config", str(cfg))
+    unsigned = s.cli("ls", check=False)
+    assert unsigned.returncode != 0 and "MissingAuthenticationTokenException" in unsigned.stderr
+    assert s.cli("--access-key", "FILEAK", "--secret-key", "FILESK", "ls").returncode == 0
+
+    # A bad file, an unknown key or a bad duration: one clear sentence naming it, exit non-zero,
+    # and no server left listening.
+    cases = {
+        "unknown key": ('max-instancez = 3\n', "max-instancez"),
+        "bad duration": ('idle-timeout = "soon"\n', "idle-timeout"),
+        "not toml": ("this is = = not toml\n", "nimbus.toml"),
+    }
+    for label, (text, expected) in cases.items():
+        cfg.write_text(text)
+        r = subprocess.run(
+            [NIMBUS_BIN, "up", "--api-addr", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"), "--config", str(cfg)],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert r.returncode != 0, label
+        assert expected in r.stderr, (label, r.stderr)
+        assert "error:" in r.stderr, (label, r.stderr)
+    missing = subprocess.run(
+        [NIMBUS_BIN, "up", "--api-addr", "127.0.0.1:0", "--config", str(tmp_path / "nope.toml")],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert missing.returncode != 0 and "nope.toml" in missing.stderr
