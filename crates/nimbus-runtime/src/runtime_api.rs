@@ -178,29 +178,7 @@ async fn response(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    // Check the id first: a stray post must not make the runtime wait for a huge upload.
-    if !is_serving(&inst, &id) {
-        return not_serving(&id);
-    }
-    let body = read_capped(body, Limits::SYNC_PAYLOAD_BYTES).await;
-    let Some(inflight) = take_inflight(&inst, &id) else {
-        return not_serving(&id);
-    };
-    match body {
-        Capped::Whole(body) => {
-            let _ = inflight.result.send(JobResult::Response(body));
-            accepted()
-        }
-        Capped::TooLarge(size) => {
-            let _ = inflight.result.send(JobResult::TooLarge(size));
-            too_large(size)
-        }
-        Capped::Broken(e) => {
-            // The runtime's upload broke off; the invocation ends by its timeout or exit.
-            *inst.inflight.lock().unwrap_or_else(|p| p.into_inner()) = Some(inflight);
-            api_error(StatusCode::BAD_REQUEST, "InvalidRequest", &e)
-        }
-    }
+    complete(&inst, &id, body, JobResult::Response).await
 }
 
 fn error_type(headers: &HeaderMap) -> Option<String> {
@@ -216,19 +194,32 @@ async fn error(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !is_serving(&inst, &id) {
-        return not_serving(&id);
+    let error_type = error_type(&headers);
+    complete(&inst, &id, body, |body| JobResult::Error {
+        body,
+        error_type,
+    })
+    .await
+}
+
+/// Ends invocation `id` with the posted body, shaped by `result`.
+async fn complete(
+    inst: &Instance,
+    id: &str,
+    body: Body,
+    result: impl FnOnce(Bytes) -> JobResult,
+) -> Response {
+    // Check the id first: a stray post must not make the runtime wait for a huge upload.
+    if !is_serving(inst, id) {
+        return not_serving(id);
     }
     let body = read_capped(body, Limits::SYNC_PAYLOAD_BYTES).await;
-    let Some(inflight) = take_inflight(&inst, &id) else {
-        return not_serving(&id);
+    let Some(inflight) = take_inflight(inst, id) else {
+        return not_serving(id);
     };
     match body {
         Capped::Whole(body) => {
-            let _ = inflight.result.send(JobResult::Error {
-                body,
-                error_type: error_type(&headers),
-            });
+            let _ = inflight.result.send(result(body));
             accepted()
         }
         Capped::TooLarge(size) => {
