@@ -41,7 +41,7 @@ impl AsyncInvoker {
     }
 }
 
-async fn run(runtime: &Runtime, req: InvokeRequest) {
+async fn run(runtime: &Arc<Runtime>, req: InvokeRequest) {
     let started = tokio::time::Instant::now();
     let mut attempt = 0;
     let mut throttle_wait = Duration::from_millis(100);

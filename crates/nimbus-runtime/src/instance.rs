@@ -26,6 +26,8 @@ pub(crate) struct Job {
     pub invoked_arn: String,
     pub client_context: Option<String>,
     pub trace_id: String,
+    /// The START line, written when the runtime takes the event.
+    pub start: String,
     pub log: Arc<InvocationLog>,
     pub picked: oneshot::Sender<Instant>,
     pub result: oneshot::Sender<JobResult>,
@@ -157,6 +159,7 @@ pub(crate) fn spawn_monitor(
                 let _ = tx.send((sandbox.peak_memory_bytes(), oom));
             }
         }
-        drop(sandbox);
+        // Removing the cgroups waits for them to empty: not on the reactor.
+        let _ = tokio::task::spawn_blocking(move || drop(sandbox)).await;
     });
 }

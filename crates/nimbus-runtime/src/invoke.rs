@@ -201,7 +201,37 @@ impl Runtime {
     }
 
     /// Runs one invocation to its end.
-    pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeOutcome, InvokeError> {
+    ///
+    /// The invocation runs on a task of its own: a caller that goes away (a client hanging up)
+    /// does not cut it short, so its instance is always released or killed, and it runs to its
+    /// end as it would on Lambda.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        req: InvokeRequest,
+    ) -> Result<InvokeOutcome, InvokeError> {
+        let rt = self.clone();
+        tokio::spawn(async move { rt.invoke_attached(req).await })
+            .await
+            .unwrap_or(Err(InvokeError::ShuttingDown))
+    }
+
+    /// A warm instance can die between being leased and taking the event (its runtime exited
+    /// after answering the previous one). The function never saw the event, so it is handed to
+    /// another instance, a bounded number of times.
+    async fn invoke_attached(&self, req: InvokeRequest) -> Result<InvokeOutcome, InvokeError> {
+        for _ in 0..4 {
+            if let Some(outcome) = self.invoke_once(&req).await? {
+                return Ok(outcome);
+            }
+        }
+        Ok(self.start_failure(
+            &req,
+            "Runtime.ExitError\u{0}every instance tried exited before taking the event".into(),
+        ))
+    }
+
+    /// One attempt; `None` when a warm instance died before it took the event.
+    async fn invoke_once(&self, req: &InvokeRequest) -> Result<Option<InvokeOutcome>, InvokeError> {
         if self
             .shutting_down
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -238,16 +268,17 @@ impl Runtime {
                     Ok(i) => (i, generation, true),
                     Err(message) => {
                         self.pool.cold_failed(&key.function, slot);
-                        return Ok(self.start_failure(&req, message));
+                        return Ok(Some(self.start_failure(req, message)));
                     }
                 }
             }
         };
-        let (outcome, reusable) = self.run_on(&instance, &req, cold).await;
+        let ran = self.run_on(&instance, req, cold).await;
+        let reusable = ran.as_ref().is_some_and(|(_, reusable)| *reusable);
         if let Some(dead) = self.pool.release(instance, generation, reusable) {
             dead.kill();
         }
-        Ok(outcome)
+        Ok(ran.map(|(outcome, _)| outcome))
     }
 
     /// An instance could not even be started (missing interpreter, missing bootstrap, ...).
@@ -527,7 +558,7 @@ impl Runtime {
         inst: &Arc<Instance>,
         req: &InvokeRequest,
         cold: bool,
-    ) -> (InvokeOutcome, bool) {
+    ) -> Option<(InvokeOutcome, bool)> {
         let v = &req.version;
         let version_label = v.version.to_string();
         let log = InvocationLog::new(Some(req.request_id.clone()));
@@ -542,23 +573,24 @@ impl Runtime {
             invoked_arn: req.invoked_arn.clone(),
             client_context: req.client_context.clone(),
             trace_id: trace_id(),
+            // Written by the Runtime API when the runtime takes the event, so it precedes
+            // anything the function prints for it.
+            start: start_line(&req.request_id, &version_label),
             log: log.clone(),
             picked: picked_tx,
             result: result_tx,
         };
-        // START goes out before the runtime can print anything for this invocation.
-        log.platform(
-            &self.logs,
-            names,
-            start_line(&req.request_id, &version_label),
-        );
         let _ = inst.jobs_tx.try_send(job);
 
+        let mut picked_at = None;
         let ending = tokio::select! {
             picked = picked_rx => match picked {
                 Ok(at) => {
+                    picked_at = Some(at);
                     let deadline = tokio::time::Instant::from_std(at + timeout);
                     tokio::select! {
+                        // A result that is ready wins over a deadline or an exit at the same moment.
+                        biased;
                         r = result_rx => match r {
                             Ok(res) => Ending::Result(res),
                             Err(_) => Ending::Died(inst.exited().await),
@@ -570,12 +602,28 @@ impl Runtime {
                 Err(_) => self.before_start(inst, inst.exited().await),
             },
             info = inst.exited() => self.before_start(inst, info),
-            _ = tokio::time::sleep(INIT_TIMEOUT) => Ending::InitTimeout,
+            _ = tokio::time::sleep(INIT_TIMEOUT) => {
+                // A runtime that reported an init error but did not exit.
+                match inst.init_error.lock().ok().and_then(|mut e| e.take()) {
+                    Some((body, error_type)) => Ending::InitFailed { body, error_type },
+                    None => Ending::InitTimeout,
+                }
+            }
         };
-        let picked_at = inst.init_done.get().copied();
+        if picked_at.is_none() {
+            if !cold && matches!(ending, Ending::Died(_)) {
+                // The warm instance died before taking the event: nothing ran, nothing to log.
+                return None;
+            }
+            log.platform(
+                &self.logs,
+                names,
+                start_line(&req.request_id, &version_label),
+            );
+        }
         let duration = picked_at.map(|p| p.elapsed()).unwrap_or_default();
         let init_duration = if cold {
-            picked_at.map(|p| p - inst.spawned)
+            inst.init_done.get().map(|p| *p - inst.spawned)
         } else {
             None
         };
@@ -718,7 +766,7 @@ impl Runtime {
             duration,
             init_duration,
         };
-        (outcome, reusable && inst.is_alive())
+        Some((outcome, reusable && inst.is_alive()))
     }
 
     /// The instance ended before taking the invocation: an init error, or a crash.
@@ -764,6 +812,12 @@ impl Runtime {
         }
         for inst in &all {
             let _ = tokio::time::timeout(Duration::from_secs(5), inst.exited()).await;
+        }
+        // Invocations whose instances were just killed still write END and REPORT before they
+        // release them; wait (bounded) so those lines are queued before the logs are flushed.
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.pool.busy_total() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -209,6 +209,7 @@ where
         let mut err = stderr;
         let (mut lb_out, mut lb_err) = (LineBuf::default(), LineBuf::default());
         let mut b1 = vec![0u8; 64 * 1024];
+        let mut flushes_open = true;
         let mut b2 = vec![0u8; 64 * 1024];
         loop {
             if out.is_none() && err.is_none() {
@@ -223,8 +224,12 @@ where
                     Some(n) if n > 0 => lb_err.feed(&b2[..n], &capture),
                     _ => { lb_err.flush(&capture); err = None; }
                 },
-                req = flushes.recv() => {
-                    let Some(ack) = req else { continue };
+                req = flushes.recv(), if flushes_open => {
+                    let Some(ack) = req else {
+                        // The instance is gone; keep draining the pipes until they close.
+                        flushes_open = false;
+                        continue;
+                    };
                     drain_now(&mut out, &mut b1, &mut lb_out, &capture);
                     drain_now(&mut err, &mut b2, &mut lb_err, &capture);
                     lb_out.flush(&capture);

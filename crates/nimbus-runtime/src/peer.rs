@@ -48,13 +48,22 @@ fn uid_in_table(table: &str, peer: SocketAddr, ours: SocketAddr) -> Option<u32> 
 
 /// The uid owning the client socket of the connection `peer` → `ours`, if the kernel lists it.
 pub fn peer_uid(peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
-    let file = if peer.is_ipv4() {
-        "/proc/net/tcp"
+    // A dual-stack listener sees an IPv4 client as ::ffff:a.b.c.d, while the kernel lists that
+    // client's socket in the IPv4 table: look there with plain IPv4 addresses.
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let (peer_c, ours_c) = (canonical(peer), canonical(ours));
+    let tables: &[(&str, SocketAddr, SocketAddr)] = if peer_c.is_ipv4() {
+        &[
+            ("/proc/net/tcp", peer_c, ours_c),
+            ("/proc/net/tcp6", peer, ours),
+        ]
     } else {
-        "/proc/net/tcp6"
+        &[("/proc/net/tcp6", peer_c, ours_c)]
     };
-    let table = std::fs::read_to_string(file).ok()?;
-    uid_in_table(&table, peer, ours)
+    tables.iter().find_map(|(file, p, o)| {
+        let table = std::fs::read_to_string(file).ok()?;
+        uid_in_table(&table, *p, *o)
+    })
 }
 
 /// Which connecting uids a [`PeerFilter`] lets through.
@@ -114,10 +123,14 @@ impl axum::serve::Listener for PeerFilter {
             if matches!(self.rule, PeerRule::Anyone) {
                 return (stream, peer);
             }
-            let uid = stream
-                .local_addr()
-                .ok()
-                .and_then(|ours| peer_uid(peer, ours));
+            let uid = match stream.local_addr() {
+                // Reading /proc is blocking file I/O: off the reactor.
+                Ok(ours) => tokio::task::spawn_blocking(move || peer_uid(peer, ours))
+                    .await
+                    .ok()
+                    .flatten(),
+                Err(_) => None,
+            };
             if self.rule.allows(uid) {
                 return (stream, peer);
             }

@@ -65,6 +65,8 @@ async fn next(State(inst): State<Arc<Instance>>) -> Response {
     let now = Instant::now();
     let _ = inst.init_done.set(now);
     inst.reset_peak_memory();
+    job.log
+        .platform(&inst.capture.sink, &inst.capture.names, job.start.clone());
     if let Ok(mut current) = inst.capture.current.lock() {
         *current = Some(job.log.clone());
     }
@@ -93,7 +95,15 @@ async fn next(State(inst): State<Arc<Instance>>) -> Response {
     );
     headers.insert("lambda-runtime-trace-id", header(&job.trace_id));
     if let Some(cc) = &job.client_context {
-        headers.insert("lambda-runtime-client-context", header(cc));
+        // The client context is any UTF-8 JSON; header values carry non-ASCII bytes as obs-text.
+        match HeaderValue::from_bytes(cc.as_bytes()) {
+            Ok(v) => {
+                headers.insert("lambda-runtime-client-context", v);
+            }
+            Err(_) => {
+                tracing::warn!(request_id = %job.request_id, "client context has bytes a header cannot carry; not passed on")
+            }
+        }
     }
     (StatusCode::OK, headers, job.payload).into_response()
 }

@@ -241,12 +241,22 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         let _ = stopped_tx.send(());
         rt.shutdown(grace).await;
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stopped_rx.await;
-        })
-        .await?;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped_rx.await;
+            })
+            .await
+    });
     let _ = drain.await;
+    // Every invocation has ended; a client connection that still will not close (a stalled
+    // upload) gets a few seconds, not forever.
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(e.into()),
+        Ok(Err(e)) => tracing::warn!(error = %e, "the API server task failed"),
+        Err(_) => tracing::warn!("closing client connections that did not finish within 5 s"),
+    }
     logs.flush().await;
     drop(log_writer);
     tracing::info!("stopped");

@@ -1,0 +1,75 @@
+"""How an invocation's life ends: callers that hang up, per-invocation durations, instances that
+die between invocations."""
+
+import json
+import socket
+import time
+import urllib.parse
+
+from conftest import create
+from lambda_helpers import invoke, ok, report, status, wait_until
+
+SLEEPER = """
+import time
+def handler(event, context):
+    time.sleep(event.get("s", 0))
+    return {"slept": event.get("s", 0)}
+"""
+
+
+def raw_invoke_and_hang_up(endpoint, name, payload, after):
+    u = urllib.parse.urlparse(endpoint)
+    body = json.dumps(payload).encode()
+    s = socket.create_connection((u.hostname, u.port), timeout=5)
+    s.sendall(
+        f"POST /2015-03-31/functions/{name}/invocations HTTP/1.1\r\nHost: {u.netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    time.sleep(after)
+    s.close()
+
+
+def test_a_caller_hanging_up_loses_no_capacity(new_server):
+    s = new_server("--max-instances", "2")
+    lam = s.lambda_client()
+    slow = create(lam, {"app.py": SLEEPER}, Timeout=10)
+    other = create(lam, {"app.py": SLEEPER})
+    for _ in range(2):
+        raw_invoke_and_hang_up(s.endpoint, slow, {"s": 1.5}, after=0.3)
+    # The abandoned invocations run to their end and give their instances back, so both slots
+    # serve other work afterwards (before the fix they stayed busy until the server stopped).
+    assert wait_until(lambda: status(s)["instances"] == status(s)["idleInstances"], timeout=10), status(s)
+    assert ok(lam, other, {"s": 0}) == {"slept": 0}
+    assert ok(lam, slow, {"s": 0}) == {"slept": 0}
+
+
+def test_report_duration_is_this_invocations_own(lam):
+    name = create(lam, {"app.py": SLEEPER})
+    invoke(lam, name, {"s": 0})
+    time.sleep(1.5)
+    warm = invoke(lam, name, {"s": 0})
+    fields = report(warm.log)
+    assert "Init Duration" not in fields
+    duration_ms = float(fields["Duration"].split()[0])
+    assert duration_ms < 500, fields  # was the time since the instance's first invocation
+
+
+EXITS_AFTER_ANSWERING = """#!/bin/sh
+exec python3 -c '
+import json, os, urllib.request
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+with urllib.request.urlopen(api + "next") as r:
+    rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+    event = json.loads(r.read())
+urllib.request.urlopen(urllib.request.Request(api + rid + "/response", data=json.dumps({"got": event}).encode(), method="POST")).read()
+os._exit(0)
+'
+"""
+
+
+def test_an_instance_that_exits_between_invocations_does_not_fail_the_next(lam):
+    # The runtime answers and then exits: the next event may be handed to an instance that is
+    # dying. The function never saw that event, so it must run on a fresh instance instead.
+    name = create(lam, {"bootstrap": (EXITS_AFTER_ANSWERING, 0o755)}, runtime="provided.al2023", handler="bootstrap")
+    for i in range(12):
+        assert ok(lam, name, {"n": i}) == {"got": {"n": i}}
