@@ -62,7 +62,6 @@ pub(crate) struct Instance {
     pub id: String,
     pub key: VersionKey,
     pub spawned: Instant,
-    pub uid: u32,
     /// The pool generation of its function when it started.
     pub generation: u64,
     pub jobs_tx: mpsc::Sender<Job>,

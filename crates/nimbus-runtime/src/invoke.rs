@@ -76,7 +76,7 @@ pub struct Runtime {
     interpreters: Interpreters,
     blobs: BlobStore,
     logs: LogSink,
-    pool: Pool,
+    pool: Arc<Pool>,
     /// Every instance that may still be alive, for shutdown.
     all: Mutex<HashMap<String, Weak<Instance>>>,
     shutting_down: std::sync::atomic::AtomicBool,
@@ -142,7 +142,7 @@ impl Runtime {
         blobs: BlobStore,
         logs: LogSink,
     ) -> Arc<Runtime> {
-        let pool = Pool::new(cfg.pool.clone());
+        let pool = Arc::new(Pool::new(cfg.pool.clone()));
         Arc::new(Runtime {
             cfg,
             sandbox,
@@ -165,7 +165,7 @@ impl Runtime {
         self.sandbox
             .isolation
             .mounts()
-            .then(|| base..base + self.cfg.pool.max_instances as u32)
+            .then(|| base..base + Pool::uid_count(&self.cfg.pool))
     }
 
     pub fn interpreters(&self) -> &Interpreters {
@@ -504,7 +504,6 @@ impl Runtime {
             id: id.clone(),
             key: key.clone(),
             spawned,
-            uid,
             generation,
             jobs_tx,
             jobs_rx: tokio::sync::Mutex::new(jobs_rx),
@@ -532,6 +531,7 @@ impl Runtime {
         let weak = Arc::downgrade(&instance);
         let mut exit_watch = instance.exit.clone();
         let abort = server.abort_handle();
+        let pool = self.pool.clone();
         tokio::spawn(async move {
             while exit_watch.borrow_and_update().is_none() {
                 if exit_watch.changed().await.is_err() {
@@ -540,6 +540,8 @@ impl Runtime {
             }
             abort.abort();
             drop(weak);
+            // Only now, with every process of the tree gone, may another instance run as `uid`.
+            pool.free_uid(uid);
         });
         if let Ok(mut s) = instance.server.lock() {
             *s = Some(server);

@@ -17,7 +17,8 @@ use crate::instance::{Instance, VersionKey};
 pub struct PoolConfig {
     pub max_instances: usize,
     pub idle_timeout: Duration,
-    /// First uid handed to instances; instance n runs as `uid_base + n`.
+    /// First uid handed to instances; each live instance has its own from
+    /// `uid_base..uid_base + 2 * max_instances`.
     pub uid_base: u32,
 }
 
@@ -68,7 +69,7 @@ pub(crate) struct Pool {
 
 impl Pool {
     pub fn new(cfg: PoolConfig) -> Pool {
-        let free_uids = (0..cfg.max_instances as u32)
+        let free_uids = (0..Self::uid_count(&cfg))
             .rev()
             .map(|i| cfg.uid_base + i)
             .collect();
@@ -79,6 +80,17 @@ impl Pool {
                 ..Inner::default()
             }),
         }
+    }
+
+    /// Uids handed out: twice the instance limit, because a uid only comes back once its
+    /// instance's processes are all gone, which can trail the pool's own bookkeeping.
+    pub fn uid_count(cfg: &PoolConfig) -> u32 {
+        (cfg.max_instances as u32).saturating_mul(2)
+    }
+
+    /// An instance's processes are all gone: its uid may be used again.
+    pub fn free_uid(&self, uid: u32) {
+        self.lock().free_uids.push(uid);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -113,10 +125,7 @@ impl Pool {
                 discard.push(idle.instance);
             }
         }
-        for dead in &discard {
-            inner.total -= 1;
-            inner.free_uids.push(dead.uid);
-        }
+        inner.total -= discard.len();
         if let Some(instance) = warm {
             *inner.busy.entry(key.function.clone()).or_default() += 1;
             return (Ok(Lease::Warm(instance)), discard);
@@ -135,7 +144,6 @@ impl Pool {
             if let Some(list) = inner.idle.get_mut(&victim_key) {
                 let evicted = list.remove(0);
                 inner.total -= 1;
-                inner.free_uids.push(evicted.instance.uid);
                 discard.push(evicted.instance);
             }
         }
@@ -198,7 +206,6 @@ impl Pool {
             None
         } else {
             inner.total -= 1;
-            inner.free_uids.push(instance.uid);
             Some(instance)
         }
     }
@@ -218,10 +225,7 @@ impl Pool {
             });
         }
         inner.idle.retain(|_, l| !l.is_empty());
-        for i in &out {
-            inner.total -= 1;
-            inner.free_uids.push(i.uid);
-        }
+        inner.total -= out.len();
         out
     }
 
@@ -242,10 +246,7 @@ impl Pool {
                 out.extend(list.into_iter().map(|i| i.instance));
             }
         }
-        for i in &out {
-            inner.total -= 1;
-            inner.free_uids.push(i.uid);
-        }
+        inner.total -= out.len();
         out
     }
 
@@ -258,10 +259,7 @@ impl Pool {
             .drain()
             .flat_map(|(_, l)| l.into_iter().map(|i| i.instance))
             .collect();
-        for i in &all {
-            inner.total -= 1;
-            inner.free_uids.push(i.uid);
-        }
+        inner.total -= all.len();
         all
     }
 
