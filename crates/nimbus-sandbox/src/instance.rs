@@ -91,30 +91,22 @@ impl Shared {
             if let Some(init) = init.as_ref() {
                 // Killing ns-init ends the pid namespace; the helper stays to reap it (killing
                 // the helper instead would leave ns-init an orphan zombie of the host's init).
-                match &init.pidfd {
-                    Some(fd) => {
-                        let _ = sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
-                    }
-                    None if !self.reaped.load(Ordering::SeqCst) => {
-                        let _ = kill(Pid::from_raw(init.pid), Signal::SIGKILL);
-                    }
-                    None => {}
-                }
+                sigkill(
+                    init.pidfd.as_ref(),
+                    init.pid,
+                    self.reaped.load(Ordering::SeqCst),
+                );
                 if let Some(cg) = &self.cgroups {
                     cg.kill_all_except(Some(self.pid));
                 }
                 return;
             }
         }
-        match &self.pidfd {
-            Some(fd) => {
-                let _ = sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
-            }
-            None if !self.reaped.load(Ordering::SeqCst) => {
-                let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-            }
-            None => {}
-        }
+        sigkill(
+            self.pidfd.as_ref(),
+            self.pid,
+            self.reaped.load(Ordering::SeqCst),
+        );
         if self.process_group {
             // Members keep the group id alive, so this cannot hit a reused pid while any of
             // the instance's processes remain.
@@ -785,5 +777,19 @@ fn describe(s: &ExitStatus) -> String {
         (Some(c), _) => format!("code {c}"),
         (_, Some(sig)) => format!("signal {sig}"),
         _ => "unknown status".into(),
+    }
+}
+
+/// SIGKILL through the pidfd when there is one (immune to pid reuse), else by pid unless the
+/// process was already reaped (its pid may belong to someone else by now).
+fn sigkill(pidfd: Option<&OwnedFd>, pid: i32, reaped: bool) {
+    match pidfd {
+        Some(fd) => {
+            let _ = sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
+        }
+        None if !reaped => {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        None => {}
     }
 }
