@@ -75,7 +75,6 @@ pub(crate) struct Instance {
     pub exit: watch::Receiver<Option<ExitInfo>>,
     pub control: mpsc::UnboundedSender<Control>,
     pub flush: mpsc::UnboundedSender<FlushRequest>,
-    pub server: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Instance {

@@ -94,6 +94,22 @@ enum Ending {
     InitTimeout,
 }
 
+/// Why an instance could not be started: Lambda's error type and a sentence.
+#[derive(Debug)]
+struct StartError {
+    error_type: &'static str,
+    message: String,
+}
+
+impl StartError {
+    fn new(error_type: &'static str, message: impl Into<String>) -> StartError {
+        StartError {
+            error_type,
+            message: message.into(),
+        }
+    }
+}
+
 fn error_body(error_type: &str, message: String) -> Bytes {
     Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
 }
@@ -226,7 +242,10 @@ impl Runtime {
         }
         Ok(self.start_failure(
             &req,
-            "Runtime.ExitError\u{0}every instance tried exited before taking the event".into(),
+            StartError::new(
+                "Runtime.ExitError",
+                "every instance tried exited before taking the event",
+            ),
         ))
     }
 
@@ -263,7 +282,7 @@ impl Runtime {
                 (i, generation, false)
             }
             Lease::Cold(slot) => {
-                let generation = Pool::slot_generation(&slot);
+                let generation = slot.generation;
                 match self.start_instance(&key, v, slot.uid, generation).await {
                     Ok(i) => (i, generation, true),
                     Err(message) => {
@@ -282,13 +301,10 @@ impl Runtime {
     }
 
     /// An instance could not even be started (missing interpreter, missing bootstrap, ...).
-    fn start_failure(&self, req: &InvokeRequest, message: String) -> InvokeOutcome {
+    fn start_failure(&self, req: &InvokeRequest, e: StartError) -> InvokeOutcome {
         let v = &req.version;
-        let (error_type, msg) = match message.split_once('\u{0}') {
-            Some((t, m)) => (t.to_string(), m.to_string()),
-            None => ("Runtime.Unknown".to_string(), message),
-        };
-        let full = format!("RequestId: {} Error: {msg}", req.request_id);
+        let error_type = e.error_type;
+        let full = format!("RequestId: {} Error: {}", req.request_id, e.message);
         let stream = log_stream_name(
             &v.version.to_string(),
             "start-failed",
@@ -305,23 +321,22 @@ impl Runtime {
             start_line(&req.request_id, &v.version.to_string()),
         );
         log.platform(&self.logs, &names, format!("{full}\n{error_type}"));
-        log.platform(&self.logs, &names, end_line(&req.request_id));
-        log.platform(
-            &self.logs,
+        self.close_log(
+            &log,
             &names,
-            report_line(&Report {
+            &Report {
                 request_id: &req.request_id,
                 duration_ms: 0.0,
                 memory_mb: v.config.memory_mb,
                 max_memory_used_mb: None,
                 init_duration_ms: None,
                 status: Some("error"),
-                error_type: Some(&error_type),
-            }),
+                error_type: Some(error_type),
+            },
         );
         InvokeOutcome {
             request_id: req.request_id.clone(),
-            payload: error_body(&error_type, full),
+            payload: error_body(error_type, full),
             function_error: true,
             executed_version: v.version.to_string(),
             log_tail: log.tail(),
@@ -331,15 +346,16 @@ impl Runtime {
         }
     }
 
-    fn interpreter(&self, lang: Lang) -> Result<Option<&Interpreter>, String> {
+    fn interpreter(&self, lang: Lang) -> Result<Option<&Interpreter>, StartError> {
         let found = match lang {
             Lang::Python3 => &self.interpreters.python,
             Lang::Nodejs => &self.interpreters.node,
             Lang::Provided => return Ok(None),
         };
         found.as_ref().map(Some).map_err(|e| {
-            format!(
-                "Runtime.Unavailable\u{0}the {lang} runtime is not available on this server: {e}"
+            StartError::new(
+                "Runtime.Unavailable",
+                format!("the {lang} runtime is not available on this server: {e}"),
             )
         })
     }
@@ -351,16 +367,22 @@ impl Runtime {
         v: &FunctionVersion,
         uid: u32,
         generation: u64,
-    ) -> Result<Arc<Instance>, String> {
+    ) -> Result<Arc<Instance>, StartError> {
         let lang = v
             .config
             .runtime()
-            .map_err(|e| format!("Runtime.Unknown\u{0}{e}"))?;
+            .map_err(|e| StartError::new("Runtime.Unknown", e.to_string()))?;
         let interp = self.interpreter(lang)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let code_dir = self.blobs.code_dir(&v.code_sha256);
         if !code_dir.is_dir() {
-            return Err(format!("Runtime.Unknown\u{0}the code of this version ({}) is missing from the data directory", v.code_sha256));
+            return Err(StartError::new(
+                "Runtime.Unknown",
+                format!(
+                    "the code of this version ({}) is missing from the data directory",
+                    v.code_sha256
+                ),
+            ));
         }
         let task_root = self.sandbox.task_root(&code_dir);
         let runtime_root = self.sandbox.runtime_root(&self.cfg.runtime_dir);
@@ -383,7 +405,12 @@ impl Runtime {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| format!("Runtime.Unknown\u{0}could not open a Runtime API port: {e}"))?;
+            .map_err(|e| {
+                StartError::new(
+                    "Runtime.Unknown",
+                    format!("could not open a Runtime API port: {e}"),
+                )
+            })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let version_label = v.version.to_string();
         let stream = log_stream_name(&version_label, &id, nimbus_store::now_ms());
@@ -473,11 +500,13 @@ impl Runtime {
         let mut sandbox = nimbus_sandbox::spawn(&self.sandbox, spec)
             .await
             .map_err(|e| {
-                let text = e.to_string();
                 if e.is_exec_error() {
-                    format!("Runtime.InvalidEntrypoint\u{0}{text}")
+                    StartError::new("Runtime.InvalidEntrypoint", e.to_string())
                 } else {
-                    format!("Runtime.Unknown\u{0}could not start the sandbox: {text}")
+                    StartError::new(
+                        "Runtime.Unknown",
+                        format!("could not start the sandbox: {e}"),
+                    )
                 }
             })?;
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
@@ -514,7 +543,6 @@ impl Runtime {
             exit: exit_rx,
             control: control_tx,
             flush: flush_tx,
-            server: Mutex::new(None),
         });
         let app = crate::runtime_api::router(instance.clone());
         // A sandboxed instance runs under its own uid: only its processes may use its endpoint.
@@ -543,9 +571,6 @@ impl Runtime {
             // Only now, with every process of the tree gone, may another instance run as `uid`.
             pool.free_uid(uid);
         });
-        if let Ok(mut s) = instance.server.lock() {
-            *s = Some(server);
-        }
         if let Ok(mut all) = self.all.lock() {
             all.retain(|_, w| w.strong_count() > 0);
             all.insert(id, Arc::downgrade(&instance));
@@ -737,11 +762,10 @@ impl Runtime {
         if let Ok(mut current) = inst.capture.current.lock() {
             *current = None;
         }
-        log.platform(&self.logs, names, end_line(&req.request_id));
-        log.platform(
-            &self.logs,
+        self.close_log(
+            &log,
             names,
-            report_line(&Report {
+            &Report {
                 request_id: &req.request_id,
                 duration_ms: duration.as_secs_f64() * 1000.0,
                 memory_mb: v.config.memory_mb,
@@ -749,7 +773,7 @@ impl Runtime {
                 init_duration_ms: init_duration.map(|d| d.as_secs_f64() * 1000.0),
                 status,
                 error_type: error_type.as_deref().filter(|_| status.is_some()),
-            }),
+            },
         );
         // A cold start's tail begins with what the runtime printed while it initialised (an init
         // error's trace, module-level prints), as Lambda's does.
@@ -769,6 +793,12 @@ impl Runtime {
             init_duration,
         };
         Some((outcome, reusable && inst.is_alive()))
+    }
+
+    /// Ends an invocation's log with Lambda's END and REPORT lines.
+    fn close_log(&self, log: &InvocationLog, names: &StreamNames, report: &Report) {
+        log.platform(&self.logs, names, end_line(report.request_id));
+        log.platform(&self.logs, names, report_line(report));
     }
 
     /// The instance ended before taking the invocation: an init error, or a crash.

@@ -41,7 +41,8 @@ pub(crate) enum Lease {
 #[derive(Debug)]
 pub(crate) struct ColdSlot {
     pub uid: u32,
-    generation: u64,
+    /// The pool generation of its function: an instance of an older one is not reused.
+    pub generation: u64,
 }
 
 struct Idle {
@@ -154,11 +155,6 @@ impl Pool {
         *inner.busy.entry(key.function.clone()).or_default() += 1;
         let generation = inner.generation.get(&key.function).copied().unwrap_or(0);
         (Ok(Lease::Cold(ColdSlot { uid, generation })), discard)
-    }
-
-    /// The generation a new instance of `function` belongs to.
-    pub fn slot_generation(slot: &ColdSlot) -> u64 {
-        slot.generation
     }
 
     /// A cold start failed before an instance existed.
