@@ -46,11 +46,8 @@ async fn run(runtime: &Arc<Runtime>, req: InvokeRequest) {
     let mut attempt = 0;
     let mut throttle_wait = Duration::from_millis(100);
     loop {
-        let mut this = req.clone();
-        if attempt > 0 {
-            this.request_id = req.request_id.clone();
-        }
-        match runtime.invoke(this).await {
+        // Retries keep the request id, as Lambda's do.
+        match runtime.invoke(req.clone()).await {
             Ok(o) if !o.function_error => return,
             Ok(_) if attempt < RETRIES => {
                 attempt += 1;
