@@ -207,12 +207,58 @@ pub(crate) struct Limits {
     pub pids_max: u32,
 }
 
+fn write_limits(
+    version: CgroupVersion,
+    c: Controller,
+    dir: &Path,
+    limits: Limits,
+) -> Result<(), SandboxError> {
+    let bytes = u64::from(limits.memory_mb) * 1024 * 1024;
+    match (version, c) {
+        (CgroupVersion::V1, Controller::Memory) => {
+            // memory+swap may never be below memory: raise it first, lower it last.
+            let mem = dir.join("memory.limit_in_bytes");
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            let has_memsw = memsw.exists();
+            let raising = read_u64(&mem).is_some_and(|now| bytes > now);
+            if has_memsw && raising {
+                write_file(&memsw, &bytes.to_string())?;
+            }
+            write_file(&mem, &bytes.to_string())?;
+            if has_memsw && !raising {
+                write_file(&memsw, &bytes.to_string())?;
+            }
+        }
+        (CgroupVersion::V2, Controller::Memory) => {
+            write_file(&dir.join("memory.max"), &bytes.to_string())?;
+            let swap = dir.join("memory.swap.max");
+            if swap.exists() {
+                write_file(&swap, "0")?;
+            }
+        }
+        (CgroupVersion::V1, Controller::Cpu) => write_file(
+            &dir.join("cpu.shares"),
+            &cpu_shares_v1(limits.cpu_weight_mb).to_string(),
+        )?,
+        (CgroupVersion::V2, Controller::Cpu) => write_file(
+            &dir.join("cpu.weight"),
+            &cpu_weight_v2(limits.cpu_weight_mb).to_string(),
+        )?,
+        (_, Controller::Pids) => {
+            write_file(&dir.join("pids.max"), &limits.pids_max.max(1).to_string())?
+        }
+    }
+    Ok(())
+}
+
 /// The cgroup directories of one instance.
 #[derive(Debug)]
 pub(crate) struct InstanceCgroups {
     version: CgroupVersion,
     /// Distinct directories (v1 controllers may share a hierarchy; v2 has one).
     dirs: Vec<PathBuf>,
+    /// Each controller with the directory its files are in.
+    controllers: Vec<(Controller, PathBuf)>,
     memory: Option<PathBuf>,
     peak: Mutex<PeakState>,
 }
@@ -235,6 +281,7 @@ impl InstanceCgroups {
         let mut cg = InstanceCgroups {
             version: layout.version,
             dirs: Vec::new(),
+            controllers: Vec::new(),
             memory: None,
             peak: Mutex::new(PeakState::default()),
         };
@@ -253,7 +300,11 @@ impl InstanceCgroups {
                 fs::create_dir(&dir).map_err(|e| SandboxError::io("mkdir", &dir, &e))?;
                 cg.dirs.push(dir.clone());
             }
-            cg.apply(*c, &dir, limits)?;
+            cg.controllers.push((*c, dir.clone()));
+            if *c == Controller::Memory {
+                cg.memory = Some(dir.clone());
+            }
+            write_limits(cg.version, *c, &dir, limits)?;
         }
         if let (CgroupVersion::V2, Some(mem)) = (cg.version, &cg.memory) {
             let file = OpenOptions::new()
@@ -266,36 +317,10 @@ impl InstanceCgroups {
         Ok(cg)
     }
 
-    fn apply(&mut self, c: Controller, dir: &Path, limits: Limits) -> Result<(), SandboxError> {
-        let bytes = u64::from(limits.memory_mb) * 1024 * 1024;
-        match (self.version, c) {
-            (CgroupVersion::V1, Controller::Memory) => {
-                write_file(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
-                let memsw = dir.join("memory.memsw.limit_in_bytes");
-                if memsw.exists() {
-                    write_file(&memsw, &bytes.to_string())?;
-                }
-                self.memory = Some(dir.to_path_buf());
-            }
-            (CgroupVersion::V2, Controller::Memory) => {
-                write_file(&dir.join("memory.max"), &bytes.to_string())?;
-                let swap = dir.join("memory.swap.max");
-                if swap.exists() {
-                    write_file(&swap, "0")?;
-                }
-                self.memory = Some(dir.to_path_buf());
-            }
-            (CgroupVersion::V1, Controller::Cpu) => write_file(
-                &dir.join("cpu.shares"),
-                &cpu_shares_v1(limits.cpu_weight_mb).to_string(),
-            )?,
-            (CgroupVersion::V2, Controller::Cpu) => write_file(
-                &dir.join("cpu.weight"),
-                &cpu_weight_v2(limits.cpu_weight_mb).to_string(),
-            )?,
-            (_, Controller::Pids) => {
-                write_file(&dir.join("pids.max"), &limits.pids_max.max(1).to_string())?
-            }
+    /// New limits for an instance that changes hands (a spare assigned to a function).
+    pub fn set_limits(&self, limits: Limits) -> Result<(), SandboxError> {
+        for (c, dir) in &self.controllers {
+            write_limits(self.version, *c, dir, limits)?;
         }
         Ok(())
     }

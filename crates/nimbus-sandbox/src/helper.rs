@@ -17,7 +17,7 @@ use std::ffi::CString;
 use std::fmt::Display;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -36,7 +36,7 @@ use nix::unistd::{
     ForkResult, Gid, Pid, Uid,
 };
 
-use crate::protocol::{read_request, Report, Request, FDS_ENV};
+use crate::protocol::{read_message, Assign, Exec, Report, Request, Start, FDS_ENV};
 use crate::{mountinfo, sys, TASK_ROOT};
 
 /// A setup step that failed: which syscall, on what, with which errno.
@@ -121,7 +121,8 @@ fn run() -> Result<i32, String> {
     };
     let status = Status(File::from(status));
     let mut lifeline = File::from(lifeline);
-    let req = read_request(&mut lifeline).map_err(|e| format!("reading the instance spec: {e}"))?;
+    let req: Request =
+        read_message(&mut lifeline).map_err(|e| format!("reading the instance spec: {e}"))?;
 
     // The OOM killer should pick the program, never the processes that report on it; the
     // program resets this to 0 before exec.
@@ -141,10 +142,8 @@ fn run() -> Result<i32, String> {
     }
     // SAFETY: this process is single-threaded (checked above), so the child may do anything.
     match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            drop(lifeline);
-            ns_init(&req, &status)
-        }
+        // ns-init keeps a copy of the spec pipe: the assignment arrives on it.
+        Ok(ForkResult::Child) => ns_init(&req, &status, lifeline),
         Ok(ForkResult::Parent { child }) => {
             status.send(&Report::Started {
                 init_pid: child.as_raw(),
@@ -177,7 +176,9 @@ fn thread_count() -> usize {
 fn supervise(init: Pid, lifeline: &File, status: &Status) -> i32 {
     let pidfd = sys::pidfd_open(init.as_raw());
     loop {
-        let mut fds = vec![PollFd::new(lifeline.as_fd(), PollFlags::POLLIN)];
+        // No POLLIN: the assignment that arrives on this pipe is ns-init's to read; a hang-up
+        // (always reported) means the server is gone.
+        let mut fds = vec![PollFd::new(lifeline.as_fd(), PollFlags::empty())];
         if let Some(p) = &pidfd {
             fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
         }
@@ -230,51 +231,70 @@ fn supervise(init: Pid, lifeline: &File, status: &Status) -> i32 {
 }
 
 /// PID 1 of the new pid namespace. Exits 0 after reporting; its exit ends the namespace.
-fn ns_init(req: &Request, status: &Status) -> ! {
+fn ns_init(req: &Request, status: &Status, mut spec: File) -> ! {
     let _ = prctl::set_pdeathsig(Signal::SIGKILL);
     umask(Mode::from_bits_truncate(0o022));
-    if let Err(e) = ns_init_inner(req, status) {
+    if let Err(e) = ns_init_inner(req, status, &mut spec) {
         status.setup_failed(&e);
     }
     std::process::exit(0)
 }
 
-fn ns_init_inner(req: &Request, status: &Status) -> Setup<()> {
+/// A started program, or the report that says why it could not start.
+enum Launch {
+    Running(Pid),
+    Failed(Report),
+}
+
+fn ns_init_inner(req: &Request, status: &Status, spec: &mut File) -> Setup<()> {
     setup_root(req)?;
     sethostname(&req.hostname).map_err(fail("sethostname", &req.hostname))?;
 
-    let exec = ExecArgs::new(req)?;
-    let (err_r, err_w) =
-        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail("pipe2", "exec status"))?;
-    // SAFETY: ns-init is single-threaded (it is the only thread of the forked helper).
-    let program = match unsafe { fork() }.map_err(fail("fork", req.program.display()))? {
-        ForkResult::Child => {
-            drop(err_r);
-            exec_program(req, &exec, err_w)
+    // The prestarted program waits on fd 3 (the read end of this pipe) for its environment.
+    let mut prestarted: Option<(Pid, File)> = None;
+    if let Some(exec) = &req.prestart {
+        let (handoff_r, handoff_w) =
+            pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail("pipe2", "handoff"))?;
+        match start_program(req, exec, "/", Some(handoff_r))? {
+            Launch::Running(pid) => prestarted = Some((pid, File::from(handoff_w))),
+            Launch::Failed(report) => {
+                status.send(&report);
+                return Ok(());
+            }
         }
-        ForkResult::Parent { child } => child,
-    };
-    drop(err_w);
+    }
+    status.send(&Report::Prepared);
 
-    // The pipe closes without data when execve succeeds (CLOEXEC); otherwise it carries
-    // [step, errno].
-    let mut buf = [0u8; 5];
-    let mut got = 0;
-    let mut pipe = File::from(err_r);
-    while got < buf.len() {
-        match pipe.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    if got == buf.len() {
-        let errno = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
-        let _ = waitpid(program, None);
-        status.send(&ExecStep::from(buf[0]).report(req, errno));
+    // EOF: the server let the spare go (or died); returning ends the namespace.
+    let Ok(assign) = read_message::<Assign>(&mut *spec) else {
         return Ok(());
-    }
+    };
+    assign_code(req, &assign)?;
+    let program = match assign.start {
+        Start::Handoff { env } => {
+            let Some((pid, mut w)) = prestarted.take() else {
+                return Err(fail("handoff", "no prestarted program")(Errno::EINVAL));
+            };
+            // A program that died meanwhile makes this fail (EPIPE); its exit is reaped and
+            // reported below like any other.
+            let _ = w.write_all(&env_block(&env));
+            pid
+        }
+        Start::Exec(exec) => {
+            if let Some((pid, w)) = prestarted.take() {
+                drop(w);
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+            }
+            match start_program(req, &exec, TASK_ROOT, None)? {
+                Launch::Running(pid) => pid,
+                Launch::Failed(report) => {
+                    status.send(&report);
+                    return Ok(());
+                }
+            }
+        }
+    };
     status.send(&Report::Ready);
 
     // Init duty: reap everything that gets reparented to us until the program exits.
@@ -300,6 +320,118 @@ fn ns_init_inner(req: &Request, status: &Status) -> Setup<()> {
     }
 }
 
+/// `KEY=value\0` for each variable: what a prestarted runtime reads on fd 3.
+fn env_block(env: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in env {
+        out.extend_from_slice(k.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Forks and execs `exec` as the instance's uid, with `cwd` as its working directory and,
+/// when given, `handoff` as its fd 3. Waits only for the exec to succeed or fail.
+fn start_program(
+    req: &Request,
+    exec: &Exec,
+    cwd: &'static str,
+    handoff: Option<OwnedFd>,
+) -> Setup<Launch> {
+    let args = ExecArgs::new(exec)?;
+    let (err_r, err_w) =
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail("pipe2", "exec status"))?;
+    // SAFETY: ns-init is single-threaded (it is the only thread of the forked helper).
+    let program = match unsafe { fork() }.map_err(fail("fork", exec.program.display()))? {
+        ForkResult::Child => {
+            drop(err_r);
+            exec_program(req, &args, cwd, handoff.as_ref(), err_w)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(err_w);
+    drop(handoff);
+
+    // The pipe closes without data when execve succeeds (CLOEXEC); otherwise it carries
+    // [step, errno].
+    let mut buf = [0u8; 5];
+    let mut got = 0;
+    let mut pipe = File::from(err_r);
+    while got < buf.len() {
+        match pipe.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if got == buf.len() {
+        let errno = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        let _ = waitpid(program, None);
+        return Ok(Launch::Failed(
+            ExecStep::from(buf[0]).report(req, exec, cwd, errno),
+        ));
+    }
+    Ok(Launch::Running(program))
+}
+
+/// The fd on which a prestarted program receives its function's environment.
+const HANDOFF_FD: i32 = 3;
+
+/// Where the host's code directory is bound until the assignment picks one function's code.
+const STAGING: &str = "/.nimbus-code";
+
+/// Shows the assigned code at /var/task (read-only), removes the staging bind, and sizes /tmp.
+fn assign_code(req: &Request, a: &Assign) -> Setup<()> {
+    let host = req.code_root.join(&a.code);
+    let name = format!("{TASK_ROOT} (bind {})", host.display());
+    let mut comps = Path::new(&a.code).components();
+    if !matches!(
+        (comps.next(), comps.next()),
+        (Some(Component::Normal(_)), None)
+    ) {
+        return Err(fail("mount", name)(Errno::EINVAL));
+    }
+    let src = Path::new(STAGING).join(&a.code);
+    mount(
+        Some(&src),
+        TASK_ROOT,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(fail("mount", &name))?;
+    remount_ro(
+        Path::new(TASK_ROOT),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        TASK_ROOT,
+    )?;
+    umount2(STAGING, MntFlags::MNT_DETACH).map_err(fail("umount2", STAGING))?;
+    // The empty mount point goes too, so the function sees a root with nothing of ours left.
+    let root_flags =
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(None::<&str>, "/", None::<&str>, root_flags, None::<&str>)
+        .map_err(fail("mount", "/ (remount read-write)"))?;
+    std::fs::remove_dir(STAGING).map_err(io_fail("rmdir", STAGING))?;
+    remount_ro(Path::new("/"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "/")?;
+    if a.tmp_mb != req.tmp_mb {
+        let opts = format!("size={}m,mode=1777", a.tmp_mb.max(1));
+        for dir in ["/tmp", "/dev/shm"] {
+            mount(
+                None::<&str>,
+                dir,
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(opts.as_str()),
+            )
+            .map_err(fail("mount", format!("{dir} (resize: {opts})")))?;
+        }
+    }
+    Ok(())
+}
+
 /// argv and envp, converted before forking so the child only makes syscalls.
 struct ExecArgs {
     program: CString,
@@ -308,7 +440,7 @@ struct ExecArgs {
 }
 
 impl ExecArgs {
-    fn new(req: &Request) -> Setup<Self> {
+    fn new(req: &Exec) -> Setup<Self> {
         let cstr = |s: &[u8]| CString::new(s).map_err(|_| Errno::EINVAL);
         let program = cstr(req.program.as_os_str().as_bytes())
             .map_err(fail("execve", req.program.display()))?;
@@ -356,11 +488,11 @@ impl From<u8> for ExecStep {
 }
 
 impl ExecStep {
-    fn report(self, req: &Request, errno: i32) -> Report {
+    fn report(self, req: &Request, exec: &Exec, cwd: &str, errno: i32) -> Report {
         let (syscall, path) = match self {
             ExecStep::Exec => {
                 return Report::ExecFailed {
-                    program: req.program.clone(),
+                    program: exec.program.clone(),
                     errno,
                 }
             }
@@ -368,7 +500,7 @@ impl ExecStep {
             ExecStep::Setgroups => ("setgroups", "[]".to_string()),
             ExecStep::Setgid => ("setgid", req.gid.to_string()),
             ExecStep::Setuid => ("setuid", req.uid.to_string()),
-            ExecStep::Chdir => ("chdir", format!("{TASK_ROOT} (as uid {})", req.uid)),
+            ExecStep::Chdir => ("chdir", format!("{cwd} (as uid {})", req.uid)),
         };
         Report::SetupFailed {
             syscall: syscall.into(),
@@ -379,7 +511,13 @@ impl ExecStep {
 }
 
 /// The program's process: drop everything, then execve. Never returns.
-fn exec_program(req: &Request, exec: &ExecArgs, err_w: OwnedFd) -> ! {
+fn exec_program(
+    req: &Request,
+    exec: &ExecArgs,
+    cwd: &str,
+    handoff: Option<&OwnedFd>,
+    err_w: OwnedFd,
+) -> ! {
     let die = |step: ExecStep, errno: Errno| -> ! {
         let mut buf = [0u8; 5];
         buf[0] = step as u8;
@@ -412,10 +550,27 @@ fn exec_program(req: &Request, exec: &ExecArgs, err_w: OwnedFd) -> ! {
     if let Err(e) = setuid(Uid::from_raw(req.uid)) {
         die(ExecStep::Setuid, e);
     }
-    if let Err(e) = chdir(TASK_ROOT) {
+    if let Err(e) = chdir(cwd) {
         die(ExecStep::Chdir, e);
     }
-    sys::cloexec_from(3);
+    let first_closed = match handoff {
+        Some(fd) => {
+            // dup2 clears close-on-exec on the copy; fd 3 itself only needs the flag cleared.
+            let raw = fd.as_raw_fd();
+            if raw == HANDOFF_FD {
+                sys::set_cloexec(raw, false);
+            } else {
+                // SAFETY: dup2 onto fd 3 in the child that is about to exec; whatever fd 3 was
+                // (a pipe of the helper's) is not used by this process again.
+                if unsafe { libc::dup2(raw, HANDOFF_FD) } < 0 {
+                    die(ExecStep::Exec, Errno::last());
+                }
+            }
+            HANDOFF_FD + 1
+        }
+        None => 3,
+    };
+    sys::cloexec_from(first_closed);
     let e = match execve(&exec.program, &exec.argv, &exec.envp) {
         Err(e) => e,
         Ok(never) => match never {},
@@ -479,8 +634,11 @@ fn setup_root(req: &Request) -> Setup<()> {
         }
     }
 
-    let task = mountpoint(root, Path::new(TASK_ROOT), true)?;
-    bind(&req.code_dir, &task, Path::new(TASK_ROOT))?;
+    // /var/task stays an empty mount point until the assignment; every function's code is
+    // staged (read-only) where the assignment can bind it from after pivot_root.
+    mountpoint(root, Path::new(TASK_ROOT), true)?;
+    let staging = mountpoint(root, Path::new(STAGING), true)?;
+    bind(&req.code_root, &staging, Path::new(STAGING))?;
     if let Some(runtime) = &req.runtime_dir {
         let inside = mountpoint(root, Path::new(crate::RUNTIME_ROOT), true)?;
         bind(runtime, &inside, Path::new(crate::RUNTIME_ROOT))?;
@@ -657,7 +815,7 @@ fn visible_at(root: &Path, req: &Request, same_path: &[PathBuf], host: &Path) ->
             out.push(root.join(at.trim_start_matches('/')).join(rel));
         }
     };
-    under(&req.code_dir, TASK_ROOT);
+    under(&req.code_root, STAGING);
     if let Some(rt) = &req.runtime_dir {
         under(rt, crate::RUNTIME_ROOT);
     }
@@ -739,16 +897,14 @@ mod tests {
             id: "x".into(),
             hostname: "h".into(),
             root_dir: "/scratch".into(),
-            program: "/var/task/run".into(),
-            args: vec![],
-            env: vec![],
-            code_dir: "/data/code/abc".into(),
+            code_root: "/data/code".into(),
             runtime_dir: Some("/data/runtimes/py".into()),
             ro_paths: vec![],
             mask_paths: vec![],
             tmp_mb: 16,
             uid: 1,
             gid: 1,
+            prestart: None,
         }
     }
 
@@ -761,7 +917,7 @@ mod tests {
             visible_at(root, &r, &same, Path::new("/data/code/abc/secret")),
             vec![
                 PathBuf::from("/scratch/data/code/abc/secret"),
-                PathBuf::from("/scratch/var/task/secret")
+                PathBuf::from("/scratch/.nimbus-code/abc/secret")
             ]
         );
         assert_eq!(

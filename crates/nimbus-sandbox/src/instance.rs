@@ -18,11 +18,11 @@ use nix::unistd::{pipe2, Pid};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::cgroup::{InstanceCgroups, Limits};
-use crate::protocol::{self, Report, Request, FDS_ENV};
-use crate::{sys, InstanceSpec, SandboxConfig, SandboxError};
+use crate::protocol::{self, Assign, Exec, Report, Request, Start, FDS_ENV};
+use crate::{sys, AssignStart, Assignment, InstanceSpec, SandboxConfig, SandboxError, SpareSpec};
 
 /// Directories the sandbox provides itself; a host path under one of them cannot be shown.
 /// (`/tmp` is the sandbox's own too, but host paths under it are bound read-only inside it;
@@ -221,29 +221,49 @@ impl Drop for Instance {
 }
 
 fn validate(spec: &InstanceSpec) -> Result<(), SandboxError> {
-    let bad = |m: String| Err(SandboxError::InvalidSpec(m));
-    if spec.id.is_empty()
-        || spec.id.len() > 64
-        || !spec
-            .id
+    validate_id(&spec.id)?;
+    validate_program(&spec.program, &spec.args, &spec.env)
+}
+
+fn validate_id(id: &str) -> Result<(), SandboxError> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     {
-        return bad(format!("id {:?} must be 1-64 of [a-z0-9-]", spec.id));
+        return Err(SandboxError::InvalidSpec(format!(
+            "id {id:?} must be 1-64 of [a-z0-9-]"
+        )));
     }
-    if !spec.program.is_absolute() {
-        return bad(format!(
+    Ok(())
+}
+
+fn validate_program(
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<(), SandboxError> {
+    if !program.is_absolute() {
+        return Err(SandboxError::InvalidSpec(format!(
             "program {} is not an absolute path",
-            spec.program.display()
+            program.display()
+        )));
+    }
+    if args.iter().any(|a| a.contains('\0')) {
+        return Err(SandboxError::InvalidSpec(
+            "an argument contains a NUL byte".into(),
         ));
     }
-    let has_nul = |s: &str| s.contains('\0');
-    if spec.args.iter().any(|a| has_nul(a)) {
-        return bad("an argument contains a NUL byte".into());
-    }
-    for (k, v) in &spec.env {
-        if k.is_empty() || k.contains('=') || has_nul(k) || has_nul(v) {
-            return bad(format!("environment variable {k:?} is malformed"));
+    validate_env(env)
+}
+
+fn validate_env(env: &[(String, String)]) -> Result<(), SandboxError> {
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(SandboxError::InvalidSpec(format!(
+                "environment variable {k:?} is malformed"
+            )));
         }
     }
     Ok(())
@@ -267,18 +287,17 @@ struct Prepared {
     scratch: Option<PathBuf>,
 }
 
-fn prepare(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Prepared, SandboxError> {
-    let iso = &config.isolation;
-    let cgroups = match &iso.cgroups {
+fn make_cgroups(
+    config: &SandboxConfig,
+    id: &str,
+    limits: Limits,
+) -> Result<(Option<InstanceCgroups>, Vec<OwnedFd>), SandboxError> {
+    let cgroups = match &config.isolation.cgroups {
         Some(layout) => Some(InstanceCgroups::create(
             layout,
             &config.cgroup_name,
-            &spec.id,
-            Limits {
-                memory_mb: spec.memory_mb,
-                cpu_weight_mb: spec.cpu_weight_mb,
-                pids_max: spec.pids_max,
-            },
+            id,
+            limits,
         )?),
         None => None,
     };
@@ -288,31 +307,50 @@ fn prepare(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Prepared, Sand
     };
     fs::create_dir_all(&config.scratch_dir)
         .map_err(|e| SandboxError::io("mkdir", &config.scratch_dir, &e))?;
-    if !iso.sandbox {
-        let tmp = config.tmp_dir(&spec.id);
-        fs::create_dir_all(&tmp).map_err(|e| SandboxError::io("mkdir", &tmp, &e))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
-            .map_err(|e| SandboxError::io("chmod", &tmp, &e))?;
-        if iso.setuid {
-            nix::unistd::chown(
-                &tmp,
-                Some(nix::unistd::Uid::from_raw(spec.uid)),
-                Some(nix::unistd::Gid::from_raw(spec.gid)),
-            )
-            .map_err(|errno| SandboxError::Syscall {
-                syscall: "chown".into(),
-                path: tmp.display().to_string(),
-                errno,
-            })?;
-        }
-        return Ok(Prepared {
-            cgroups,
-            procs,
-            request: None,
-            scratch: Some(tmp),
-        });
+    Ok((cgroups, procs))
+}
+
+/// Without namespaces: cgroups and a private tmp dir for the program run directly.
+fn prepare_direct(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Prepared, SandboxError> {
+    let (cgroups, procs) = make_cgroups(config, &spec.id, limits_of(spec))?;
+    let tmp = config.tmp_dir(&spec.id);
+    fs::create_dir_all(&tmp).map_err(|e| SandboxError::io("mkdir", &tmp, &e))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
+        .map_err(|e| SandboxError::io("chmod", &tmp, &e))?;
+    if config.isolation.setuid {
+        nix::unistd::chown(
+            &tmp,
+            Some(nix::unistd::Uid::from_raw(spec.uid)),
+            Some(nix::unistd::Gid::from_raw(spec.gid)),
+        )
+        .map_err(|errno| SandboxError::Syscall {
+            syscall: "chown".into(),
+            path: tmp.display().to_string(),
+            errno,
+        })?;
     }
-    let code_dir = canonical(&spec.code_dir, "code dir")?;
+    Ok(Prepared {
+        cgroups,
+        procs,
+        request: None,
+        scratch: Some(tmp),
+    })
+}
+
+fn limits_of(spec: &InstanceSpec) -> Limits {
+    Limits {
+        memory_mb: spec.memory_mb,
+        cpu_weight_mb: spec.cpu_weight_mb,
+        pids_max: spec.pids_max,
+    }
+}
+
+/// With namespaces: cgroups and the helper's request for a spare sandbox.
+fn prepare_spare_request(
+    config: &SandboxConfig,
+    spec: &SpareSpec,
+) -> Result<Prepared, SandboxError> {
+    let code_root = canonical(&spec.code_root, "code dir")?;
     let runtime_dir = match &spec.runtime_dir {
         Some(d) => Some(canonical(d, "runtime dir")?),
         None => None,
@@ -337,6 +375,12 @@ fn prepare(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Prepared, Sand
         .iter()
         .filter_map(|p| fs::canonicalize(p).ok())
         .collect();
+    let limits = Limits {
+        memory_mb: spec.memory_mb,
+        cpu_weight_mb: spec.cpu_weight_mb,
+        pids_max: spec.pids_max,
+    };
+    let (cgroups, procs) = make_cgroups(config, &spec.id, limits)?;
     let hostname: String = format!("nimbus-{}", spec.id).chars().take(64).collect();
     Ok(Prepared {
         cgroups,
@@ -346,19 +390,25 @@ fn prepare(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Prepared, Sand
             hostname,
             root_dir: fs::canonicalize(&config.scratch_dir)
                 .map_err(|e| SandboxError::io("stat", &config.scratch_dir, &e))?,
-            program: spec.program.clone(),
-            args: spec.args.clone(),
-            env: spec.env.clone(),
-            code_dir,
+            code_root,
             runtime_dir,
             ro_paths,
             mask_paths,
             tmp_mb: spec.tmp_mb,
             uid: spec.uid,
             gid: spec.gid,
+            prestart: spec.prestart.clone().map(exec_of),
         }),
         scratch: None,
     })
+}
+
+fn exec_of(p: crate::Program) -> Exec {
+    Exec {
+        program: p.program,
+        args: p.args,
+        env: p.env,
+    }
 }
 
 /// Starts an instance. Returns once the program has been exec'd inside its sandbox, or with
@@ -366,36 +416,287 @@ fn prepare(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Prepared, Sand
 /// not executable).
 pub async fn spawn(config: &SandboxConfig, spec: InstanceSpec) -> Result<Instance, SandboxError> {
     validate(&spec)?;
-    let config = config.clone();
-    let started = tokio::task::spawn_blocking(move || start(&config, &spec))
+    if !config.isolation.sandbox {
+        let config = config.clone();
+        let started = tokio::task::spawn_blocking(move || start(&config, &spec))
+            .await
+            .map_err(join_err)??;
+        return started.direct();
+    }
+    // A sandbox is a spare assigned at once: one path for cold starts with and without spares.
+    let code = spec
+        .code_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string);
+    let (Some(code), Some(code_root)) = (code, spec.code_dir.parent()) else {
+        return Err(SandboxError::InvalidSpec(format!(
+            "code dir {} has no parent directory",
+            spec.code_dir.display()
+        )));
+    };
+    let spare = prepare_spare(
+        config,
+        SpareSpec {
+            id: spec.id.clone(),
+            code_root: code_root.to_path_buf(),
+            runtime_dir: spec.runtime_dir.clone(),
+            ro_paths: spec.ro_paths.clone(),
+            mask_paths: spec.mask_paths.clone(),
+            memory_mb: spec.memory_mb,
+            cpu_weight_mb: spec.cpu_weight_mb,
+            pids_max: spec.pids_max,
+            tmp_mb: spec.tmp_mb,
+            uid: spec.uid,
+            gid: spec.gid,
+            prestart: None,
+        },
+    )
+    .await?;
+    spare
+        .assign(Assignment {
+            code,
+            memory_mb: spec.memory_mb,
+            cpu_weight_mb: spec.cpu_weight_mb,
+            pids_max: spec.pids_max,
+            tmp_mb: spec.tmp_mb,
+            start: AssignStart::Exec(crate::Program {
+                program: spec.program,
+                args: spec.args,
+                env: spec.env,
+            }),
+        })
         .await
-        .map_err(|e| SandboxError::Helper {
-            exe: PathBuf::new(),
-            reason: format!("spawn task failed: {e}"),
-        })??;
-    started.finish().await
+}
+
+fn join_err(e: tokio::task::JoinError) -> SandboxError {
+    SandboxError::Helper {
+        exe: PathBuf::new(),
+        reason: format!("spawn task failed: {e}"),
+    }
+}
+
+/// Builds a sandbox that belongs to no function yet: namespaces, root, cgroups, uid, and the
+/// prestarted program if the spec has one. Returns once it is ready for [`Spare::assign`].
+pub async fn prepare_spare(config: &SandboxConfig, spec: SpareSpec) -> Result<Spare, SandboxError> {
+    validate_spare(config, &spec)?;
+    let config = config.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        let prepared = prepare_spare_request(&config, &spec)?;
+        start_prepared(&config, prepared, None)
+    })
+    .await
+    .map_err(join_err)??;
+    let mut spare = started.sandboxed()?;
+    match spare.wait_phase(Phase::Prepared).await {
+        Ok(()) => Ok(spare),
+        Err(f) => Err(spare.fail(f).await),
+    }
+}
+
+fn validate_spare(config: &SandboxConfig, spec: &SpareSpec) -> Result<(), SandboxError> {
+    if !config.isolation.sandbox {
+        return Err(SandboxError::InvalidSpec(
+            "spare sandboxes need namespaces, which this host does not allow".into(),
+        ));
+    }
+    validate_id(&spec.id)?;
+    match &spec.prestart {
+        Some(p) => validate_program(&p.program, &p.args, &p.env),
+        None => Ok(()),
+    }
+}
+
+/// Which report a spare or instance is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Prepared,
+    Ready,
+}
+
+/// A sandbox built ahead of need ([`prepare_spare`]): it becomes a function's instance with
+/// [`Spare::assign`]. Dropping it kills it.
+pub struct Spare {
+    instance: Instance,
+    phases: mpsc::UnboundedReceiver<Result<Phase, HelperFailure>>,
+    exe: PathBuf,
+    uid: u32,
+}
+
+impl Spare {
+    pub fn id(&self) -> &str {
+        &self.instance.id
+    }
+
+    /// The uid its processes run as; it is the instance's uid after assignment.
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// What the prestarted program prints before its assignment arrives.
+    pub fn stdout_mut(&mut self) -> Option<&mut ChildStdout> {
+        self.instance.stdout.as_mut()
+    }
+
+    /// Still usable: its helper (and prestarted program) have not exited.
+    pub fn is_alive(&self) -> bool {
+        self.instance.exit.borrow().is_none()
+    }
+
+    /// Resolves when the spare has died (nothing should outlive the server's hold on it).
+    pub async fn wait(&mut self) -> ExitInfo {
+        self.instance.wait().await
+    }
+
+    async fn wait_phase(&mut self, want: Phase) -> Result<(), HelperFailure> {
+        let got = tokio::time::timeout(SETUP_TIMEOUT, async {
+            loop {
+                match self.phases.recv().await {
+                    Some(Ok(p)) if p == want => return Ok(()),
+                    Some(Ok(_)) => continue,
+                    Some(Err(f)) => return Err(f),
+                    None => return Err(HelperFailure::Died("stopped without a report".into())),
+                }
+            }
+        })
+        .await;
+        match got {
+            Ok(r) => r,
+            Err(_) => Err(HelperFailure::Died(format!(
+                "did not get the sandbox ready within {}s",
+                SETUP_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Makes the spare an instance of one function: its code at /var/task, its limits, and its
+    /// program started (or, for a prestarted runtime, handed its environment).
+    pub async fn assign(mut self, a: Assignment) -> Result<Instance, SandboxError> {
+        let start = match a.start {
+            AssignStart::Handoff { env } => {
+                validate_env(&env)?;
+                Start::Handoff { env }
+            }
+            AssignStart::Exec(p) => {
+                validate_program(&p.program, &p.args, &p.env)?;
+                Start::Exec(exec_of(p))
+            }
+        };
+        if let Some(cg) = &self.instance.shared.cgroups {
+            cg.set_limits(Limits {
+                memory_mb: a.memory_mb,
+                cpu_weight_mb: a.cpu_weight_mb,
+                pids_max: a.pids_max,
+            })?;
+        }
+        let msg = Assign {
+            code: a.code,
+            tmp_mb: a.tmp_mb,
+            start,
+        };
+        let sent = {
+            let lifeline = lock(&self.instance.shared.lifeline);
+            match lifeline.as_ref() {
+                Some(fd) => {
+                    let mut buf = Vec::new();
+                    protocol::write_message(&mut buf, &msg).and_then(|()| write_all_fd(fd, &buf))
+                }
+                None => Err(std::io::Error::other("the spare was killed")),
+            }
+        };
+        if let Err(e) = sent {
+            let exe = self.exe.clone();
+            return Err(self
+                .fail(HelperFailure::Error(SandboxError::Helper {
+                    exe,
+                    reason: format!("sending the assignment: {e}"),
+                }))
+                .await);
+        }
+        match self.wait_phase(Phase::Ready).await {
+            Ok(()) => Ok(self.instance),
+            Err(f) => Err(self.fail(f).await),
+        }
+    }
+
+    /// Tears the sandbox down (so a retry with the same id finds no leftovers) and explains
+    /// why it failed.
+    async fn fail(mut self, failure: HelperFailure) -> SandboxError {
+        let mut stderr = self.instance.stderr.take();
+        self.instance.kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.instance.wait()).await;
+        drop(self.instance);
+        match failure {
+            HelperFailure::Error(e) => e,
+            HelperFailure::Died(reason) => {
+                // Whatever the helper printed explains more than its exit status.
+                let mut text = String::new();
+                if let Some(err) = stderr.as_mut() {
+                    let mut buf = vec![0u8; 4096];
+                    if let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_millis(500), err.read(&mut buf)).await
+                    {
+                        text = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+                    }
+                }
+                let reason = if text.is_empty() {
+                    reason
+                } else {
+                    format!("{reason}: {text}")
+                };
+                SandboxError::Helper {
+                    exe: self.exe,
+                    reason,
+                }
+            }
+        }
+    }
+}
+
+/// Writes all of `buf` to a blocking pipe (messages are far smaller than its buffer).
+fn write_all_fd(fd: &OwnedFd, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// A started process and what still has to happen on the async side.
 struct Started {
     exe: PathBuf,
     id: String,
+    uid: u32,
     child: Child,
     shared: Arc<Shared>,
     sandbox: Option<(OwnedFd, OwnedFd)>, // (status read end, spec write end)
 }
 
-/// Blocking part of `spawn`: cgroups, pipes, fork/exec, and sending the spec.
+/// Blocking part of a direct `spawn`.
 fn start(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Started, SandboxError> {
-    let prepared = prepare(config, spec)?;
+    let prepared = prepare_direct(config, spec)?;
+    start_prepared(config, prepared, Some(spec))
+}
+
+/// Cgroups, pipes, fork/exec, and sending the spec. `direct` is the program to run without a
+/// sandbox; with one, the helper gets `prepared.request`.
+fn start_prepared(
+    config: &SandboxConfig,
+    prepared: Prepared,
+    direct: Option<&InstanceSpec>,
+) -> Result<Started, SandboxError> {
     let procs_raw: Vec<i32> = prepared.procs.iter().map(|f| f.as_raw_fd()).collect();
     let mut pending = PendingCleanup {
         cgroups: prepared.cgroups,
         scratch: prepared.scratch,
     };
 
-    let (mut cmd, pipes, exe) = match &prepared.request {
-        Some(_) => {
+    let (mut cmd, pipes, exe) = match (&prepared.request, direct) {
+        (Some(_), _) => {
             let (spec_r, spec_w) = pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
             let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
             let mut cmd = Command::new(&config.helper_exe);
@@ -428,7 +729,12 @@ fn start(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Started, Sandbox
                 config.helper_exe.clone(),
             )
         }
-        None => {
+        (None, None) => {
+            return Err(SandboxError::InvalidSpec(
+                "neither a sandbox request nor a program to run".into(),
+            ))
+        }
+        (None, Some(spec)) => {
             let mut cmd = Command::new(&spec.program);
             cmd.args(&spec.args)
                 .env_clear()
@@ -473,7 +779,7 @@ fn start(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Started, Sandbox
         Ok(c) => c,
         Err(e) if pipes.is_none() => {
             return Err(SandboxError::Exec {
-                program: spec.program.clone(),
+                program: exe,
                 errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
             })
         }
@@ -505,7 +811,7 @@ fn start(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Started, Sandbox
             drop(spec_r);
             drop(status_w);
             let mut w = fs::File::from(spec_w);
-            if let Err(e) = protocol::write_request(&mut w, req) {
+            if let Err(e) = protocol::write_message(&mut w, req) {
                 shared.kill();
                 return Err(SandboxError::Helper {
                     exe,
@@ -516,9 +822,15 @@ fn start(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Started, Sandbox
         }
         _ => None,
     };
+    let id = match (&prepared.request, direct) {
+        (Some(req), _) => req.id.clone(),
+        (None, Some(spec)) => spec.id.clone(),
+        (None, None) => String::new(),
+    };
     Ok(Started {
         exe,
-        id: spec.id.clone(),
+        id,
+        uid: prepared.request.as_ref().map(|r| r.uid).unwrap_or(0),
         child,
         shared,
         sandbox,
@@ -562,93 +874,74 @@ unsafe fn join_cgroups(procs: &[i32]) -> std::io::Result<()> {
 }
 
 impl Started {
-    async fn finish(self) -> Result<Instance, SandboxError> {
+    /// The program runs directly: supervise it.
+    fn direct(self) -> Result<Instance, SandboxError> {
+        let Started {
+            id,
+            mut child,
+            shared,
+            ..
+        } = self;
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let pid = shared.pid as u32;
+        tokio::spawn(supervise_direct(child, shared.clone(), exit_tx));
+        Ok(Instance {
+            id,
+            pid,
+            stdout,
+            stderr,
+            shared,
+            exit: exit_rx,
+        })
+    }
+
+    /// The helper runs: supervise it and hand back a spare whose phases can be awaited.
+    fn sandboxed(self) -> Result<Spare, SandboxError> {
         let Started {
             exe,
             id,
+            uid,
             mut child,
             shared,
             sandbox,
         } = self;
+        let Some((status_r, spec_w)) = sandbox else {
+            return Err(SandboxError::InvalidSpec(
+                "no sandbox helper was started".into(),
+            ));
+        };
         let stdout = child.stdout.take();
-        let mut stderr = child.stderr.take();
+        let stderr = child.stderr.take();
         let (exit_tx, exit_rx) = watch::channel(None);
         let pid = shared.pid as u32;
-
-        let Some((status_r, spec_w)) = sandbox else {
-            tokio::spawn(supervise_direct(child, shared.clone(), exit_tx));
-            return Ok(Instance {
+        *lock(&shared.lifeline) = Some(spec_w);
+        let status = pipe::Receiver::from_owned_fd(status_r).map_err(|e| SandboxError::Helper {
+            exe: exe.clone(),
+            reason: format!("status pipe: {e}"),
+        })?;
+        let (phase_tx, phases) = mpsc::unbounded_channel();
+        tokio::spawn(supervise_sandbox(
+            child,
+            status,
+            shared.clone(),
+            phase_tx,
+            exit_tx,
+        ));
+        Ok(Spare {
+            instance: Instance {
                 id,
                 pid,
                 stdout,
                 stderr,
                 shared,
                 exit: exit_rx,
-            });
-        };
-
-        *lock(&shared.lifeline) = Some(spec_w);
-        let status = pipe::Receiver::from_owned_fd(status_r).map_err(|e| SandboxError::Helper {
-            exe: exe.clone(),
-            reason: format!("status pipe: {e}"),
-        })?;
-        let (ready_tx, ready_rx) = oneshot::channel();
-        tokio::spawn(supervise_sandbox(
-            child,
-            status,
-            shared.clone(),
-            ready_tx,
-            exit_tx,
-        ));
-        let instance = Instance {
-            id,
-            pid,
-            stdout,
-            stderr: None,
-            shared,
-            exit: exit_rx,
-        };
-        let ready = match tokio::time::timeout(SETUP_TIMEOUT, ready_rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(HelperFailure::Died("stopped without a report".into())),
-            Err(_) => Err(HelperFailure::Died(format!(
-                "did not start the program within {}s",
-                SETUP_TIMEOUT.as_secs()
-            ))),
-        };
-        let mut instance = instance;
-        let failure = match ready {
-            Ok(()) => {
-                instance.stderr = stderr;
-                return Ok(instance);
-            }
-            Err(f) => f,
-        };
-        // Tear down before returning, so a retry with the same id finds no leftovers.
-        instance.kill();
-        let _ = tokio::time::timeout(Duration::from_secs(5), instance.wait()).await;
-        drop(instance);
-        match failure {
-            HelperFailure::Error(e) => Err(e),
-            HelperFailure::Died(reason) => {
-                // Whatever the helper printed explains more than its exit status.
-                let mut text = String::new();
-                if let Some(err) = stderr.as_mut() {
-                    let mut buf = vec![0u8; 4096];
-                    if let Ok(Ok(n)) =
-                        tokio::time::timeout(Duration::from_millis(500), err.read(&mut buf)).await
-                    {
-                        text = String::from_utf8_lossy(&buf[..n]).trim().to_string();
-                    }
-                }
-                let reason = if text.is_empty() {
-                    reason
-                } else {
-                    format!("{reason}: {text}")
-                };
-                Err(SandboxError::Helper { exe, reason })
-            }
-        }
+            },
+            phases,
+            exe,
+            uid,
+        })
     }
 }
 
@@ -661,10 +954,10 @@ async fn supervise_sandbox(
     mut child: Child,
     status: pipe::Receiver,
     shared: Arc<Shared>,
-    ready: oneshot::Sender<Result<(), HelperFailure>>,
+    phases: mpsc::UnboundedSender<Result<Phase, HelperFailure>>,
     exit_tx: watch::Sender<Option<ExitInfo>>,
 ) {
-    let mut ready = Some(ready);
+    let mut ready = false;
     let mut exited: Option<(Option<i32>, Option<i32>)> = None;
     let mut setup_error: Option<String> = None;
     let mut lines = BufReader::new(status).lines();
@@ -689,10 +982,13 @@ async fn supervise_sandbox(
                 }
                 continue;
             }
+            Report::Prepared => {
+                let _ = phases.send(Ok(Phase::Prepared));
+                continue;
+            }
             Report::Ready => {
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(Ok(()));
-                }
+                ready = true;
+                let _ = phases.send(Ok(Phase::Ready));
                 continue;
             }
             Report::Exited { code, signal } => {
@@ -714,8 +1010,8 @@ async fn supervise_sandbox(
             },
         };
         setup_error = Some(failure.to_string());
-        if let Some(tx) = ready.take() {
-            let _ = tx.send(Err(HelperFailure::Error(failure)));
+        if !ready {
+            let _ = phases.send(Err(HelperFailure::Error(failure)));
         }
     }
     let status = child.wait().await;
@@ -725,13 +1021,13 @@ async fn supervise_sandbox(
         (None, Ok(s)) => (s.code(), s.signal()),
         (None, Err(_)) => (None, None),
     };
-    if let Some(tx) = ready.take() {
+    if !ready {
         let why = match &status {
             Ok(s) => format!("exited ({}) before starting the program", describe(s)),
             Err(e) => format!("could not be waited for: {e}"),
         };
         setup_error.get_or_insert_with(|| why.clone());
-        let _ = tx.send(Err(HelperFailure::Died(why)));
+        let _ = phases.send(Err(HelperFailure::Died(why)));
     }
     let oom = shared.oom_killed(signal);
     // Let go of the cgroups before announcing the exit: once `wait()` resolves, the Instance

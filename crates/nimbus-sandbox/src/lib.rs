@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 pub use cgroup::CgroupVersion;
-pub use instance::{spawn, ExitInfo, Instance};
+pub use instance::{prepare_spare, spawn, ExitInfo, Instance, Spare};
 pub use probe::{probe, Feature, Isolation};
 
 /// Where the sandbox puts the function code, the runtime and the writable scratch space.
@@ -107,6 +107,62 @@ pub struct InstanceSpec {
     /// Unprivileged ids the program runs as.
     pub uid: u32,
     pub gid: u32,
+}
+
+/// A program to run inside a sandbox.
+#[derive(Debug, Clone)]
+pub struct Program {
+    /// Absolute path as seen inside the sandbox.
+    pub program: PathBuf,
+    /// `argv[1..]`.
+    pub args: Vec<String>,
+    /// The complete environment; nothing of the server's environment is inherited.
+    pub env: Vec<(String, String)>,
+}
+
+/// A sandbox built before it is needed: everything of an [`InstanceSpec`] except which
+/// function's code it shows and what it runs. See [`prepare_spare`].
+#[derive(Debug, Clone)]
+pub struct SpareSpec {
+    /// Unique, `[a-z0-9-]{1,64}`; names the cgroup directory and the hostname.
+    pub id: String,
+    /// Host directory holding one subdirectory of code per function version; the assignment
+    /// names the one shown at `/var/task`.
+    pub code_root: PathBuf,
+    pub runtime_dir: Option<PathBuf>,
+    pub ro_paths: Vec<PathBuf>,
+    pub mask_paths: Vec<PathBuf>,
+    /// Limits until the assignment sets the function's.
+    pub memory_mb: u32,
+    pub cpu_weight_mb: u32,
+    pub pids_max: u32,
+    pub tmp_mb: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Started now, as `uid`, in `/`, with fd 3 open: a runtime that loads itself and then
+    /// waits on fd 3 for its function's environment (`KEY=value\0` entries, then EOF).
+    pub prestart: Option<Program>,
+}
+
+/// What a spare becomes.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// Name of the subdirectory of [`SpareSpec::code_root`] to show at `/var/task`.
+    pub code: String,
+    pub memory_mb: u32,
+    pub cpu_weight_mb: u32,
+    pub pids_max: u32,
+    pub tmp_mb: u32,
+    pub start: AssignStart,
+}
+
+/// How the function's program starts in an assigned spare.
+#[derive(Debug, Clone)]
+pub enum AssignStart {
+    /// The prestarted program receives this environment and carries on as the function.
+    Handoff { env: Vec<(String, String)> },
+    /// This program is exec'd (a prestarted one, if any, is killed first).
+    Exec(Program),
 }
 
 /// Everything that can go wrong while setting up or starting an instance.

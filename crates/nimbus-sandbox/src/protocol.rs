@@ -13,23 +13,53 @@ use serde::{Deserialize, Serialize};
 /// Name of the one environment variable the helper is started with: "<spec fd>,<status fd>".
 pub(crate) const FDS_ENV: &str = "NIMBUS_SANDBOX_FDS";
 
-/// Everything the helper needs; paths are already canonical host paths.
+/// A program to start: path as seen inside the sandbox, `argv[1..]`, the complete environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Exec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Everything the helper needs to build a sandbox that is not yet any function's (a spare);
+/// paths are already canonical host paths.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Request {
     pub id: String,
     pub hostname: String,
     /// Empty host directory the new root's tmpfs is mounted on (inside the private mount ns).
     pub root_dir: PathBuf,
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub code_dir: PathBuf,
+    /// Host directory holding every function's code, one subdirectory each; bound at a
+    /// staging point until the assignment says which subdirectory becomes `/var/task`.
+    pub code_root: PathBuf,
     pub runtime_dir: Option<PathBuf>,
     pub ro_paths: Vec<PathBuf>,
     pub mask_paths: Vec<PathBuf>,
     pub tmp_mb: u32,
     pub uid: u32,
     pub gid: u32,
+    /// A program started before the assignment (an interpreter with its runtime loaded) that
+    /// waits on fd 3 for the function's environment.
+    pub prestart: Option<Exec>,
+}
+
+/// Sent over the spec pipe once the spare is `Prepared`: which function it now runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Assign {
+    /// Subdirectory of `code_root` shown read-only at `/var/task`.
+    pub code: String,
+    /// `/tmp` (and `/dev/shm`) size for the function.
+    pub tmp_mb: u32,
+    pub start: Start,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub(crate) enum Start {
+    /// The prestarted program gets this environment on fd 3 (`KEY=value\0` entries, then EOF).
+    Handoff { env: Vec<(String, String)> },
+    /// Exec this program (any prestarted one is killed first).
+    Exec(Exec),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +67,9 @@ pub(crate) struct Request {
 pub(crate) enum Report {
     /// The helper forked ns-init; `init_pid` is its pid in the server's pid namespace.
     Started { init_pid: i32 },
-    /// execve of the program succeeded.
+    /// The root is built and the prestarted program (if any) runs: waiting for an `Assign`.
+    Prepared,
+    /// The function's program runs: exec succeeded, or the prestarted one took its handoff.
     Ready,
     /// execve failed (or the program could not be reached as the unprivileged user).
     ExecFailed { program: PathBuf, errno: i32 },
@@ -62,8 +94,9 @@ impl Report {
     }
 }
 
-pub(crate) fn write_request(mut w: impl Write, req: &Request) -> io::Result<()> {
-    let body = serde_json::to_vec(req).map_err(io::Error::other)?;
+/// Writes one length-prefixed JSON message (a [`Request`] or an [`Assign`]).
+pub(crate) fn write_message<T: Serialize>(mut w: impl Write, msg: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
     let len = u32::try_from(body.len()).map_err(io::Error::other)?;
     let mut buf = Vec::with_capacity(body.len() + 4);
     buf.extend_from_slice(&len.to_le_bytes());
@@ -71,7 +104,8 @@ pub(crate) fn write_request(mut w: impl Write, req: &Request) -> io::Result<()> 
     w.write_all(&buf)
 }
 
-pub(crate) fn read_request(mut r: impl Read) -> io::Result<Request> {
+/// Reads one message written by [`write_message`]; never reads past its end.
+pub(crate) fn read_message<T: serde::de::DeserializeOwned>(mut r: impl Read) -> io::Result<T> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
@@ -93,22 +127,36 @@ mod tests {
             id: "abc-1".into(),
             hostname: "nimbus-abc-1".into(),
             root_dir: "/data/scratch".into(),
-            program: "/var/task/bootstrap".into(),
-            args: vec!["a".into()],
-            env: vec![("K".into(), "V=1".into())],
-            code_dir: "/data/code/x".into(),
+            code_root: "/data/code".into(),
             runtime_dir: None,
             ro_paths: vec![],
             mask_paths: vec!["/data".into()],
             tmp_mb: 512,
             uid: 65534,
             gid: 65534,
+            prestart: Some(Exec {
+                program: "/usr/bin/python3".into(),
+                args: vec!["a".into()],
+                env: vec![("K".into(), "V=1".into())],
+            }),
+        };
+        let assign = Assign {
+            code: "abc".into(),
+            tmp_mb: 64,
+            start: Start::Handoff {
+                env: vec![("A".into(), "b".into())],
+            },
         };
         let mut buf = Vec::new();
-        write_request(&mut buf, &req).unwrap();
-        let back = read_request(&buf[..]).unwrap();
-        assert_eq!(back.env, req.env);
+        write_message(&mut buf, &req).unwrap();
+        write_message(&mut buf, &assign).unwrap();
+        let mut r = &buf[..];
+        let back: Request = read_message(&mut r).unwrap();
+        assert_eq!(back.prestart.unwrap().env, vec![("K".into(), "V=1".into())]);
         assert_eq!(back.mask_paths, req.mask_paths);
+        // The second message is still there: the first read stopped at its end.
+        let back: Assign = read_message(&mut r).unwrap();
+        assert!(matches!(back.start, Start::Handoff { ref env } if env[0].0 == "A"));
     }
 
     #[test]

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use nimbus_sandbox::{probe, spawn, ExitInfo, Instance, InstanceSpec, Isolation, SandboxConfig};
+use nimbus_sandbox::{
+    prepare_spare, probe, spawn, AssignStart, Assignment, ExitInfo, Instance, InstanceSpec,
+    Isolation, Program, SandboxConfig, SpareSpec,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 const HELPER_ARG: &str = "__sandbox-init";
@@ -59,6 +62,10 @@ async fn run_all() -> usize {
         peak_memory_is_reported,
         dropping_an_instance_kills_it,
         interpreter_under_private_home_runs,
+        spare_handoff_runs_the_prestarted_program,
+        spare_exec_replaces_the_prestarted_program,
+        spare_rejects_bad_code_names,
+        dropped_spare_leaves_nothing,
     ];
     let direct: Vec<(&str, TestFn)> = tests![
         direct_env_cwd_and_exec_error,
@@ -703,5 +710,177 @@ async fn interpreter_under_private_home_runs(ctx: &Ctx) -> Result<(), String> {
     let want = format!("[{UID}, \"/var/task\"]\n");
     ensure(o.stdout == want, || {
         format!("got {:?} {:?} {:?}", o.stdout, o.stderr, o.exit)
+    })
+}
+
+/// A spare whose prestarted program is `script` (run by /bin/sh, which waits on fd 3).
+fn spare_spec(ctx: &Ctx, id: &str, script: &str) -> SpareSpec {
+    let runtime = ctx.data().join("runtime-".to_string() + id);
+    fs::create_dir_all(&runtime).unwrap();
+    fs::set_permissions(&runtime, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(runtime.join("pre.sh"), script).unwrap();
+    fs::set_permissions(runtime.join("pre.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    SpareSpec {
+        id: id.to_string(),
+        code_root: ctx.data().join("code"),
+        runtime_dir: Some(runtime),
+        ro_paths: vec![],
+        mask_paths: vec![ctx.data()],
+        memory_mb: 128,
+        cpu_weight_mb: 128,
+        pids_max: 64,
+        tmp_mb: 8,
+        uid: UID,
+        gid: GID,
+        prestart: Some(Program {
+            program: "/bin/sh".into(),
+            args: vec!["/var/runtime/pre.sh".into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        }),
+    }
+}
+
+fn assignment(code: &str, start: AssignStart) -> Assignment {
+    Assignment {
+        code: code.to_string(),
+        memory_mb: 256,
+        cpu_weight_mb: 256,
+        pids_max: 64,
+        tmp_mb: 32,
+        start,
+    }
+}
+
+async fn spare_handoff_runs_the_prestarted_program(ctx: &Ctx) -> Result<(), String> {
+    // The code dir exists before the spare is assigned, as a function's code does.
+    ctx.spec("handoff-code", "exit 0");
+    // Before the handoff the program sees no code; after it, its function's code and env.
+    let script = "echo before=$(ls -A /var/task | wc -l); \
+                  env=$(tr '\\0' '\\n' <&3); echo \"$env\"; \
+                  echo after=$(ls /var/task); echo staging=$(ls -a / | grep -c nimbus-code); \
+                  echo tmp=$(df -m /tmp | awk 'NR==2{print $2}'); echo uid=$(id -u); echo cwd=$(pwd)";
+    let mut spare = prepare_spare(&ctx.config, spare_spec(ctx, "handoff-test", script))
+        .await
+        .map_err(|e| e.to_string())?;
+    // Wait for the prestarted program's first line, so it looked before the assignment.
+    let mut first = Vec::new();
+    let out = spare.stdout_mut().ok_or("no stdout")?;
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).await.map_err(|e| e.to_string())? == 1 && byte[0] != b'\n' {
+        first.push(byte[0]);
+    }
+    ensure(first == b"before=0", || {
+        format!(
+            "code visible before the assignment: {}",
+            String::from_utf8_lossy(&first)
+        )
+    })?;
+    ensure(spare.uid() == UID, || "uid".into())?;
+    let inst = spare
+        .assign(assignment(
+            "handoff-code",
+            AssignStart::Handoff {
+                env: vec![("FN".into(), "hello world".into())],
+            },
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let o = collect(inst).await;
+    ensure(o.exit.code == Some(0), || {
+        format!("exit {:?}: {}", o.exit, o.stderr)
+    })?;
+    ensure(line_value(&o.stdout, "FN") == Some("hello world"), || {
+        format!("handoff env missing: {}", o.stdout)
+    })?;
+    ensure(line_value(&o.stdout, "after") == Some("run.sh"), || {
+        format!("/var/task after the assignment: {}", o.stdout)
+    })?;
+    ensure(line_value(&o.stdout, "staging") == Some("0"), || {
+        format!("staging dir left behind: {}", o.stdout)
+    })?;
+    ensure(line_value(&o.stdout, "tmp") == Some("32"), || {
+        format!("/tmp not resized to the function's: {}", o.stdout)
+    })?;
+    ensure(
+        line_value(&o.stdout, "uid") == Some(&UID.to_string()),
+        || format!("uid: {}", o.stdout),
+    )
+}
+
+async fn spare_exec_replaces_the_prestarted_program(ctx: &Ctx) -> Result<(), String> {
+    let spec = ctx.spec(
+        "exec-code",
+        "echo ran=$(pwd); cat /proc/1/status >/dev/null; ls /proc | grep -c '^[0-9]'",
+    );
+    let spare = prepare_spare(
+        &ctx.config,
+        spare_spec(ctx, "exec-test", "cat <&3; echo prestart-ran"),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let inst = spare
+        .assign(assignment(
+            "exec-code",
+            AssignStart::Exec(Program {
+                program: spec.program.clone(),
+                args: vec![],
+                env: spec.env.clone(),
+            }),
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let o = collect(inst).await;
+    ensure(o.exit.code == Some(0), || {
+        format!("exit {:?}: {}", o.exit, o.stderr)
+    })?;
+    ensure(line_value(&o.stdout, "ran") == Some("/var/task"), || {
+        format!("exec'd program output: {}", o.stdout)
+    })?;
+    ensure(!o.stdout.contains("prestart-ran"), || {
+        format!("the prestarted program was not killed: {}", o.stdout)
+    })
+}
+
+async fn spare_rejects_bad_code_names(ctx: &Ctx) -> Result<(), String> {
+    for bad in ["..", "a/b", ""] {
+        let spare = prepare_spare(&ctx.config, spare_spec(ctx, "badcode-test", "cat <&3"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let err = match spare
+            .assign(assignment(bad, AssignStart::Handoff { env: vec![] }))
+            .await
+        {
+            Ok(_) => return Err(format!("code name {bad:?} was accepted")),
+            Err(e) => e.to_string(),
+        };
+        ensure(err.contains("/var/task"), || {
+            format!("error does not name /var/task: {err}")
+        })?;
+    }
+    Ok(())
+}
+
+async fn dropped_spare_leaves_nothing(ctx: &Ctx) -> Result<(), String> {
+    let mut spare = prepare_spare(
+        &ctx.config,
+        spare_spec(ctx, "drop-spare", "cat <&3; sleep 100"),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    ensure(spare.is_alive(), || "spare died".into())?;
+    let cg = cgroup_parent_dirs(ctx)
+        .into_iter()
+        .map(|d| d.join("drop-spare"))
+        .filter(|d| d.exists())
+        .collect::<Vec<_>>();
+    ensure(!cg.is_empty(), || "spare has no cgroup".into())?;
+    let _ = tokio::time::timeout(Duration::from_millis(1), spare.wait()).await;
+    drop(spare);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cg.iter().any(|d| d.exists()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure(cg.iter().all(|d| !d.exists()), || {
+        format!("cgroups left behind: {cg:?}")
     })
 }
