@@ -16,6 +16,8 @@ import uuid
 import zipfile
 
 import boto3
+
+import lambda_helpers
 import pytest
 from botocore.config import Config
 
@@ -46,6 +48,7 @@ class NimbusServer:
             m = re.search(r"nimbus listening on (http://\S+)", line)
             if m:
                 self.endpoint = m.group(1)
+                lambda_helpers.SERVERS.add(self.endpoint)
                 threading.Thread(target=self._drain, daemon=True).start()
                 return self
         raise RuntimeError("nimbus did not start:\n" + "".join(self.log_lines))
@@ -59,6 +62,7 @@ class NimbusServer:
 
     def stop(self, timeout=30):
         """SIGTERM by PID and wait; returns the exit code."""
+        lambda_helpers.SERVERS.discard(self.endpoint)
         if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:

@@ -10,6 +10,8 @@ import re
 import time
 import urllib.request
 
+import requests
+
 from botocore.exceptions import ClientError
 
 
@@ -97,11 +99,47 @@ def wait_until(predicate, timeout, interval=0.25):
         time.sleep(interval)
 
 
+# Endpoints of the servers the tests have running (conftest registers and unregisters them).
+SERVERS = set()
+
+
+def _children():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/status") as f:
+                for line in f:
+                    if line.startswith("PPid:"):
+                        kids.setdefault(int(line.split()[1]), []).append(int(d))
+                        break
+        except OSError:
+            pass
+    return kids
+
+
 def function_pids(function_name):
-    """PIDs of host processes running `function_name`, found by the AWS_LAMBDA_FUNCTION_NAME in
-    their environment (other servers may run instances on this machine at the same time)."""
-    marker = f"AWS_LAMBDA_FUNCTION_NAME={function_name}".encode()
+    """PIDs of host processes running `function_name`: every process below the namespace init
+    of each of its instances' sandboxes, as the running servers' status lists them, plus any process with
+    AWS_LAMBDA_FUNCTION_NAME in its initial environment (instances started without a sandbox)."""
+    roots = []
+    for endpoint in list(SERVERS):
+        try:
+            st = requests.get(endpoint + "/nimbus/v1/status", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            continue
+        roots += [i["pid"] for i in st.get("instanceList", []) if i["function"] == function_name and i.get("pid")]
     out = set()
+    if roots:
+        # Below the helper is the namespace's init (also ours); below that, the function's.
+        kids = _children()
+        todo = [g for r in roots for c in kids.get(r, []) for g in kids.get(c, [])]
+        while todo:
+            p = todo.pop()
+            out.add(p)
+            todo += kids.get(p, [])
+    marker = f"AWS_LAMBDA_FUNCTION_NAME={function_name}".encode()
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -110,6 +148,19 @@ def function_pids(function_name):
                 if marker in f.read().split(b"\0"):
                     out.add(int(d))
         except OSError:
+            pass
+    return out
+
+
+def alive(pids):
+    """The pids of `pids` that still exist (and are not zombies)."""
+    out = set()
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.add(p)
+        except (OSError, IndexError):
             pass
     return out
 

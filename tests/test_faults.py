@@ -8,7 +8,7 @@ import time
 
 import pytest
 from conftest import create
-from lambda_helpers import failed, function_pids, invoke, ok, proc_uid, status, wait_until
+from lambda_helpers import alive, failed, function_pids, invoke, ok, proc_uid, status, wait_until
 
 HELLO = "def handler(event, context):\n    return {'hello': event.get('who', 'world')}\n"
 
@@ -114,7 +114,7 @@ def test_fork_bomb_is_contained(lam, hello):
     assert len(seen) > 1, "the bomb did fork"
     assert all((proc_uid(p) or 200_000) >= 200_000 for p in seen), "instances never run as root"
     # Every process of the bomb is gone once the instance is.
-    assert wait_until(lambda: not function_pids(name), timeout=15), sorted(function_pids(name))
+    assert wait_until(lambda: not alive(seen), timeout=15), sorted(alive(seen))
     serving(lam, hello)
     assert ok(lam, name)["count"] == 1
 
@@ -219,11 +219,10 @@ def test_no_instance_processes_after_shutdown(new_server):
     t = threading.Thread(target=lambda: invoke(client, busy, {"op": "sleep", "s": 20}), daemon=True)
     t.start()
     assert wait_until(lambda: function_pids(busy), timeout=10)
+    before = function_pids(busy) | function_pids(idle)
     assert function_pids(idle)
     assert s.stop() == 0
-    assert wait_until(lambda: not function_pids(busy) and not function_pids(idle), timeout=10), (
-        sorted(function_pids(busy) | function_pids(idle))
-    )
+    assert wait_until(lambda: not alive(before), timeout=10), sorted(alive(before))
 
 
 def test_pool_accounting_after_faults(server):

@@ -160,9 +160,13 @@ pub async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
         .into_iter()
         .map(|f| serde_json::json!({ "name": f.name, "enabled": f.enabled, "detail": f.detail }))
         .collect();
-    Json(
-        serde_json::json!({ "instances": instances, "idleInstances": idle, "isolation": isolation }),
-    )
+    Json(serde_json::json!({
+        "instances": instances,
+        "idleInstances": idle,
+        "instanceList": state.runtime.instances(),
+        "spares": state.runtime.spare_counts().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "isolation": isolation,
+    }))
 }
 
 pub async fn unknown_operation(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {

@@ -61,6 +61,8 @@ pub(crate) enum Control {
 pub(crate) struct Instance {
     pub id: String,
     pub key: VersionKey,
+    /// Host pid of the sandbox helper (or of the program, without a sandbox).
+    pub pid: Option<u32>,
     pub spawned: Instant,
     /// The pool generation of its function when it started.
     pub generation: u64,

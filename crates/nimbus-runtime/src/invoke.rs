@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nimbus_core::{FunctionVersion, Limits, Runtime as Lang};
-use nimbus_sandbox::{ExitInfo, InstanceSpec, Isolation, SandboxConfig};
+use nimbus_sandbox::{
+    AssignStart, Assignment, ExitInfo, InstanceSpec, Isolation, Program, SandboxConfig,
+};
 use nimbus_store::BlobStore;
 use nimbus_telemetry::{
     end_line, log_group_name, log_stream_name, report_line, start_line, utc_timestamp, LogSink,
@@ -19,7 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::instance::{spawn_monitor, Instance, Job, JobResult, VersionKey};
 use crate::interpreters::{Interpreter, Interpreters};
 use crate::output::{spawn_capture, Capture, InvocationLog, StreamNames};
-use crate::pool::{Lease, Pool, PoolConfig, Throttle};
+use crate::pool::{ColdSlot, Lease, Pool, PoolConfig, Throttle};
+use crate::spares::{SpareFactory, SpareKind, Spares};
 
 /// How long a runtime may take from start to its first `invocation/next` (Lambda's init limit).
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,6 +64,16 @@ pub struct InvokeOutcome {
     pub init_duration: Option<Duration>,
 }
 
+/// An instance as status reports show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceInfo {
+    pub id: String,
+    pub function: String,
+    pub version: String,
+    /// Host pid of the instance's sandbox helper (its processes are all below it).
+    pub pid: Option<u32>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
     #[error("Rate Exceeded.")]
@@ -77,6 +90,11 @@ pub struct Runtime {
     blobs: BlobStore,
     logs: LogSink,
     pool: Arc<Pool>,
+    spares: Spares,
+    /// PATH, LANG, TZ: what every runtime process starts with.
+    base_env: Vec<(String, String)>,
+    /// Host paths every instance sees read-only (the interpreters' prefixes).
+    ro_paths: Vec<PathBuf>,
     /// Every instance that may still be alive, for shutdown.
     all: Mutex<HashMap<String, Weak<Instance>>>,
     shutting_down: std::sync::atomic::AtomicBool,
@@ -159,6 +177,49 @@ impl Runtime {
         logs: LogSink,
     ) -> Arc<Runtime> {
         let pool = Arc::new(Pool::new(cfg.pool.clone()));
+        // Every instance can reach the host's interpreters (read-only), so `provided`
+        // bootstraps may run `python3 -m awslambdaric` or `node` as well as the built-in
+        // runtimes do.
+        let mut path = String::new();
+        let mut ro_paths = Vec::new();
+        for i in [
+            interpreters.python.as_ref().ok(),
+            interpreters.node.as_ref().ok(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Some(dir) = i.executable.parent() {
+                let dir = format!("{}:", dir.display());
+                if !path.contains(&dir) {
+                    path.push_str(&dir);
+                }
+            }
+            for p in &i.ro_paths {
+                if !ro_paths.contains(p) {
+                    ro_paths.push(p.clone());
+                }
+            }
+        }
+        path.push_str("/usr/local/bin:/usr/bin:/bin:/opt/bin");
+        let base_env = vec![
+            ("PATH".to_string(), path),
+            ("LANG".into(), "en_US.UTF-8".into()),
+            ("TZ".into(), ":UTC".into()),
+        ];
+        let spares = Spares::new(
+            SpareFactory {
+                sandbox: sandbox.clone(),
+                interpreters: interpreters.clone(),
+                code_root: blobs.code_root(),
+                runtime_dir: cfg.runtime_dir.clone(),
+                mask_paths: cfg.mask_paths.clone(),
+                ro_paths: ro_paths.clone(),
+                base_env: base_env.clone(),
+                pool: pool.clone(),
+            },
+            cfg.pool.spares_per_kind,
+        );
         Arc::new(Runtime {
             cfg,
             sandbox,
@@ -166,6 +227,9 @@ impl Runtime {
             blobs,
             logs,
             pool,
+            spares,
+            base_env,
+            ro_paths,
             all: Mutex::new(HashMap::new()),
             shutting_down: Default::default(),
         })
@@ -188,8 +252,33 @@ impl Runtime {
         &self.interpreters
     }
 
-    /// Reaps idle instances every second until the runtime is dropped.
+    /// Every instance alive now.
+    pub fn instances(&self) -> Vec<InstanceInfo> {
+        let all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<InstanceInfo> = all
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|i| i.is_alive())
+            .map(|i| InstanceInfo {
+                id: i.id.clone(),
+                function: i.key.function.clone(),
+                version: i.key.version.clone(),
+                pid: i.pid,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.function, &a.id).cmp(&(&b.function, &b.id)));
+        out
+    }
+
+    /// Spare sandboxes ready per kind (python, node, bare).
+    pub fn spare_counts(&self) -> Vec<(&'static str, usize)> {
+        self.spares.counts()
+    }
+
+    /// Reaps idle instances every second until the runtime is dropped, and starts building
+    /// spare sandboxes.
     pub fn start_reaper(self: &Arc<Self>) {
+        self.spares.start();
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -283,7 +372,7 @@ impl Runtime {
             }
             Lease::Cold(slot) => {
                 let generation = slot.generation;
-                match self.start_instance(&key, v, slot.uid, generation).await {
+                match self.start_instance(&key, v, &slot).await {
                     Ok(i) => (i, generation, true),
                     Err(message) => {
                         self.pool.cold_failed(&key.function, slot);
@@ -360,14 +449,14 @@ impl Runtime {
         })
     }
 
-    /// Starts a sandboxed instance for `v`. Errors are `ErrorType\0message`.
+    /// Starts a sandboxed instance for `v`: on a spare when one is ready, else from scratch.
     async fn start_instance(
         &self,
         key: &VersionKey,
         v: &FunctionVersion,
-        uid: u32,
-        generation: u64,
+        slot: &ColdSlot,
     ) -> Result<Arc<Instance>, StartError> {
+        let generation = slot.generation;
         let lang = v
             .config
             .runtime()
@@ -415,34 +504,7 @@ impl Runtime {
         let version_label = v.version.to_string();
         let stream = log_stream_name(&version_label, &id, nimbus_store::now_ms());
 
-        // Every instance can reach the host's interpreters (read-only), so `provided` bootstraps
-        // may run `python3 -m awslambdaric` or `node` as well as the built-in runtimes do.
-        let mut path = String::new();
-        let mut ro_paths = Vec::new();
-        let found = [
-            interp,
-            self.interpreters.python.as_ref().ok(),
-            self.interpreters.node.as_ref().ok(),
-        ];
-        for i in found.into_iter().flatten() {
-            if let Some(dir) = i.executable.parent() {
-                let dir = format!("{}:", dir.display());
-                if !path.contains(&dir) {
-                    path.push_str(&dir);
-                }
-            }
-            for p in &i.ro_paths {
-                if !ro_paths.contains(p) {
-                    ro_paths.push(p.clone());
-                }
-            }
-        }
-        path.push_str("/usr/local/bin:/usr/bin:/bin:/opt/bin");
-        let mut env: Vec<(String, String)> = vec![
-            ("PATH".into(), path),
-            ("LANG".into(), "en_US.UTF-8".into()),
-            ("TZ".into(), ":UTC".into()),
-        ];
+        let mut env = self.base_env.clone();
         for (k, val) in &v.config.environment {
             if let Some(slot) = env.iter_mut().find(|(ek, _)| ek == k) {
                 slot.1 = val.clone();
@@ -480,35 +542,69 @@ impl Runtime {
             ("AWS_REGION".into(), nimbus_core::REGION.into()),
             ("AWS_DEFAULT_REGION".into(), nimbus_core::REGION.into()),
         ]);
-        let spec = InstanceSpec {
-            id: id.clone(),
-            program,
-            args,
-            env,
-            code_dir,
-            runtime_dir: Some(self.cfg.runtime_dir.clone()),
-            ro_paths,
-            mask_paths: self.cfg.mask_paths.clone(),
-            memory_mb: v.config.memory_mb,
-            cpu_weight_mb: v.config.memory_mb,
-            pids_max: Limits::PIDS_PER_INSTANCE,
-            tmp_mb: v.config.ephemeral_mb,
-            uid,
-            gid: uid,
+        // A spare of the prestarted kind takes the environment and carries on; a bare one
+        // execs the program. Either way the spare's uid is the instance's and the slot's
+        // (never used by any process) goes back.
+        let spare = SpareKind::prestarted_for(lang, v.config.environment.keys())
+            .and_then(|k| self.spares.take(k))
+            .map(|s| (s, true))
+            .or_else(|| self.spares.take(SpareKind::Bare).map(|s| (s, false)));
+        let uid = match &spare {
+            Some((s, _)) => {
+                self.pool.free_uid(slot.uid);
+                s.uid()
+            }
+            None => slot.uid,
         };
         let spawned = Instant::now();
-        let mut sandbox = nimbus_sandbox::spawn(&self.sandbox, spec)
-            .await
-            .map_err(|e| {
-                if e.is_exec_error() {
-                    StartError::new("Runtime.InvalidEntrypoint", e.to_string())
+        let started = match spare {
+            Some((spare, prestarted)) => {
+                let start = if prestarted {
+                    AssignStart::Handoff { env }
                 } else {
-                    StartError::new(
-                        "Runtime.Unknown",
-                        format!("could not start the sandbox: {e}"),
-                    )
-                }
-            })?;
+                    AssignStart::Exec(Program { program, args, env })
+                };
+                spare
+                    .assign(Assignment {
+                        code: v.code_sha256.clone(),
+                        memory_mb: v.config.memory_mb,
+                        cpu_weight_mb: v.config.memory_mb,
+                        pids_max: Limits::PIDS_PER_INSTANCE,
+                        tmp_mb: v.config.ephemeral_mb,
+                        start,
+                    })
+                    .await
+            }
+            None => {
+                let spec = InstanceSpec {
+                    id: id.clone(),
+                    program,
+                    args,
+                    env,
+                    code_dir,
+                    runtime_dir: Some(self.cfg.runtime_dir.clone()),
+                    ro_paths: self.ro_paths.clone(),
+                    mask_paths: self.cfg.mask_paths.clone(),
+                    memory_mb: v.config.memory_mb,
+                    cpu_weight_mb: v.config.memory_mb,
+                    pids_max: Limits::PIDS_PER_INSTANCE,
+                    tmp_mb: v.config.ephemeral_mb,
+                    uid,
+                    gid: uid,
+                };
+                nimbus_sandbox::spawn(&self.sandbox, spec).await
+            }
+        };
+        let mut sandbox = started.map_err(|e| {
+            if e.is_exec_error() {
+                StartError::new("Runtime.InvalidEntrypoint", e.to_string())
+            } else {
+                StartError::new(
+                    "Runtime.Unknown",
+                    format!("could not start the sandbox: {e}"),
+                )
+            }
+        })?;
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();
@@ -528,10 +624,12 @@ impl Runtime {
             sandbox.take_stderr(),
             flush_rx,
         );
+        let pid = sandbox.pid();
         spawn_monitor(sandbox, control_rx, exit_tx);
         let instance = Arc::new(Instance {
             id: id.clone(),
             key: key.clone(),
+            pid,
             spawned,
             generation,
             jobs_tx,
@@ -820,6 +918,7 @@ impl Runtime {
     pub async fn shutdown(&self, grace: Duration) {
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.spares.stop();
         for inst in self.pool.shut_down() {
             inst.kill();
         }

@@ -13,7 +13,8 @@ mod output;
 pub mod peer;
 pub mod pool;
 mod runtime_api;
+mod spares;
 
 pub use bootstraps::install_bootstraps;
 pub use interpreters::{discover_interpreters, Interpreter, Interpreters};
-pub use invoke::{InvokeError, InvokeOutcome, InvokeRequest, Runtime, RuntimeConfig};
+pub use invoke::{InstanceInfo, InvokeError, InvokeOutcome, InvokeRequest, Runtime, RuntimeConfig};

@@ -2,7 +2,9 @@
 //! any local process could connect to any instance's loopback port and take its events. Each
 //! sandboxed instance runs under a uid of its own, and the kernel records the uid that created
 //! every TCP socket (`/proc/net/tcp{,6}`): the listener accepts only connections whose socket
-//! belongs to the instance's uid.
+//! belongs to the instance's uid. The kernel is asked for exactly that socket over netlink
+//! (sock_diag, ~tens of µs); reading /proc/net/tcp, which walks every socket (milliseconds), is
+//! the fallback where netlink is unavailable.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -60,10 +62,61 @@ pub fn peer_uid(peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
     } else {
         &[("/proc/net/tcp6", peer_c, ours_c)]
     };
+    if let Some(uid) = diag_uid(peer_c, ours_c) {
+        return Some(uid);
+    }
     tables.iter().find_map(|(file, p, o)| {
         let table = std::fs::read_to_string(file).ok()?;
         uid_in_table(&table, *p, *o)
     })
+}
+
+/// Asks the kernel (NETLINK_SOCK_DIAG, inet_diag) for the one TCP socket whose local end is
+/// `peer` and remote end is `ours`, and returns its owner's uid.
+fn diag_uid(peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
+    use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+    use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+    use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+    use netlink_packet_sock_diag::SockDiagMessage;
+    use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket};
+
+    let family = if peer.is_ipv4() { AF_INET } else { AF_INET6 };
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST;
+    let mut packet = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::all(),
+            socket_id: SocketId {
+                source_port: peer.port(),
+                destination_port: ours.port(),
+                source_address: peer.ip(),
+                destination_address: ours.ip(),
+                interface_id: 0,
+                // All 0xff: "no cookie", look the socket up by its addresses.
+                cookie: [0xff; 8],
+            },
+        })
+        .into(),
+    );
+    packet.finalize();
+    let mut buf = vec![0u8; packet.buffer_len()];
+    packet.serialize(&mut buf[..]);
+
+    let socket = Socket::new(NETLINK_SOCK_DIAG).ok()?;
+    socket
+        .send_to(&buf, &netlink_sys::SocketAddr::new(0, 0), 0)
+        .ok()?;
+    let mut reply = Vec::with_capacity(8192);
+    socket.recv(&mut reply, 0).ok()?;
+    let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&reply).ok()?;
+    match msg.payload {
+        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => Some(r.header.uid),
+        _ => None,
+    }
 }
 
 /// Which connecting uids a [`PeerFilter`] lets through.
@@ -124,11 +177,19 @@ impl axum::serve::Listener for PeerFilter {
                 return (stream, peer);
             }
             let uid = match stream.local_addr() {
-                // Reading /proc is blocking file I/O: off the reactor.
-                Ok(ours) => tokio::task::spawn_blocking(move || peer_uid(peer, ours))
-                    .await
-                    .ok()
-                    .flatten(),
+                Ok(ours) => {
+                    let canonical =
+                        |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+                    // One netlink round trip to the kernel: fast enough for the reactor.
+                    match diag_uid(canonical(peer), canonical(ours)) {
+                        Some(uid) => Some(uid),
+                        // The /proc fallback is slow blocking file I/O: off the reactor.
+                        None => tokio::task::spawn_blocking(move || peer_uid(peer, ours))
+                            .await
+                            .ok()
+                            .flatten(),
+                    }
+                }
                 Err(_) => None,
             };
             if self.rule.allows(uid) {
@@ -192,5 +253,10 @@ mod tests {
             .and_then(|u| u.parse().ok())
             .unwrap();
         assert_eq!(peer_uid(peer, addr), Some(uid));
+        assert_eq!(diag_uid(peer, addr), Some(uid), "netlink lookup");
+        // The other direction names no client socket of ours... it names the server side,
+        // which is ours too; a port nobody uses names nothing.
+        let nobody: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(diag_uid(nobody, addr), None);
     }
 }

@@ -17,9 +17,11 @@ use crate::instance::{Instance, VersionKey};
 pub struct PoolConfig {
     pub max_instances: usize,
     pub idle_timeout: Duration,
-    /// First uid handed to instances; each live instance has its own from
-    /// `uid_base..uid_base + 2 * max_instances`.
+    /// First uid handed to instances; each live instance (or spare) has its own from
+    /// `uid_base..uid_base + uid_count`.
     pub uid_base: u32,
+    /// Spare sandboxes kept ready per kind (python, node, bare); they hold uids too.
+    pub spares_per_kind: usize,
 }
 
 /// Why an invocation could not get an instance.
@@ -83,10 +85,19 @@ impl Pool {
         }
     }
 
-    /// Uids handed out: twice the instance limit, because a uid only comes back once its
-    /// instance's processes are all gone, which can trail the pool's own bookkeeping.
+    /// Uids handed out: twice the instance limit plus the spares, because a uid only comes
+    /// back once its instance's processes are all gone, which can trail the pool's own
+    /// bookkeeping.
     pub fn uid_count(cfg: &PoolConfig) -> u32 {
-        (cfg.max_instances as u32).saturating_mul(2)
+        let spares = cfg
+            .spares_per_kind
+            .saturating_mul(crate::spares::SpareKind::ALL.len());
+        (cfg.max_instances.saturating_add(spares) as u32).saturating_mul(2)
+    }
+
+    /// A uid for a spare sandbox, if one is free.
+    pub fn take_uid(&self) -> Option<u32> {
+        self.lock().free_uids.pop()
     }
 
     /// An instance's processes are all gone: its uid may be used again.

@@ -543,9 +543,14 @@ impl Spare {
         self.instance.exit.borrow().is_none()
     }
 
-    /// Resolves when the spare has died (nothing should outlive the server's hold on it).
+    /// Resolves when the spare has died and its processes are gone.
     pub async fn wait(&mut self) -> ExitInfo {
         self.instance.wait().await
+    }
+
+    /// SIGKILLs the spare's whole tree. Idempotent and non-blocking.
+    pub fn kill(&mut self) {
+        self.instance.kill();
     }
 
     async fn wait_phase(&mut self, want: Phase) -> Result<(), HelperFailure> {

@@ -103,7 +103,12 @@ impl BlobStore {
 
     /// The unpacked, read-only code tree of `sha256`.
     pub fn code_dir(&self, sha256: &str) -> PathBuf {
-        self.root.join("code").join(sha256)
+        self.code_root().join(sha256)
+    }
+
+    /// The directory holding every unpacked code tree, one per sha256.
+    pub fn code_root(&self) -> PathBuf {
+        self.root.join("code")
     }
 
     fn blob_path(&self, sha256: &str) -> PathBuf {

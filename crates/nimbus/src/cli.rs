@@ -118,6 +118,10 @@ pub struct UpArgs {
     /// Node-wide limit on instances.
     #[arg(long)]
     pub max_instances: Option<usize>,
+    /// Spare sandboxes kept ready per kind (python, node, bare) so cold starts skip building
+    /// one; 0 turns them off. Default 2.
+    #[arg(long)]
+    pub spares: Option<usize>,
     /// Reap instances idle this long (e.g. 300s, 5m).
     #[arg(long)]
     pub idle_timeout: Option<String>,

@@ -24,6 +24,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub with_examples: bool,
     pub max_instances: usize,
+    /// Spare sandboxes kept ready per kind (python, node, bare); 0 turns them off.
+    pub spares: usize,
     pub idle_timeout: Duration,
     pub log_retention: Duration,
     pub python: Option<PathBuf>,
@@ -40,6 +42,7 @@ struct FileConfig {
     api_addr: Option<String>,
     data_dir: Option<PathBuf>,
     max_instances: Option<usize>,
+    spares: Option<usize>,
     idle_timeout: Option<String>,
     log_retention: Option<String>,
     python: Option<PathBuf>,
@@ -91,6 +94,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(".nimbus")),
             with_examples: args.with_examples,
             max_instances,
+            spares: args.spares.or(file.spares).unwrap_or(2),
             idle_timeout: duration(
                 "--idle-timeout",
                 args.idle_timeout
@@ -192,6 +196,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
             pool: PoolConfig {
                 max_instances: cfg.max_instances,
                 idle_timeout: cfg.idle_timeout,
+                spares_per_kind: cfg.spares,
                 uid_base: 200_000,
             },
         },

@@ -438,13 +438,45 @@ async function loadHandler(appRoot, fullHandlerString) {
 /* ------------------------------------------------------------------------ */
 
 const env = process.env;
-const STATIC_CONTEXT = {
-  functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
-  functionName: env.AWS_LAMBDA_FUNCTION_NAME,
-  memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
-  logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
-  logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
-};
+// Filled in by main(): a pre-initialised instance learns its function only then.
+const STATIC_CONTEXT = {};
+
+function loadStaticContext() {
+  Object.assign(STATIC_CONTEXT, {
+    functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
+    functionName: env.AWS_LAMBDA_FUNCTION_NAME,
+    memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
+  });
+}
+
+/**
+ * Pre-initialised instance (a Nimbus spare): node started and loaded this file before any
+ * function was chosen. The function's environment arrives on `fd` as KEY=value\0 entries; its
+ * code is at /var/task by the time it does. EOF without data: the spare was discarded.
+ */
+function receiveAssignment(fd) {
+  let data;
+  try {
+    data = fs.readFileSync(fd);
+  } catch (e) {
+    process.exit(0);
+  }
+  try {
+    fs.closeSync(fd);
+  } catch (e) {
+    /* already closed */
+  }
+  if (data.length === 0) process.exit(0);
+  for (const k of Object.keys(env)) delete env[k];
+  for (const entry of data.toString('utf8').split('\0')) {
+    if (!entry) continue;
+    const eq = entry.indexOf('=');
+    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  process.chdir(env.LAMBDA_TASK_ROOT || '/var/task');
+}
 
 // A single replaceable 'beforeExit' action, as in AWS's BeforeExitListener.
 const noop = () => {};
@@ -607,7 +639,47 @@ function makeRemaining(deadlineHeader) {
   };
 }
 
+/**
+ * While a spare waits for its function, run once through what a cold start does first, so
+ * V8 has compiled it and node has initialised it lazily before the clock starts: the CommonJS
+ * loader (compile a module), and a TCP connection with one request and response over loopback.
+ */
+async function warmUp() {
+  try {
+    const Module = require('module');
+    const m = new Module(path.join(__dirname, 'nimbus-warm-up.js'), null);
+    m._compile('exports.handler = async () => ({ ok: true });', m.id);
+    await m.exports.handler();
+    fs.existsSync(path.join(__dirname, 'nimbus-warm-up.js'));
+    await new Promise((resolve) => {
+      const server = net.createServer((c) => {
+        c.once('data', () => c.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}'));
+      });
+      server.on('error', resolve);
+      server.listen(0, '127.0.0.1', () => {
+        const { port } = server.address();
+        const client = new RuntimeClient(`127.0.0.1:${port}`);
+        client
+          .request('GET', API_PREFIX + 'invocation/next')
+          .catch(noop)
+          .finally(() => {
+            client.close && client.close();
+            server.close();
+            resolve();
+          });
+      });
+    });
+  } catch (e) {
+    /* warming is best effort */
+  }
+}
+
 async function main() {
+  if (env.NIMBUS_HANDOFF_FD) {
+    await warmUp();
+    receiveAssignment(parseInt(env.NIMBUS_HANDOFF_FD, 10));
+  }
+  loadStaticContext();
   patchConsole();
   const client = new RuntimeClient(env.AWS_LAMBDA_RUNTIME_API);
   let runtime = null;

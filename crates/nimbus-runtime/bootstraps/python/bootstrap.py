@@ -408,15 +408,59 @@ def log_error(error_result):
 # Context
 # --------------------------------------------------------------------------
 
-_ENV = os.environ
-_FUNCTION_NAME = _ENV.get("AWS_LAMBDA_FUNCTION_NAME")
-_FUNCTION_VERSION = _ENV.get("AWS_LAMBDA_FUNCTION_VERSION")
-_LOG_GROUP_NAME = _ENV.get("AWS_LAMBDA_LOG_GROUP_NAME")
-_LOG_STREAM_NAME = _ENV.get("AWS_LAMBDA_LOG_STREAM_NAME")
-try:
-    _MEMORY_LIMIT = int(_ENV.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
-except ValueError:
-    _MEMORY_LIMIT = _ENV.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+_FUNCTION_NAME = _FUNCTION_VERSION = _LOG_GROUP_NAME = _LOG_STREAM_NAME = None
+_MEMORY_LIMIT = 128
+
+
+def _load_static_context():
+    """The context fields that never change for this instance, from its environment."""
+    global _FUNCTION_NAME, _FUNCTION_VERSION, _LOG_GROUP_NAME, _LOG_STREAM_NAME, _MEMORY_LIMIT
+    env = os.environ
+    _FUNCTION_NAME = env.get("AWS_LAMBDA_FUNCTION_NAME")
+    _FUNCTION_VERSION = env.get("AWS_LAMBDA_FUNCTION_VERSION")
+    _LOG_GROUP_NAME = env.get("AWS_LAMBDA_LOG_GROUP_NAME")
+    _LOG_STREAM_NAME = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
+    try:
+        _MEMORY_LIMIT = int(env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
+    except ValueError:
+        _MEMORY_LIMIT = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+
+
+def _receive_assignment(fd):
+    """Pre-initialised instance (a Nimbus spare): this interpreter started, loaded the
+    bootstrap, and waited before any function was chosen. The function's environment arrives
+    on `fd` as KEY=value\\0 entries; its code is at /var/task by the time it does. EOF without
+    data means the spare was discarded."""
+    # While nothing waits on this interpreter, load what nearly every function imports, as
+    # AWS's own runtime has by the time a handler is imported.
+    try:
+        import json  # noqa: F401
+    except Exception:
+        pass
+    chunks = []
+    while True:
+        try:
+            b = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not b:
+            break
+        chunks.append(b)
+    os.close(fd)
+    data = b"".join(chunks)
+    if not data:
+        os._exit(0)
+    env = os.environ
+    env.clear()
+    for entry in data.split(b"\0"):
+        if entry:
+            k, _, v = entry.partition(b"=")
+            env[k.decode("utf-8", "surrogateescape")] = v.decode("utf-8", "surrogateescape")
+    time.tzset()
+    os.chdir(env.get("LAMBDA_TASK_ROOT") or "/var/task")
+    # PYTHONPATH is read at interpreter start, which came before the function's environment.
+    extra = [p for p in env.get("PYTHONPATH", "").split(":") if p and p not in sys.path]
+    sys.path[1:1] = extra
 
 
 class CognitoIdentity(object):
@@ -701,6 +745,10 @@ def run():
             pass
 
     env = os.environ
+    handoff = env.get("NIMBUS_HANDOFF_FD")
+    if handoff:
+        _receive_assignment(int(handoff))
+    _load_static_context()
     client = RuntimeClient(env["AWS_LAMBDA_RUNTIME_API"])
     task_root = env.get("LAMBDA_TASK_ROOT") or os.getcwd()
     handler_name = env.get("_HANDLER", "")

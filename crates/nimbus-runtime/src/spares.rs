@@ -1,0 +1,308 @@
+//! Spare sandboxes: built before any function needs them, so a cold start only assigns the
+//! function's code, limits and environment. Python and node spares also have their interpreter
+//! running with the built-in bootstrap loaded, waiting on fd 3 for the function's environment;
+//! bare spares exec the function's program on assignment (`provided`, or a runtime whose
+//! environment must be seen at interpreter start).
+//!
+//! One refill task per kind at a time keeps `per_kind` spares ready; a kind whose spare could
+//! not be built is retried after a pause rather than in a loop.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nimbus_core::{Limits, Runtime as Lang};
+use nimbus_sandbox::{Program, SandboxConfig, Spare, SpareSpec};
+
+use crate::interpreters::Interpreters;
+use crate::pool::Pool;
+
+/// After a spare of a kind failed to build, how long before trying that kind again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// A refill waits this long after a spare is taken, so building the next one does not compete
+/// for the CPU with the cold start that took it.
+const REFILL_DELAY: Duration = Duration::from_millis(20);
+
+/// Limits a spare has until it is assigned (the function's replace them).
+const SPARE_MEMORY_MB: u32 = 128;
+const SPARE_TMP_MB: u32 = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum SpareKind {
+    /// python3 running the built-in bootstrap, waiting for its function.
+    Python,
+    /// node running the built-in bootstrap, waiting for its function.
+    Node,
+    /// No program yet: the assignment execs one.
+    Bare,
+}
+
+impl SpareKind {
+    pub const ALL: [SpareKind; 3] = [SpareKind::Python, SpareKind::Node, SpareKind::Bare];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SpareKind::Python => "python",
+            SpareKind::Node => "node",
+            SpareKind::Bare => "bare",
+        }
+    }
+
+    /// The prestarted kind that can serve a function of `lang` with `env`, if any. A variable
+    /// the interpreter reads only at start-up (PYTHONHASHSEED, NODE_OPTIONS, ...) cannot take
+    /// effect in an interpreter that is already running, so such functions start fresh.
+    pub fn prestarted_for<'a>(
+        lang: Lang,
+        env: impl IntoIterator<Item = &'a String> + Clone,
+    ) -> Option<SpareKind> {
+        let startup_var = |prefix: &str, allowed: &[&str]| {
+            env.clone()
+                .into_iter()
+                .any(|k| k.starts_with(prefix) && !allowed.contains(&k.as_str()))
+        };
+        match lang {
+            Lang::Python3 if !startup_var("PYTHON", &["PYTHONPATH"]) => Some(SpareKind::Python),
+            Lang::Nodejs if !startup_var("NODE_", &["NODE_ENV"]) && !startup_var("UV_", &[]) => {
+                Some(SpareKind::Node)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What building a spare needs; fixed for the server's lifetime.
+pub(crate) struct SpareFactory {
+    pub sandbox: SandboxConfig,
+    pub interpreters: Interpreters,
+    pub code_root: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub mask_paths: Vec<PathBuf>,
+    pub ro_paths: Vec<PathBuf>,
+    /// PATH, LANG, TZ: what every runtime process starts with.
+    pub base_env: Vec<(String, String)>,
+    pub pool: Arc<Pool>,
+}
+
+impl SpareFactory {
+    async fn make(&self, kind: SpareKind) -> Result<Spare, String> {
+        let runtime_root = self.sandbox.runtime_root(&self.runtime_dir);
+        let prestart = match kind {
+            SpareKind::Bare => None,
+            SpareKind::Python | SpareKind::Node => {
+                let (interp, file) = match kind {
+                    SpareKind::Python => {
+                        (&self.interpreters.python, crate::bootstraps::PYTHON_FILE)
+                    }
+                    _ => (&self.interpreters.node, crate::bootstraps::NODE_FILE),
+                };
+                let interp = interp.as_ref().map_err(|e| e.to_string())?;
+                let mut env = self.base_env.clone();
+                env.push(("NIMBUS_HANDOFF_FD".into(), "3".into()));
+                Some(Program {
+                    program: interp.executable.clone(),
+                    args: vec![runtime_root.join(file).display().to_string()],
+                    env,
+                })
+            }
+        };
+        let uid = self
+            .pool
+            .take_uid()
+            .ok_or_else(|| "no free instance uid".to_string())?;
+        let spec = SpareSpec {
+            id: format!("spare-{}", uuid::Uuid::new_v4().simple()),
+            code_root: self.code_root.clone(),
+            runtime_dir: Some(self.runtime_dir.clone()),
+            ro_paths: self.ro_paths.clone(),
+            mask_paths: self.mask_paths.clone(),
+            memory_mb: SPARE_MEMORY_MB,
+            cpu_weight_mb: SPARE_MEMORY_MB,
+            pids_max: Limits::PIDS_PER_INSTANCE,
+            tmp_mb: SPARE_TMP_MB,
+            uid,
+            gid: uid,
+            prestart,
+        };
+        match nimbus_sandbox::prepare_spare(&self.sandbox, spec).await {
+            Ok(spare) => Ok(spare),
+            Err(e) => {
+                // prepare_spare tore the sandbox down before returning.
+                self.pool.free_uid(uid);
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    ready: HashMap<SpareKind, VecDeque<Spare>>,
+    filling: HashMap<SpareKind, bool>,
+    failed_at: HashMap<SpareKind, Instant>,
+}
+
+struct Inner {
+    factory: SpareFactory,
+    per_kind: usize,
+    kinds: Vec<SpareKind>,
+    state: Mutex<State>,
+    stopped: AtomicBool,
+}
+
+/// The spares kept ready. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Spares {
+    inner: Arc<Inner>,
+}
+
+impl Spares {
+    /// `per_kind` spares of each kind the host can build (0 disables spares).
+    pub fn new(factory: SpareFactory, per_kind: usize) -> Spares {
+        let mut kinds = Vec::new();
+        if factory.sandbox.isolation.mounts() && per_kind > 0 {
+            kinds.push(SpareKind::Bare);
+            if factory.interpreters.python.is_ok() {
+                kinds.push(SpareKind::Python);
+            }
+            if factory.interpreters.node.is_ok() {
+                kinds.push(SpareKind::Node);
+            }
+        }
+        Spares {
+            inner: Arc::new(Inner {
+                factory,
+                per_kind,
+                kinds,
+                state: Mutex::new(State::default()),
+                stopped: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts filling every kind.
+    pub fn start(&self) {
+        for kind in self.inner.kinds.clone() {
+            self.refill(kind);
+        }
+    }
+
+    /// A ready spare of `kind`, if there is one; a refill starts either way.
+    pub fn take(&self, kind: SpareKind) -> Option<Spare> {
+        if !self.inner.kinds.contains(&kind) {
+            return None;
+        }
+        let mut dead = Vec::new();
+        let found = {
+            let mut st = self.lock();
+            let queue = st.ready.entry(kind).or_default();
+            let mut found = None;
+            while let Some(s) = queue.pop_front() {
+                if s.is_alive() {
+                    found = Some(s);
+                    break;
+                }
+                dead.push(s);
+            }
+            found
+        };
+        for s in dead {
+            self.discard(s);
+        }
+        self.refill(kind);
+        found
+    }
+
+    /// Ready spares per kind, for status reports.
+    pub fn counts(&self) -> Vec<(&'static str, usize)> {
+        let st = self.lock();
+        self.inner
+            .kinds
+            .iter()
+            .map(|k| (k.name(), st.ready.get(k).map_or(0, VecDeque::len)))
+            .collect()
+    }
+
+    /// Stops refilling and kills every ready spare.
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        let all: Vec<Spare> = self
+            .lock()
+            .ready
+            .drain()
+            .flat_map(|(_, q)| q.into_iter())
+            .collect();
+        for s in all {
+            self.discard(s);
+        }
+    }
+
+    /// Kills a spare; its uid returns once its processes are gone.
+    fn discard(&self, mut spare: Spare) {
+        let pool = self.inner.factory.pool.clone();
+        let uid = spare.uid();
+        tokio::spawn(async move {
+            spare.kill();
+            let _ = spare.wait().await;
+            drop(spare);
+            pool.free_uid(uid);
+        });
+    }
+
+    fn refill(&self, kind: SpareKind) {
+        {
+            let mut st = self.lock();
+            let have = st.ready.get(&kind).map_or(0, VecDeque::len);
+            let busy = st.filling.get(&kind).copied().unwrap_or(false);
+            let resting = st
+                .failed_at
+                .get(&kind)
+                .is_some_and(|t| t.elapsed() < RETRY_AFTER);
+            if busy
+                || resting
+                || have >= self.inner.per_kind
+                || self.inner.stopped.load(Ordering::SeqCst)
+            {
+                return;
+            }
+            st.filling.insert(kind, true);
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REFILL_DELAY).await;
+            loop {
+                let made = me.inner.factory.make(kind).await;
+                let mut st = me.lock();
+                match made {
+                    Ok(spare) => {
+                        if me.inner.stopped.load(Ordering::SeqCst) {
+                            st.filling.insert(kind, false);
+                            drop(st);
+                            me.discard(spare);
+                            return;
+                        }
+                        st.failed_at.remove(&kind);
+                        let queue = st.ready.entry(kind).or_default();
+                        queue.push_back(spare);
+                        if queue.len() >= me.inner.per_kind {
+                            st.filling.insert(kind, false);
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(kind = kind.name(), error = %e, "could not build a spare sandbox; cold starts of this kind start from scratch for now");
+                        st.failed_at.insert(kind, Instant::now());
+                        st.filling.insert(kind, false);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
