@@ -379,9 +379,13 @@ pub async fn delete_function(
     match q {
         None => {
             state.store.delete_function(&name).await?;
+            state.runtime.forget_provisioned(&name);
             tracing::info!(function = %name, "function deleted");
         }
-        Some(Qualifier::Version(n)) => state.store.delete_version(&name, n).await?,
+        Some(Qualifier::Version(n)) => {
+            state.store.delete_version(&name, n).await?;
+            crate::provisioned::sync(&state, Some(&name)).await;
+        }
         Some(Qualifier::Latest) => {
             return Err(ApiError::invalid(
                 "$LATEST cannot be deleted on its own; delete the function without a qualifier",
@@ -550,6 +554,8 @@ pub async fn update_alias(
         .store
         .update_alias(a.clone(), req.revision_id.as_deref())
         .await?;
+    // Provisioned concurrency follows the alias to its new version.
+    crate::provisioned::sync(&state, Some(&function)).await;
     Ok(Json(alias_configuration(&a)))
 }
 
@@ -559,6 +565,7 @@ pub async fn delete_alias(
 ) -> ApiResult<StatusCode> {
     let function = FunctionRef::parse(&name)?.name;
     state.store.delete_alias(&function, &alias).await?;
+    crate::provisioned::sync(&state, Some(&function)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -10,6 +10,7 @@ mod error;
 mod functions;
 mod invoke;
 mod nimbus;
+pub mod provisioned;
 pub use nimbus_sigv4 as sigv4;
 mod wire;
 
@@ -104,6 +105,12 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/2019-09-30/functions/{name}/concurrency",
             get(f::get_concurrency),
+        )
+        .route(
+            "/2019-09-30/functions/{name}/provisioned-concurrency",
+            get(provisioned::get)
+                .put(provisioned::put)
+                .delete(provisioned::delete),
         )
         .route(
             "/2017-03-31/tags/{arn}",

@@ -343,6 +343,70 @@ impl Client {
         .map(|_| ())
     }
 
+    /// PutFunctionConcurrency (`Some`) or DeleteFunctionConcurrency (`None`).
+    pub async fn set_reserved_concurrency(&self, name: &str, n: Option<u32>) -> Result<()> {
+        let url = self.url(&format!("/2017-10-31/functions/{}/concurrency", seg(name)));
+        let req = match n {
+            Some(n) => self
+                .http
+                .put(url)
+                .json(&serde_json::json!({ "ReservedConcurrentExecutions": n })),
+            None => self.http.delete(url),
+        };
+        self.json(req).await.map(|_| ())
+    }
+
+    /// GetFunctionConcurrency.
+    pub async fn reserved_concurrency(&self, name: &str) -> Result<Option<u64>> {
+        let v = self
+            .json(
+                self.http
+                    .get(self.url(&format!("/2019-09-30/functions/{}/concurrency", seg(name)))),
+            )
+            .await?;
+        Ok(v["ReservedConcurrentExecutions"].as_u64())
+    }
+
+    /// PutProvisionedConcurrencyConfig (`Some`) or DeleteProvisionedConcurrencyConfig (`None`).
+    pub async fn set_provisioned_concurrency(
+        &self,
+        name: &str,
+        qualifier: &str,
+        n: Option<u32>,
+    ) -> Result<Value> {
+        let url = self.url(&format!(
+            "/2019-09-30/functions/{}/provisioned-concurrency",
+            seg(name)
+        ));
+        let req = match n {
+            Some(n) => self
+                .http
+                .put(url)
+                .query(&[("Qualifier", qualifier)])
+                .json(&serde_json::json!({ "ProvisionedConcurrentExecutions": n })),
+            None => self.http.delete(url).query(&[("Qualifier", qualifier)]),
+        };
+        self.json(req).await
+    }
+
+    /// ListProvisionedConcurrencyConfigs.
+    pub async fn list_provisioned_concurrency(&self, name: &str) -> Result<Vec<Value>> {
+        let v = self
+            .json(
+                self.http
+                    .get(self.url(&format!(
+                        "/2019-09-30/functions/{}/provisioned-concurrency",
+                        seg(name)
+                    )))
+                    .query(&[("List", "ALL")]),
+            )
+            .await?;
+        Ok(v["ProvisionedConcurrencyConfigs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
     pub async fn list_aliases(&self, name: &str) -> Result<Vec<Value>> {
         let v = self
             .json(

@@ -63,6 +63,10 @@ pub(crate) struct Instance {
     pub key: VersionKey,
     /// Host pid of the sandbox helper (or of the program, without a sandbox).
     pub pid: Option<u32>,
+    /// Kept initialised for provisioned concurrency: never reaped or evicted while set.
+    pub provisioned: std::sync::atomic::AtomicBool,
+    /// Serving an invocation now.
+    pub serving: std::sync::atomic::AtomicBool,
     pub spawned: Instant,
     /// The pool generation of its function when it started.
     pub generation: u64,
@@ -80,6 +84,10 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
+    pub fn is_provisioned(&self) -> bool {
+        self.provisioned.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn is_alive(&self) -> bool {
         self.exit.borrow().is_none()
     }

@@ -84,20 +84,22 @@ pub enum InvokeError {
 
 /// The execution engine. Cheap to share behind an `Arc`.
 pub struct Runtime {
-    cfg: RuntimeConfig,
-    sandbox: SandboxConfig,
-    interpreters: Interpreters,
-    blobs: BlobStore,
-    logs: LogSink,
-    pool: Arc<Pool>,
-    spares: Spares,
+    pub(crate) cfg: RuntimeConfig,
+    pub(crate) sandbox: SandboxConfig,
+    pub(crate) interpreters: Interpreters,
+    pub(crate) blobs: BlobStore,
+    pub(crate) logs: LogSink,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) spares: Spares,
     /// PATH, LANG, TZ: what every runtime process starts with.
-    base_env: Vec<(String, String)>,
+    pub(crate) base_env: Vec<(String, String)>,
     /// Host paths every instance sees read-only (the interpreters' prefixes).
-    ro_paths: Vec<PathBuf>,
+    pub(crate) ro_paths: Vec<PathBuf>,
+    /// Provisioned concurrency per (function, qualifier).
+    pub(crate) provisions: Mutex<HashMap<(String, String), crate::provision::Provision>>,
     /// Every instance that may still be alive, for shutdown.
-    all: Mutex<HashMap<String, Weak<Instance>>>,
-    shutting_down: std::sync::atomic::AtomicBool,
+    pub(crate) all: Mutex<HashMap<String, Weak<Instance>>>,
+    pub(crate) shutting_down: std::sync::atomic::AtomicBool,
 }
 
 /// How an invocation on an instance ended.
@@ -114,9 +116,9 @@ enum Ending {
 
 /// Why an instance could not be started: Lambda's error type and a sentence.
 #[derive(Debug)]
-struct StartError {
-    error_type: &'static str,
-    message: String,
+pub(crate) struct StartError {
+    pub(crate) error_type: &'static str,
+    pub(crate) message: String,
 }
 
 impl StartError {
@@ -230,6 +232,7 @@ impl Runtime {
             spares,
             base_env,
             ro_paths,
+            provisions: Mutex::new(HashMap::new()),
             all: Mutex::new(HashMap::new()),
             shutting_down: Default::default(),
         })
@@ -250,6 +253,11 @@ impl Runtime {
 
     pub fn interpreters(&self) -> &Interpreters {
         &self.interpreters
+    }
+
+    /// The node-wide instance limit.
+    pub fn max_instances(&self) -> usize {
+        self.cfg.pool.max_instances
     }
 
     /// Every instance alive now.
@@ -285,6 +293,7 @@ impl Runtime {
             loop {
                 tick.tick().await;
                 let Some(rt) = weak.upgrade() else { break };
+                rt.reconcile_provisions();
                 for inst in rt.pool.reap() {
                     tracing::debug!(instance = %inst.id, function = %inst.key.function, "reaping idle instance");
                     inst.kill();
@@ -352,19 +361,7 @@ impl Runtime {
             version: v.version.to_string(),
             revision_id: v.revision_id.clone(),
         };
-        let (lease, discard) = self.pool.acquire(&key, req.reserved_concurrency);
-        for d in discard {
-            d.kill();
-        }
-        let lease = lease.map_err(|t| match t {
-            Throttle::Reserved(_) => InvokeError::Throttled {
-                reason: "ReservedFunctionConcurrentInvocationLimitExceeded",
-            },
-            Throttle::Node(0) => InvokeError::ShuttingDown,
-            Throttle::Node(_) => InvokeError::Throttled {
-                reason: "ConcurrentInvocationLimitExceeded",
-            },
-        })?;
+        let lease = self.lease(&key, req.reserved_concurrency).await?;
         let (instance, generation, cold) = match lease {
             Lease::Warm(i) => {
                 let generation = i.generation;
@@ -372,7 +369,7 @@ impl Runtime {
             }
             Lease::Cold(slot) => {
                 let generation = slot.generation;
-                match self.start_instance(&key, v, &slot).await {
+                match self.start_instance(&key, v, &slot, false).await {
                     Ok(i) => (i, generation, true),
                     Err(message) => {
                         self.pool.cold_failed(&key.function, slot);
@@ -381,12 +378,59 @@ impl Runtime {
                 }
             }
         };
+        instance
+            .serving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let ran = self.run_on(&instance, req, cold).await;
+        instance
+            .serving
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let reusable = ran.as_ref().is_some_and(|(_, reusable)| *reusable);
         if let Some(dead) = self.pool.release(instance, generation, reusable) {
             dead.kill();
         }
         Ok(ran.map(|(outcome, _)| outcome))
+    }
+
+    /// Takes an instance or the right to start one. A full node makes the caller wait (up to
+    /// the queue timeout) for capacity rather than fail, as a burst does while instances start;
+    /// a function at its reserved concurrency is throttled at once, as Lambda does.
+    async fn lease(&self, key: &VersionKey, reserved: Option<u32>) -> Result<Lease, InvokeError> {
+        let deadline = tokio::time::Instant::now() + self.cfg.pool.queue_timeout;
+        let mut waiting = false;
+        let result = loop {
+            let notified = self.pool.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (lease, discard) = self.pool.acquire(key, reserved);
+            for d in discard {
+                d.kill();
+            }
+            match lease {
+                Ok(l) => break Ok(l),
+                Err(Throttle::Node(0)) => break Err(InvokeError::ShuttingDown),
+                Err(Throttle::Reserved(_)) => {
+                    break Err(InvokeError::Throttled {
+                        reason: "ReservedFunctionConcurrentInvocationLimitExceeded",
+                    })
+                }
+                Err(Throttle::Node(_) | Throttle::FairShare) => {
+                    if !waiting {
+                        self.pool.set_waiting(&key.function, true);
+                        waiting = true;
+                    }
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        break Err(InvokeError::Throttled {
+                            reason: "ConcurrentInvocationLimitExceeded",
+                        });
+                    }
+                }
+            }
+        };
+        if waiting {
+            self.pool.set_waiting(&key.function, false);
+        }
+        result
     }
 
     /// An instance could not even be started (missing interpreter, missing bootstrap, ...).
@@ -450,11 +494,12 @@ impl Runtime {
     }
 
     /// Starts a sandboxed instance for `v`: on a spare when one is ready, else from scratch.
-    async fn start_instance(
+    pub(crate) async fn start_instance(
         &self,
         key: &VersionKey,
         v: &FunctionVersion,
         slot: &ColdSlot,
+        provisioned: bool,
     ) -> Result<Arc<Instance>, StartError> {
         let generation = slot.generation;
         let lang = v
@@ -534,7 +579,15 @@ impl Runtime {
                 log_group_name(&v.function),
             ),
             ("AWS_LAMBDA_LOG_STREAM_NAME".into(), stream.clone()),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE".into(), "on-demand".into()),
+            (
+                "AWS_LAMBDA_INITIALIZATION_TYPE".into(),
+                if provisioned {
+                    "provisioned-concurrency"
+                } else {
+                    "on-demand"
+                }
+                .into(),
+            ),
             (
                 "AWS_EXECUTION_ENV".into(),
                 format!("AWS_Lambda_{}", v.config.runtime_name),
@@ -630,6 +683,8 @@ impl Runtime {
             id: id.clone(),
             key: key.clone(),
             pid,
+            provisioned: std::sync::atomic::AtomicBool::new(false),
+            serving: std::sync::atomic::AtomicBool::new(false),
             spawned,
             generation,
             jobs_tx,

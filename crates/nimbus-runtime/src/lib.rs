@@ -12,9 +12,11 @@ mod invoke;
 mod output;
 pub mod peer;
 pub mod pool;
+mod provision;
 mod runtime_api;
 mod spares;
 
 pub use bootstraps::install_bootstraps;
 pub use interpreters::{discover_interpreters, Interpreter, Interpreters};
 pub use invoke::{InstanceInfo, InvokeError, InvokeOutcome, InvokeRequest, Runtime, RuntimeConfig};
+pub use provision::ProvisionStatus;

@@ -1,14 +1,22 @@
 //! The instance pool: which instances exist, which are idle, and whether a new one may start.
 //!
-//! Scaling rules (first cut): a warm idle instance of the same version is reused (most recently
-//! used first); otherwise a new one starts if the function is under its reserved concurrency and
-//! the node under `max_instances`; a full node evicts its least recently used idle instance;
-//! otherwise the invocation is throttled. Idle instances are reaped after `idle_timeout`.
+//! Scaling rules: a warm idle instance of the same version is reused (provisioned ones first,
+//! then most recently used); otherwise a new one starts if the function is under its reserved
+//! concurrency and the node under `max_instances`; a full node evicts its least recently used
+//! idle instance (never a provisioned one). When nothing can be had, the caller waits for
+//! capacity ([`Pool::notified`]) up to a bound rather than failing at once.
+//!
+//! Fair sharing: while the node is full, a function already running at least its fair share
+//! (`max_instances` / functions running or waiting) is refused when another function below its
+//! share is waiting, so the capacity it would have reused goes to the starved one instead.
+//! Idle instances are reaped after `idle_timeout` (provisioned ones are kept).
 //! The pool only does bookkeeping under one short lock; starting and killing happen outside it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use crate::instance::{Instance, VersionKey};
 
@@ -20,6 +28,8 @@ pub struct PoolConfig {
     /// First uid handed to instances; each live instance (or spare) has its own from
     /// `uid_base..uid_base + uid_count`.
     pub uid_base: u32,
+    /// How long an invocation may wait for capacity on a full node before it is throttled.
+    pub queue_timeout: Duration,
     /// Spare sandboxes kept ready per kind (python, node, bare); they hold uids too.
     pub spares_per_kind: usize,
 }
@@ -31,6 +41,8 @@ pub enum Throttle {
     Reserved(u32),
     /// The node is at `max_instances` with nothing idle to evict.
     Node(usize),
+    /// The node is full and this function has its fair share while another waits.
+    FairShare,
 }
 
 /// An instance to run on, or the right to start one.
@@ -59,6 +71,8 @@ struct Inner {
     idle: HashMap<VersionKey, Vec<Idle>>,
     /// Invocations running per function: its concurrency.
     busy: HashMap<String, u32>,
+    /// Invocations waiting for capacity per function.
+    waiting: HashMap<String, u32>,
     /// Bumped when a function's code or configuration changes: older instances are not reused.
     generation: HashMap<String, u64>,
     free_uids: Vec<u32>,
@@ -68,6 +82,8 @@ struct Inner {
 pub(crate) struct Pool {
     cfg: PoolConfig,
     inner: Mutex<Inner>,
+    /// Woken whenever capacity may have freed up.
+    capacity: Notify,
 }
 
 impl Pool {
@@ -82,7 +98,53 @@ impl Pool {
                 free_uids,
                 ..Inner::default()
             }),
+            capacity: Notify::new(),
         }
+    }
+
+    /// A future that resolves the next time capacity may have freed up. Create (and enable)
+    /// it before calling [`Pool::acquire`] so a release in between is not missed.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.capacity.notified()
+    }
+
+    fn wake(&self) {
+        self.capacity.notify_waiters();
+    }
+
+    /// Counts an invocation of `function` as waiting (or no longer waiting) for capacity.
+    pub fn set_waiting(&self, function: &str, waiting: bool) {
+        let mut inner = self.lock();
+        if waiting {
+            *inner.waiting.entry(function.to_string()).or_default() += 1;
+        } else if let Some(w) = inner.waiting.get_mut(function) {
+            *w = w.saturating_sub(1);
+            if *w == 0 {
+                inner.waiting.remove(function);
+            }
+        }
+    }
+
+    /// Whether `function` must leave the capacity it could get to a starved function.
+    fn over_fair_share(&self, inner: &Inner, function: &str) -> bool {
+        if inner.waiting.is_empty() {
+            return false;
+        }
+        let active = inner
+            .busy
+            .keys()
+            .chain(inner.waiting.keys())
+            .chain(std::iter::once(&function.to_string()))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            .max(1);
+        let share = (self.cfg.max_instances / active).max(1) as u32;
+        let busy = |f: &str| inner.busy.get(f).copied().unwrap_or(0);
+        busy(function) >= share
+            && inner
+                .waiting
+                .iter()
+                .any(|(f, n)| f != function && *n > 0 && busy(f) < share)
     }
 
     /// Uids handed out: twice the instance limit plus the spares, because a uid only comes
@@ -127,8 +189,18 @@ impl Pool {
         if inner.shutting_down {
             return (Err(Throttle::Node(0)), discard);
         }
+        // Only a full node has capacity to share out.
+        let full = inner.total >= self.cfg.max_instances;
+        if full && self.over_fair_share(&inner, &key.function) {
+            return (Err(Throttle::FairShare), discard);
+        }
         let mut warm = None;
         if let Some(list) = inner.idle.get_mut(key) {
+            // Provisioned instances first, then the most recently used.
+            if let Some(i) = list.iter().rposition(|i| i.instance.is_provisioned()) {
+                let last = list.len() - 1;
+                list.swap(i, last);
+            }
             while let Some(idle) = list.pop() {
                 if idle.instance.is_alive() {
                     warm = Some(idle.instance);
@@ -143,18 +215,24 @@ impl Pool {
             return (Ok(Lease::Warm(instance)), discard);
         }
         if inner.total >= self.cfg.max_instances {
-            // Evict the least recently used idle instance of any version.
+            // Evict the least recently used idle instance of any version (never a provisioned
+            // one: keeping those initialised is what they are for).
             let victim = inner
                 .idle
                 .iter()
-                .filter_map(|(k, list)| list.first().map(|i| (k.clone(), i.since)))
-                .min_by_key(|(_, since)| *since)
-                .map(|(k, _)| k);
-            let Some(victim_key) = victim else {
+                .flat_map(|(k, list)| {
+                    list.iter()
+                        .enumerate()
+                        .filter(|(_, i)| !i.instance.is_provisioned())
+                        .map(move |(n, i)| (k.clone(), n, i.since))
+                })
+                .min_by_key(|(_, _, since)| *since)
+                .map(|(k, n, _)| (k, n));
+            let Some((victim_key, n)) = victim else {
                 return (Err(Throttle::Node(self.cfg.max_instances)), discard);
             };
             if let Some(list) = inner.idle.get_mut(&victim_key) {
-                let evicted = list.remove(0);
+                let evicted = list.remove(n);
                 inner.total -= 1;
                 discard.push(evicted.instance);
             }
@@ -174,6 +252,8 @@ impl Pool {
         inner.total -= 1;
         inner.free_uids.push(slot.uid);
         Self::not_busy(&mut inner, function);
+        drop(inner);
+        self.wake();
     }
 
     fn not_busy(inner: &mut Inner, function: &str) {
@@ -201,7 +281,7 @@ impl Pool {
             .copied()
             .unwrap_or(0)
             == generation;
-        if reusable && current && !inner.shutting_down && instance.is_alive() {
+        let out = if reusable && current && !inner.shutting_down && instance.is_alive() {
             inner
                 .idle
                 .entry(instance.key.clone())
@@ -214,7 +294,61 @@ impl Pool {
         } else {
             inner.total -= 1;
             Some(instance)
+        };
+        drop(inner);
+        self.wake();
+        out
+    }
+
+    /// Adds a started instance that serves nothing yet (provisioned concurrency) as idle. It
+    /// must have been counted by [`Pool::reserve`].
+    pub fn add_idle(&self, instance: Arc<Instance>) -> Option<Arc<Instance>> {
+        let mut inner = self.lock();
+        let current = inner
+            .generation
+            .get(&instance.key.function)
+            .copied()
+            .unwrap_or(0)
+            == instance.generation;
+        let out = if current && !inner.shutting_down && instance.is_alive() {
+            inner
+                .idle
+                .entry(instance.key.clone())
+                .or_default()
+                .push(Idle {
+                    instance,
+                    since: Instant::now(),
+                });
+            None
+        } else {
+            inner.total -= 1;
+            Some(instance)
+        };
+        drop(inner);
+        self.wake();
+        out
+    }
+
+    /// The right to start an instance that serves nothing yet (provisioned concurrency):
+    /// counted in the node's total, busy for no function. `None` when the node is full.
+    pub fn reserve(&self, function: &str) -> Option<ColdSlot> {
+        let mut inner = self.lock();
+        if inner.shutting_down || inner.total >= self.cfg.max_instances {
+            return None;
         }
+        let uid = inner.free_uids.pop()?;
+        inner.total += 1;
+        let generation = inner.generation.get(function).copied().unwrap_or(0);
+        Some(ColdSlot { uid, generation })
+    }
+
+    /// A reserved start failed.
+    pub fn reserve_failed(&self, slot: ColdSlot) {
+        let mut inner = self.lock();
+        inner.total -= 1;
+        inner.free_uids.push(slot.uid);
+        drop(inner);
+        self.wake();
     }
 
     /// Removes instances idle longer than the idle timeout; returns them for killing.
@@ -224,7 +358,8 @@ impl Pool {
         let mut out = Vec::new();
         for list in inner.idle.values_mut() {
             list.retain(|i| {
-                let keep = i.since.elapsed() < cutoff && i.instance.is_alive();
+                let keep = i.instance.is_alive()
+                    && (i.since.elapsed() < cutoff || i.instance.is_provisioned());
                 if !keep {
                     out.push(i.instance.clone());
                 }
@@ -233,6 +368,10 @@ impl Pool {
         }
         inner.idle.retain(|_, l| !l.is_empty());
         inner.total -= out.len();
+        drop(inner);
+        if !out.is_empty() {
+            self.wake();
+        }
         out
     }
 
@@ -254,6 +393,8 @@ impl Pool {
             }
         }
         inner.total -= out.len();
+        drop(inner);
+        self.wake();
         out
     }
 
@@ -267,6 +408,8 @@ impl Pool {
             .flat_map(|(_, l)| l.into_iter().map(|i| i.instance))
             .collect();
         inner.total -= all.len();
+        drop(inner);
+        self.wake();
         all
     }
 

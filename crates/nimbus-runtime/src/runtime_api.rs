@@ -52,6 +52,9 @@ fn header(v: &str) -> HeaderValue {
 }
 
 async fn next(State(inst): State<Arc<Instance>>) -> Response {
+    // The first call ends init, whether or not an invocation is waiting (a provisioned
+    // instance asks long before its first one).
+    let _ = inst.init_done.set(Instant::now());
     // One caller at a time; a runtime that polls twice waits its turn.
     let mut rx = inst.jobs_rx.lock().await;
     let Some(job) = rx.recv().await else {
@@ -63,7 +66,6 @@ async fn next(State(inst): State<Arc<Instance>>) -> Response {
     };
     drop(rx);
     let now = Instant::now();
-    let _ = inst.init_done.set(now);
     inst.reset_peak_memory();
     job.log
         .platform(&inst.capture.sink, &inst.capture.names, job.start.clone());

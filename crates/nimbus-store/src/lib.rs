@@ -11,7 +11,9 @@ mod store;
 pub use blob::{BlobStore, CollectGuard, StoredCode, UploadGuard};
 pub use code::{CodeError, Unpacked, UnzipLimits};
 pub use sqlite::SqliteStore;
-pub use store::{FunctionRecord, LogEvent, LogQuery, NewLogEvent, Page, Store, StoreError};
+pub use store::{
+    FunctionRecord, LogEvent, LogQuery, NewLogEvent, Page, ProvisionedConfig, Store, StoreError,
+};
 
 /// Milliseconds since the Unix epoch, the store's one time unit.
 pub fn now_ms() -> i64 {

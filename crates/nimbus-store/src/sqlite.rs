@@ -9,7 +9,9 @@ use nimbus_core::{Alias, AliasRouting, FunctionConfig, FunctionVersion, VersionI
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use rusqlite_migration::{Migrations, M};
 
-use crate::store::{FunctionRecord, LogEvent, LogQuery, NewLogEvent, Page, Store, StoreError};
+use crate::store::{
+    FunctionRecord, LogEvent, LogQuery, NewLogEvent, Page, ProvisionedConfig, Store, StoreError,
+};
 
 /// Schema history. Append only: a released migration is never edited.
 const MIGRATIONS: &[&str] = &[
@@ -53,6 +55,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX log_events_function_id ON log_events (function, id);
     CREATE INDEX log_events_ts ON log_events (ts_ms);
+    "#,
+    // 2: provisioned concurrency configurations.
+    r#"
+    CREATE TABLE provisioned_concurrency (
+        function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier TEXT NOT NULL,
+        requested INTEGER NOT NULL,
+        last_modified_ms INTEGER NOT NULL,
+        PRIMARY KEY (function, qualifier)
+    );
     "#,
 ];
 
@@ -398,6 +410,67 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_provisioned(&self, cfg: ProvisionedConfig) -> Result<(), StoreError> {
+        self.tx(move |tx| {
+            require_function(tx, &cfg.function)?;
+            tx.execute(
+                "INSERT INTO provisioned_concurrency (function, qualifier, requested, last_modified_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (function, qualifier) DO UPDATE SET requested = ?3, last_modified_ms = ?4",
+                params![cfg.function, cfg.qualifier, cfg.requested, cfg.last_modified_ms],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_provisioned(&self, function: &str, qualifier: &str) -> Result<(), StoreError> {
+        let (function, qualifier) = (function.to_string(), qualifier.to_string());
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM provisioned_concurrency WHERE function = ?1 AND qualifier = ?2",
+                    params![function, qualifier],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "provisioned concurrency configuration for {function}:{qualifier}"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_provisioned(
+        &self,
+        function: Option<&str>,
+    ) -> Result<Vec<ProvisionedConfig>, StoreError> {
+        let function = function.map(str::to_string);
+        self.tx(move |tx| {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT function, qualifier, requested, last_modified_ms FROM provisioned_concurrency
+                     WHERE ?1 IS NULL OR function = ?1 ORDER BY function, qualifier",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([&function], |r| {
+                    Ok(ProvisionedConfig {
+                        function: r.get(0)?,
+                        qualifier: r.get(1)?,
+                        requested: r.get(2)?,
+                        last_modified_ms: r.get(3)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
         })
         .await
     }

@@ -162,4 +162,23 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_logs(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// Every code sha256 some version still refers to (for blob garbage collection).
     async fn referenced_code(&self) -> Result<Vec<String>, StoreError>;
+    /// Creates or replaces a provisioned concurrency configuration (the function must exist).
+    async fn put_provisioned(&self, cfg: ProvisionedConfig) -> Result<(), StoreError>;
+    /// `NotFound` when there is no such configuration.
+    async fn delete_provisioned(&self, function: &str, qualifier: &str) -> Result<(), StoreError>;
+    /// Every configuration, or a function's, ordered by function then qualifier.
+    async fn list_provisioned(
+        &self,
+        function: Option<&str>,
+    ) -> Result<Vec<ProvisionedConfig>, StoreError>;
+}
+
+/// A provisioned concurrency configuration: keep `requested` instances of the version (or of
+/// the version the alias points at) named by `qualifier` initialised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedConfig {
+    pub function: String,
+    pub qualifier: String,
+    pub requested: u32,
+    pub last_modified_ms: i64,
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use nimbus_core::{Alias, AliasRouting, FunctionConfig, FunctionVersion, VersionId};
-use nimbus_store::{FunctionRecord, SqliteStore, Store, StoreError};
+use nimbus_store::{FunctionRecord, ProvisionedConfig, SqliteStore, Store, StoreError};
 
 fn version(name: &str, sha: &str) -> FunctionVersion {
     FunctionVersion {
@@ -217,4 +217,36 @@ async fn data_survives_reopening_the_file() {
             .code_sha256,
         "aa"
     );
+}
+
+#[tokio::test]
+async fn provisioned_configs_round_trip_and_go_with_their_function() {
+    let store = SqliteStore::in_memory().unwrap();
+    let cfg = |q: &str, n: u32| ProvisionedConfig {
+        function: "f".into(),
+        qualifier: q.into(),
+        requested: n,
+        last_modified_ms: 1,
+    };
+    assert!(matches!(
+        store.put_provisioned(cfg("live", 2)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .create_function(record("f"), version("f", "abc"))
+        .await
+        .unwrap();
+    store.put_provisioned(cfg("live", 2)).await.unwrap();
+    store.put_provisioned(cfg("live", 3)).await.unwrap();
+    store.put_provisioned(cfg("1", 1)).await.unwrap();
+    let all = store.list_provisioned(Some("f")).await.unwrap();
+    assert_eq!(all, vec![cfg("1", 1), cfg("live", 3)]);
+    assert!(store.list_provisioned(Some("g")).await.unwrap().is_empty());
+    store.delete_provisioned("f", "1").await.unwrap();
+    assert!(matches!(
+        store.delete_provisioned("f", "1").await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.delete_function("f").await.unwrap();
+    assert!(store.list_provisioned(None).await.unwrap().is_empty());
 }

@@ -71,12 +71,35 @@ pub enum Command {
     /// Manage aliases.
     #[command(subcommand)]
     Alias(AliasCommand),
+    /// Show or set a function's reserved and provisioned concurrency.
+    Concurrency(ConcurrencyArgs),
     /// Show a function's logs.
     Logs(LogsArgs),
     /// Report which isolation features and runtimes this machine supports.
     Doctor(DoctorArgs),
     /// Measure cold starts, warm latency and throughput on a private server.
     Bench(BenchArgs),
+}
+
+/// With only NAME, shows the settings; each flag changes one.
+#[derive(Args, Debug, Clone)]
+pub struct ConcurrencyArgs {
+    pub name: String,
+    /// Reserve this many concurrent executions for the function (its maximum too).
+    #[arg(long, conflicts_with = "no_reserved")]
+    pub reserved: Option<u32>,
+    /// Remove the reservation.
+    #[arg(long)]
+    pub no_reserved: bool,
+    /// Keep this many instances of --qualifier initialised at all times.
+    #[arg(long, requires = "qualifier", conflicts_with = "no_provisioned")]
+    pub provisioned: Option<u32>,
+    /// Remove the provisioned concurrency of --qualifier.
+    #[arg(long, requires = "qualifier")]
+    pub no_provisioned: bool,
+    /// The version number or alias that --provisioned applies to.
+    #[arg(long, short)]
+    pub qualifier: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -122,6 +145,10 @@ pub struct UpArgs {
     /// one; 0 turns them off. Default 2.
     #[arg(long)]
     pub spares: Option<usize>,
+    /// How long an invocation may wait for a free instance on a full node (a burst beyond
+    /// --max-instances) before it is throttled with 429 (e.g. 10s).
+    #[arg(long)]
+    pub queue_timeout: Option<String>,
     /// Reap instances idle this long (e.g. 300s, 5m).
     #[arg(long)]
     pub idle_timeout: Option<String>,

@@ -52,6 +52,7 @@ pub async fn run(global: Global, cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Alias(a) => alias(&client, &global, a).await,
+        Command::Concurrency(a) => concurrency(&client, &global, a).await,
         Command::Logs(a) => logs(&client, a).await,
         Command::Up(_) | Command::Doctor(_) | Command::Bench(_) => unreachable!("handled in main"),
     }
@@ -435,5 +436,66 @@ pub fn doctor(a: DoctorArgs) -> anyhow::Result<()> {
         "runs the code's own bootstrap".into(),
     ]);
     table::print(&["FEATURE", "STATE", "DETAIL"], &rows);
+    Ok(())
+}
+
+async fn concurrency(
+    client: &Client,
+    global: &Global,
+    a: crate::cli::ConcurrencyArgs,
+) -> anyhow::Result<()> {
+    if let Some(n) = a.reserved {
+        client.set_reserved_concurrency(&a.name, Some(n)).await?;
+    } else if a.no_reserved {
+        client.set_reserved_concurrency(&a.name, None).await?;
+    }
+    if let Some(q) = &a.qualifier {
+        if let Some(n) = a.provisioned {
+            client
+                .set_provisioned_concurrency(&a.name, q, Some(n))
+                .await?;
+        } else if a.no_provisioned {
+            client.set_provisioned_concurrency(&a.name, q, None).await?;
+        }
+    }
+    let reserved = client.reserved_concurrency(&a.name).await?;
+    let provisioned = client.list_provisioned_concurrency(&a.name).await?;
+    if global.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "ReservedConcurrentExecutions": reserved,
+                "ProvisionedConcurrencyConfigs": provisioned,
+            }))?
+        );
+        return Ok(());
+    }
+    match reserved {
+        Some(n) => println!("Reserved concurrency: {n}"),
+        None => println!("Reserved concurrency: none (shares the node's unreserved capacity)"),
+    }
+    if provisioned.is_empty() {
+        println!("Provisioned concurrency: none");
+        return Ok(());
+    }
+    println!();
+    let rows: Vec<Vec<String>> = provisioned
+        .iter()
+        .map(|p| {
+            let arn = s(p, "FunctionArn");
+            let qualifier = arn.rsplit(':').next().unwrap_or_default().to_string();
+            vec![
+                qualifier,
+                p["RequestedProvisionedConcurrentExecutions"].to_string(),
+                p["AllocatedProvisionedConcurrentExecutions"].to_string(),
+                s(p, "Status"),
+                s(p, "StatusReason"),
+            ]
+        })
+        .collect();
+    table::print(
+        &["QUALIFIER", "REQUESTED", "ALLOCATED", "STATUS", "REASON"],
+        &rows,
+    );
     Ok(())
 }

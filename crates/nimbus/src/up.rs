@@ -26,6 +26,8 @@ pub struct Config {
     pub max_instances: usize,
     /// Spare sandboxes kept ready per kind (python, node, bare); 0 turns them off.
     pub spares: usize,
+    /// How long an invocation may wait for capacity on a full node before a 429.
+    pub queue_timeout: Duration,
     pub idle_timeout: Duration,
     pub log_retention: Duration,
     pub python: Option<PathBuf>,
@@ -43,6 +45,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     max_instances: Option<usize>,
     spares: Option<usize>,
+    queue_timeout: Option<String>,
     idle_timeout: Option<String>,
     log_retention: Option<String>,
     python: Option<PathBuf>,
@@ -95,6 +98,13 @@ impl Config {
             with_examples: args.with_examples,
             max_instances,
             spares: args.spares.or(file.spares).unwrap_or(2),
+            queue_timeout: duration(
+                "--queue-timeout",
+                args.queue_timeout
+                    .as_deref()
+                    .or(file.queue_timeout.as_deref())
+                    .unwrap_or("10s"),
+            )?,
             idle_timeout: duration(
                 "--idle-timeout",
                 args.idle_timeout
@@ -197,6 +207,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
                 max_instances: cfg.max_instances,
                 idle_timeout: cfg.idle_timeout,
                 spares_per_kind: cfg.spares,
+                queue_timeout: cfg.queue_timeout,
                 uid_base: 200_000,
             },
         },
@@ -218,6 +229,8 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
             .await
             .context("deploying the bundled examples")?;
     }
+    // Provisioned concurrency configured before a restart is provisioned again.
+    nimbus_api::provisioned::sync(&state, None).await;
     let listener = tokio::net::TcpListener::bind(&cfg.api_addr)
         .await
         .with_context(|| format!("listening on {}", cfg.api_addr))?;
