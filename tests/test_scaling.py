@@ -1,0 +1,334 @@
+"""Scaling: spares (pre-initialised instances), provisioned concurrency, bursts that queue rather
+than fail, fair sharing of a full node, scale to zero, and no leaks after thousands of instance
+lifetimes."""
+
+import os
+import threading
+import time
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from conftest import create, unique
+from lambda_helpers import error_code, function_pids, invoke, ok, status, wait_until
+
+APP = """
+import os, time
+
+COUNT = 0
+
+def handler(event, context):
+    global COUNT
+    COUNT += 1
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    return {
+        "count": COUNT,
+        "init": os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"),
+        "env": os.environ.get("GREETING"),
+        "version": context.function_version,
+        "cwd": os.getcwd(),
+        "hashseed": os.environ.get("PYTHONHASHSEED"),
+        "hash": hash("nimbus"),
+    }
+"""
+
+
+def provisioned(lam, name, qualifier):
+    return lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier)
+
+
+def ready(lam, name, qualifier, n):
+    def check():
+        c = provisioned(lam, name, qualifier)
+        return c["Status"] == "READY" and c["AllocatedProvisionedConcurrentExecutions"] == n
+
+    return wait_until(check, timeout=30)
+
+
+def spares_full(server, per_kind=2):
+    return all(n >= per_kind for n in status(server)["spares"].values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Spares: a cold start takes a pre-built sandbox with the interpreter already running.
+
+
+def test_cold_starts_use_prestarted_runtimes_with_the_functions_environment(new_server):
+    s = new_server("--spares", "2")
+    lam = s.lambda_client()
+    assert wait_until(lambda: spares_full(s), timeout=30), status(s)
+    assert set(status(s)["spares"]) == {"python", "node", "bare"}
+    name = create(lam, {"app.py": APP}, Environment={"Variables": {"GREETING": "hi"}})
+    r = invoke(lam, name, {})
+    assert "Init Duration" in r.log, r
+    p = r.payload
+    assert p["env"] == "hi" and p["cwd"] == "/var/task" and p["init"] == "on-demand", p
+    # The spare it took is replaced.
+    assert wait_until(lambda: spares_full(s), timeout=30), status(s)
+    # A variable the interpreter reads at start-up makes the instance start fresh, so it applies.
+    seeded = create(lam, {"app.py": APP}, Environment={"Variables": {"PYTHONHASHSEED": "0"}})
+    a, b = ok(lam, seeded), None
+    lam.update_function_configuration(FunctionName=seeded, Environment={"Variables": {"PYTHONHASHSEED": "0", "X": "1"}})
+    b = ok(lam, seeded)
+    assert a["hashseed"] == "0" and a["hash"] == b["hash"], (a, b)
+    # Node spares too.
+    node = create(lam, {"index.js": "exports.handler = async () => ({ env: process.env.GREETING, cwd: process.cwd() });"},
+                  runtime="nodejs20.x", handler="index.handler", Environment={"Variables": {"GREETING": "yo"}})
+    assert ok(lam, node) == {"env": "yo", "cwd": "/var/task"}
+
+
+def test_without_spares_cold_starts_still_work(new_server):
+    s = new_server("--spares", "0")
+    lam = s.lambda_client()
+    assert status(s)["spares"] == {}
+    name = create(lam, {"app.py": APP})
+    assert ok(lam, name)["count"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Provisioned concurrency.
+
+
+def test_provisioned_concurrency_lifecycle(new_server):
+    s = new_server("--idle-timeout", "1s")
+    lam = s.lambda_client()
+    name = create(lam, {"app.py": APP})
+    v1 = lam.publish_version(FunctionName=name)["Version"]
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion=v1)
+
+    with pytest.raises(ClientError) as e:
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="$LATEST", ProvisionedConcurrentExecutions=1)
+    assert error_code(e.value) == "InvalidParameterValueException"
+    assert "unpublished" in str(e.value)
+    with pytest.raises(ClientError) as e:
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=100000)
+    assert error_code(e.value) == "InvalidParameterValueException"
+    with pytest.raises(ClientError) as e:
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="nope", ProvisionedConcurrentExecutions=1)
+    assert error_code(e.value) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        provisioned(lam, name, "live")
+    assert error_code(e.value) == "ProvisionedConcurrencyConfigNotFoundException"
+
+    r = lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=2)
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 202
+    assert r["RequestedProvisionedConcurrentExecutions"] == 2
+    assert ready(lam, name, "live", 2), provisioned(lam, name, "live")
+    listed = lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"]
+    assert [c["FunctionArn"].rsplit(":", 1)[1] for c in listed] == ["live"]
+
+    # Served warm from the first invocation, by an instance that knows it was provisioned.
+    r = invoke(lam, name, {}, Qualifier="live")
+    assert "Init Duration" not in r.log, r
+    assert r.payload["init"] == "provisioned-concurrency", r.payload
+
+    # Kept past the idle timeout.
+    time.sleep(2.5)
+    assert status(s)["instances"] == 2, status(s)
+
+    # A provisioned instance that dies is replaced.
+    victim = next(i["pid"] for i in status(s)["instanceList"] if i["function"] == name)
+    os.kill(victim, 9)
+    assert wait_until(lambda: victim not in [i["pid"] for i in status(s)["instanceList"]]
+                      and len([i for i in status(s)["instanceList"] if i["function"] == name]) == 2, timeout=20), status(s)
+    assert ready(lam, name, "live", 2)
+
+    # The alias moves to a new version: so do its provisioned instances.
+    lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"GREETING": "v2"}})
+    v2 = lam.publish_version(FunctionName=name)["Version"]
+    lam.update_alias(FunctionName=name, Name="live", FunctionVersion=v2)
+    assert wait_until(lambda: sorted(i["version"] for i in status(s)["instanceList"] if i["function"] == name) == [v2, v2],
+                      timeout=20), status(s)
+    r = invoke(lam, name, {}, Qualifier="live")
+    assert "Init Duration" not in r.log and r.payload["env"] == "v2", r
+
+    # Deleting the configuration lets the instances go (reaped once idle).
+    assert lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")["ResponseMetadata"]["HTTPStatusCode"] == 204
+    with pytest.raises(ClientError) as e:
+        lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
+    assert error_code(e.value) == "ProvisionedConcurrencyConfigNotFoundException"
+    assert wait_until(lambda: not [i for i in status(s)["instanceList"] if i["function"] == name], timeout=15), status(s)
+
+
+def test_provisioned_concurrency_survives_a_restart_and_the_cli_shows_it(new_server, tmp_path):
+    data = tmp_path / "keep"
+    s = new_server(data_dir=data)
+    lam = s.lambda_client()
+    name = create(lam, {"app.py": APP})
+    lam.publish_version(FunctionName=name)
+    out = s.cli("concurrency", name, "--provisioned", "1", "--qualifier", "1", "--reserved", "3").stdout
+    assert "Reserved concurrency: 3" in out and "1" in out, out
+    assert ready(lam, name, "1", 1)
+    assert s.stop() == 0
+
+    s2 = new_server(data_dir=data)
+    lam2 = s2.lambda_client()
+    assert ready(lam2, name, "1", 1), provisioned(lam2, name, "1")
+    r = invoke(lam2, name, {}, Qualifier="1")
+    assert "Init Duration" not in r.log, r
+    out = s2.cli("concurrency", name).stdout
+    assert "READY" in out and "Reserved concurrency: 3" in out, out
+    bad = s2.cli("concurrency", name, "--provisioned", "9", "--qualifier", "1", check=False)
+    assert bad.returncode != 0 and "reserved concurrency" in bad.stderr, bad.stderr
+    s2.cli("concurrency", name, "--no-provisioned", "--qualifier", "1", "--no-reserved")
+    assert "none" in s2.cli("concurrency", name).stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Bursts, queueing, fair sharing, scale to zero.
+
+
+def burst(endpoint, name, n, event=b'{"sleep": 0.05}'):
+    """n invocations released at once; returns the list of (status, body)."""
+    results = [None] * n
+    gate = threading.Barrier(n)
+
+    def one(i):
+        gate.wait()
+        try:
+            r = requests.post(f"{endpoint}/2015-03-31/functions/{name}/invocations", data=event, timeout=120)
+            results[i] = (r.status_code, r.headers.get("X-Amz-Function-Error"), r.text)
+        except requests.RequestException as e:
+            results[i] = (0, None, str(e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    return results
+
+
+def test_burst_from_zero_to_200_is_served_then_scales_to_zero(new_server):
+    # Fewer instances than requests: the rest wait for one rather than fail.
+    s = new_server("--max-instances", "48", "--idle-timeout", "2s")
+    lam = s.lambda_client()
+    name = create(lam, {"app.py": APP}, Timeout=30)
+    assert status(s)["instances"] == 0
+    results = burst(s.endpoint, name, 200)
+    bad = [r for r in results if r is None or r[0] != 200 or r[1]]
+    assert not bad, bad[:5]
+    st = status(s)
+    assert 1 <= st["instances"] <= 48, st
+    assert wait_until(lambda: status(s)["instances"] == 0, timeout=30), status(s)
+    assert not function_pids(name)
+
+
+def test_a_full_node_throttles_after_the_queue_timeout(new_server):
+    s = new_server("--max-instances", "1", "--queue-timeout", "1s")
+    lam = s.lambda_client()
+    name = create(lam, {"app.py": APP}, Timeout=10)
+    holder = threading.Thread(target=lambda: invoke(s.lambda_client(), name, {"sleep": 4}), daemon=True)
+    holder.start()
+    assert wait_until(lambda: status(s)["instances"] == 1 and status(s)["idleInstances"] == 0, timeout=10)
+    other = create(lam, {"app.py": APP})
+    t = time.time()
+    with pytest.raises(ClientError) as e:
+        lam.invoke(FunctionName=other, Payload=b"{}")
+    waited = time.time() - t
+    assert error_code(e.value) == "TooManyRequestsException", e.value
+    assert e.value.response["Error"].get("Message") or e.value.response.get("Reason")
+    assert waited >= 0.9, waited
+    holder.join(timeout=20)
+    assert ok(lam, other)["count"] == 1
+
+
+def test_one_hot_function_cannot_starve_another(new_server):
+    """Node of 4 instances; function A has 12 slow invocations in flight (8 waiting). B's single
+    invocation gets the next free capacity instead of queueing behind all of A's."""
+    s = new_server("--max-instances", "4", "--queue-timeout", "30s")
+    lam = s.lambda_client()
+    a = create(lam, {"app.py": APP}, Timeout=30)
+    b = create(lam, {"app.py": APP}, Timeout=30)
+    done = {}
+
+    def run(key, fn, event):
+        invoke(s.lambda_client(), fn, event, tail=False)
+        done[key] = time.time()
+
+    hot = [threading.Thread(target=run, args=(f"a{i}", a, {"sleep": 1.0})) for i in range(12)]
+    for t in hot:
+        t.start()
+    assert wait_until(lambda: status(s)["instances"] == 4, timeout=15)
+    time.sleep(0.2)
+    cold = threading.Thread(target=run, args=("b", b, {}))
+    cold.start()
+    for t in hot + [cold]:
+        t.join(timeout=60)
+    last_a = max(v for k, v in done.items() if k.startswith("a"))
+    assert "b" in done and done["b"] < last_a - 0.5, (done["b"] - min(done.values()), last_a - min(done.values()))
+
+
+# ---------------------------------------------------------------------------------------------
+# No leaks after thousands of instance lifetimes.
+
+
+def _counts(s):
+    pid = s.proc.pid
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    kids, todo = set(), [pid]
+    tree = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/status") as f:
+                    ppid = next(int(l.split()[1]) for l in f if l.startswith("PPid:"))
+                tree.setdefault(ppid, []).append(int(d))
+            except (OSError, StopIteration):
+                pass
+    while todo:
+        p = todo.pop()
+        for c in tree.get(p, []):
+            kids.add(c)
+            todo.append(c)
+    cgroups = 0
+    for root, _, _ in os.walk("/sys/fs/cgroup"):
+        if f"nimbus-{pid}" in root:
+            cgroups += 1
+    scratch = sum(len(files) + len(dirs) for _, dirs, files in os.walk(os.path.join(s.data_dir, "sandbox")))
+    return {"fds": fds, "processes": len(kids), "cgroups": cgroups, "scratch": scratch}
+
+
+def test_no_leaks_after_thousands_of_instance_lifetimes(new_server):
+    s = new_server("--max-instances", "16", "--spares", "2")
+    lam = s.lambda_client()
+    # An instance whose runtime exits at once: each invocation is a whole lifetime (start,
+    # sandbox, crash, teardown) at the lowest cost.
+    crash = create(lam, {"bootstrap": ("#!/bin/sh\nexit 3\n", 0o755)}, runtime="provided.al2023", handler="x")
+    py = create(lam, {"app.py": APP})
+    ok(lam, py)
+    assert wait_until(lambda: spares_full(s) and status(s)["instances"] <= 1, timeout=30)
+    lam.update_function_configuration(FunctionName=py, Description="reset")
+    assert wait_until(lambda: spares_full(s) and status(s)["instances"] == 0, timeout=30), status(s)
+    before = _counts(s)
+
+    lifetimes = 1000
+    errors = []
+
+    def worker(k):
+        client = s.lambda_client()
+        for i in range(k, lifetimes, 8):
+            r = invoke(client, crash, {}, tail=False)
+            if r.function_error != "Unhandled" or r.payload.get("errorType") != "Runtime.ExitError":
+                errors.append(r)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors[:3]
+    # And python instances retired by configuration changes (cold start, warm reuse, retire).
+    for i in range(50):
+        lam.update_function_configuration(FunctionName=py, Description=f"v{i}")
+        assert ok(lam, py)["count"] == 1
+
+    lam.update_function_configuration(FunctionName=py, Description="done")
+    assert wait_until(lambda: spares_full(s) and status(s)["instances"] == 0, timeout=60), status(s)
+
+    def same():
+        return _counts(s) == before
+
+    assert wait_until(same, timeout=30), (before, _counts(s))
