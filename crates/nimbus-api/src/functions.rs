@@ -379,6 +379,7 @@ pub async fn delete_function(
     match q {
         None => {
             state.store.delete_function(&name).await?;
+            state.metrics.forget_function(&name);
             tracing::info!(function = %name, "function deleted");
         }
         Some(Qualifier::Version(n)) => state.store.delete_version(&name, n).await?,

@@ -124,6 +124,9 @@ pub struct UpArgs {
     /// Keep logs this long (e.g. 7d).
     #[arg(long)]
     pub log_retention: Option<String>,
+    /// Keep per-minute metrics this many hours (at least 24; default 48).
+    #[arg(long)]
+    pub metrics_retention_hours: Option<u64>,
     /// The python3 interpreter for the python3 runtime (default: python3 on PATH).
     #[arg(long)]
     pub python: Option<PathBuf>,

@@ -12,7 +12,7 @@ use nimbus_runtime::pool::PoolConfig;
 use nimbus_runtime::{discover_interpreters, install_bootstraps, Runtime, RuntimeConfig};
 use nimbus_sandbox::SandboxConfig;
 use nimbus_store::{BlobStore, SqliteStore, Store, UnzipLimits};
-use nimbus_telemetry::LogSink;
+use nimbus_telemetry::{LogSink, Metrics};
 use serde::Deserialize;
 
 use crate::cli::{Global, UpArgs};
@@ -26,6 +26,8 @@ pub struct Config {
     pub max_instances: usize,
     pub idle_timeout: Duration,
     pub log_retention: Duration,
+    /// How long per-minute metrics are kept (at least 24 hours).
+    pub metrics_retention: Duration,
     pub python: Option<PathBuf>,
     pub node: Option<PathBuf>,
     pub credentials: Vec<Credentials>,
@@ -42,12 +44,18 @@ struct FileConfig {
     max_instances: Option<usize>,
     idle_timeout: Option<String>,
     log_retention: Option<String>,
+    // The snake_case spelling is accepted too: it is how the setting is often written.
+    #[serde(alias = "metrics_retention_hours")]
+    metrics_retention_hours: Option<u64>,
     python: Option<PathBuf>,
     node: Option<PathBuf>,
     access_key: Option<String>,
     secret_key: Option<String>,
     shutdown_grace: Option<String>,
 }
+
+/// Per-minute metrics are promised for at least a day.
+const MIN_METRICS_RETENTION_HOURS: u64 = 24;
 
 fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(s)
@@ -78,6 +86,15 @@ impl Config {
         if max_instances == 0 {
             bail!("--max-instances must be at least 1");
         }
+        let metrics_retention_hours = args
+            .metrics_retention_hours
+            .or(file.metrics_retention_hours)
+            .unwrap_or(48);
+        if metrics_retention_hours < MIN_METRICS_RETENTION_HOURS {
+            bail!(
+                "--metrics-retention-hours must be at least {MIN_METRICS_RETENTION_HOURS} (got {metrics_retention_hours})"
+            );
+        }
         Ok(Config {
             api_addr: args
                 .api_addr
@@ -105,6 +122,7 @@ impl Config {
                     .or(file.log_retention.as_deref())
                     .unwrap_or("7d"),
             )?,
+            metrics_retention: Duration::from_secs(metrics_retention_hours.saturating_mul(3600)),
             python: args.python.clone().or(file.python),
             node: args.node.clone().or(file.node),
             credentials,
@@ -185,6 +203,10 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         isolation,
     };
     let (logs, log_writer) = LogSink::start(store.clone(), cfg.log_retention);
+    let metrics = Metrics::new();
+    let metrics_rollup = metrics.start_rollup(store.clone(), cfg.metrics_retention);
+    // TODO(metrics-wiring): the runtime records invocations, throttles and concurrency into
+    // `metrics`; once `Runtime::new` takes the handle, pass it `metrics.clone()` here.
     let runtime = Runtime::new(
         RuntimeConfig {
             runtime_dir,
@@ -206,6 +228,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         blobs: blobs.clone(),
         runtime: runtime.clone(),
         async_invoker: AsyncInvoker::start(runtime.clone()),
+        metrics: metrics.clone(),
         credentials: cfg.credentials.clone(),
     });
     if cfg.with_examples {
@@ -231,7 +254,8 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
 
     let app = nimbus_api::router(state);
     // On a signal: stop accepting connections, let running invocations finish within the grace
-    // period (the rest are killed and their callers told), then store every pending log line.
+    // period (the rest are killed and their callers told), then store the metrics minutes held
+    // in memory and every pending log line.
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let rt = runtime.clone();
     let grace = cfg.shutdown_grace;
@@ -257,6 +281,8 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "the API server task failed"),
         Err(_) => tracing::warn!("closing client connections that did not finish within 5 s"),
     }
+    // After the last invocation: the minute in progress is stored too, so a restart keeps it.
+    metrics_rollup.shutdown().await;
     logs.flush().await;
     drop(log_writer);
     tracing::info!("stopped");
