@@ -73,6 +73,8 @@ pub enum Command {
     Alias(AliasCommand),
     /// Show a function's logs.
     Logs(LogsArgs),
+    /// Show a function's metrics over a window, per minute, as a table with sparklines.
+    Metrics(MetricsArgs),
     /// Report which isolation features and runtimes this machine supports.
     Doctor(DoctorArgs),
     /// Measure cold starts, warm latency and throughput on a private server.
@@ -221,6 +223,20 @@ pub struct LogsArgs {
     /// Only lines containing this text.
     #[arg(long)]
     pub filter: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MetricsArgs {
+    pub name: String,
+    /// Start of the window: a duration before now (30m, 1h, 2d), an ISO-8601 time or epoch ms.
+    #[arg(long, default_value = "1h")]
+    pub since: String,
+    /// End of the window, in the same forms (default: now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this version ($LATEST, 3) or provisioned-concurrency alias.
+    #[arg(long)]
+    pub version: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
