@@ -90,13 +90,8 @@ struct Series {
     /// Execution families are exported only for series that executed (a series may exist only
     /// for an alias's provisioned concurrency).
     executed: bool,
-    invocations: u64,
-    errors: u64,
-    throttles: u64,
-    cold_starts: u64,
-    provisioned_invocations: u64,
-    duration: Histogram,
-    init_duration: Histogram,
+    /// Since the server started (Prometheus).
+    total: Tally,
     concurrency: i64,
     /// (allocated, busy) provisioned instances, when provisioned concurrency is configured here.
     provisioned: Option<(u32, u32)>,
@@ -107,6 +102,14 @@ struct Series {
 #[derive(Clone)]
 struct Minute {
     start_ms: i64,
+    tally: Tally,
+    concurrency_max: u64,
+    provisioned_utilization_max: Option<f64>,
+}
+
+/// What invocations and throttles add up to, over a minute or since start.
+#[derive(Clone)]
+struct Tally {
     invocations: u64,
     errors: u64,
     throttles: u64,
@@ -114,8 +117,31 @@ struct Minute {
     provisioned_invocations: u64,
     duration: Histogram,
     init_duration: Histogram,
-    concurrency_max: u64,
-    provisioned_utilization_max: Option<f64>,
+}
+
+impl Tally {
+    const fn new() -> Tally {
+        Tally {
+            invocations: 0,
+            errors: 0,
+            throttles: 0,
+            cold_starts: 0,
+            provisioned_invocations: 0,
+            duration: Histogram::new(),
+            init_duration: Histogram::new(),
+        }
+    }
+
+    fn invocation(&mut self, rec: &InvocationRecord) {
+        self.invocations += 1;
+        self.errors += u64::from(rec.error);
+        self.cold_starts += u64::from(rec.cold_start);
+        self.provisioned_invocations += u64::from(rec.provisioned);
+        self.duration.record(rec.duration);
+        if let Some(init) = rec.init_duration {
+            self.init_duration.record(init);
+        }
+    }
 }
 
 fn minute_of(ms: i64) -> i64 {
@@ -135,13 +161,7 @@ impl Minute {
     fn starting(start_ms: i64, concurrency: i64, provisioned: Option<(u32, u32)>) -> Minute {
         Minute {
             start_ms,
-            invocations: 0,
-            errors: 0,
-            throttles: 0,
-            cold_starts: 0,
-            provisioned_invocations: 0,
-            duration: Histogram::new(),
-            init_duration: Histogram::new(),
+            tally: Tally::new(),
             concurrency_max: concurrency.max(0) as u64,
             provisioned_utilization_max: provisioned.map(|(a, b)| utilization(a, b)),
         }
@@ -149,28 +169,29 @@ impl Minute {
 
     /// Nothing happened and nothing was running: not worth a row.
     fn is_idle(&self) -> bool {
-        self.invocations == 0
-            && self.throttles == 0
+        self.tally.invocations == 0
+            && self.tally.throttles == 0
             && self.concurrency_max == 0
             && self.provisioned_utilization_max.is_none()
     }
 
     fn to_row(&self, function: &str, version: &str) -> MetricMinute {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let t = &self.tally;
         MetricMinute {
             function: function.to_string(),
             version: version.to_string(),
             minute_ms: self.start_ms,
-            invocations: self.invocations,
-            errors: self.errors,
-            throttles: self.throttles,
-            cold_starts: self.cold_starts,
-            provisioned_invocations: self.provisioned_invocations,
-            duration_sum_ms: ms(self.duration.sum()),
-            duration_max_ms: ms(self.duration.max()),
-            duration_buckets: self.duration.sparse(),
-            init_duration_max_ms: ms(self.init_duration.max()),
-            init_duration_buckets: self.init_duration.sparse(),
+            invocations: t.invocations,
+            errors: t.errors,
+            throttles: t.throttles,
+            cold_starts: t.cold_starts,
+            provisioned_invocations: t.provisioned_invocations,
+            duration_sum_ms: ms(t.duration.sum()),
+            duration_max_ms: ms(t.duration.max()),
+            duration_buckets: t.duration.sparse(),
+            init_duration_max_ms: ms(t.init_duration.max()),
+            init_duration_buckets: t.init_duration.sparse(),
             concurrency_max: self.concurrency_max,
             provisioned_utilization_max: self.provisioned_utilization_max,
         }
@@ -183,13 +204,7 @@ impl Series {
             function,
             version,
             executed: false,
-            invocations: 0,
-            errors: 0,
-            throttles: 0,
-            cold_starts: 0,
-            provisioned_invocations: 0,
-            duration: Histogram::new(),
-            init_duration: Histogram::new(),
+            total: Tally::new(),
             concurrency: 0,
             provisioned: None,
             minute: Minute::starting(minute_ms, 0, None),
@@ -289,32 +304,10 @@ impl Metrics {
 
     /// One finished invocation. `version` is the executed version label ("$LATEST", "3").
     pub fn invocation(&self, function: &str, version: &str, rec: &InvocationRecord) {
-        let ns = u64::try_from(rec.duration.as_nanos()).unwrap_or(u64::MAX);
-        let init_ns = rec
-            .init_duration
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let (e, c, p) = (
-            u64::from(rec.error),
-            u64::from(rec.cold_start),
-            u64::from(rec.provisioned),
-        );
         self.with_series(function, version, true, |s| {
             s.executed = true;
-            s.invocations += 1;
-            s.errors += e;
-            s.cold_starts += c;
-            s.provisioned_invocations += p;
-            s.duration.record_ns(ns);
-            let m = &mut s.minute;
-            m.invocations += 1;
-            m.errors += e;
-            m.cold_starts += c;
-            m.provisioned_invocations += p;
-            m.duration.record_ns(ns);
-            if let Some(init) = init_ns {
-                s.init_duration.record_ns(init);
-                s.minute.init_duration.record_ns(init);
-            }
+            s.total.invocation(rec);
+            s.minute.tally.invocation(rec);
         });
     }
 
@@ -322,8 +315,8 @@ impl Metrics {
     pub fn throttle(&self, function: &str, version: &str) {
         self.with_series(function, version, true, |s| {
             s.executed = true;
-            s.throttles += 1;
-            s.minute.throttles += 1;
+            s.total.throttles += 1;
+            s.minute.tally.throttles += 1;
         });
     }
 
@@ -401,9 +394,7 @@ impl Metrics {
             function: Arc<str>,
             version: Arc<str>,
             executed: bool,
-            counts: [u64; 5],
-            duration: Histogram,
-            init_duration: Histogram,
+            total: Tally,
             concurrency: i64,
             provisioned: Option<(u32, u32)>,
         }
@@ -416,15 +407,7 @@ impl Metrics {
                     function: s.function.clone(),
                     version: s.version.clone(),
                     executed: s.executed,
-                    counts: [
-                        s.invocations,
-                        s.errors,
-                        s.throttles,
-                        s.cold_starts,
-                        s.provisioned_invocations,
-                    ],
-                    duration: s.duration.clone(),
-                    init_duration: s.init_duration.clone(),
+                    total: s.total.clone(),
                     concurrency: s.concurrency,
                     provisioned: s.provisioned,
                 })
@@ -435,32 +418,39 @@ impl Metrics {
         fn labels(s: &Snap) -> [(&'static str, &str); 2] {
             [("function", &s.function), ("version", &s.version)]
         }
-        let counters = [
+        /// Name, help, and which count of a [`Tally`] it exports.
+        type Counter = (&'static str, &'static str, fn(&Tally) -> u64);
+        let counters: [Counter; 5] = [
             (
                 "nimbus_invocations_total",
                 "Invocations that ran, whether they succeeded or failed.",
+                |t| t.invocations,
             ),
             (
                 "nimbus_errors_total",
                 "Invocations that ended in a function error (including timeouts and crashes).",
+                |t| t.errors,
             ),
             (
                 "nimbus_throttles_total",
                 "Invocations refused with 429 because a concurrency limit was reached.",
+                |t| t.throttles,
             ),
             (
                 "nimbus_cold_starts_total",
                 "Invocations that had to start a new instance.",
+                |t| t.cold_starts,
             ),
             (
                 "nimbus_provisioned_concurrency_invocations_total",
                 "Invocations served by a provisioned (pre-initialised) instance.",
+                |t| t.provisioned_invocations,
             ),
         ];
-        for (i, (name, help)) in counters.iter().enumerate() {
+        for (name, help, count) in counters {
             out.family(name, help, Kind::Counter);
             for s in &executed {
-                out.sample(name, &labels(s), s.counts[i] as f64);
+                out.sample(name, &labels(s), count(&s.total) as f64);
             }
         }
         out.family(
@@ -472,7 +462,7 @@ impl Metrics {
             out.histogram(
                 "nimbus_duration_seconds",
                 &labels(s),
-                &s.duration,
+                &s.total.duration,
                 &DURATION_BOUNDS_S,
             );
         }
@@ -485,7 +475,7 @@ impl Metrics {
             out.histogram(
                 "nimbus_init_duration_seconds",
                 &labels(s),
-                &s.init_duration,
+                &s.total.init_duration,
                 &DURATION_BOUNDS_S,
             );
         }
