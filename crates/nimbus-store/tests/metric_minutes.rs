@@ -2,10 +2,7 @@
 //! (a partial minute written at shutdown, then more of it after a restart), read by range,
 //! pruned by age.
 
-use std::collections::BTreeMap;
-
-use nimbus_core::{FunctionConfig, FunctionVersion, VersionId};
-use nimbus_store::{FunctionRecord, MetricMinute, SqliteStore, Store};
+use nimbus_store::{MetricMinute, SqliteStore, Store};
 
 fn minute(function: &str, version: &str, minute_ms: i64) -> MetricMinute {
     MetricMinute {
@@ -150,40 +147,4 @@ async fn minutes_survive_reopening() {
     let s = SqliteStore::open(&path).unwrap();
     let got = s.metric_minutes("f", None, 0, 1_000_000).await.unwrap();
     assert_eq!(got, vec![minute("f", "$LATEST", 60_000)]);
-}
-
-#[tokio::test]
-async fn minutes_outlive_their_function() {
-    let s = SqliteStore::in_memory().unwrap();
-    let latest = FunctionVersion {
-        function: "f".into(),
-        version: VersionId::Latest,
-        config: FunctionConfig {
-            runtime_name: "python3".into(),
-            handler: "app.handler".into(),
-            memory_mb: 128,
-            timeout_s: 3,
-            ephemeral_mb: 512,
-            environment: BTreeMap::new(),
-            description: String::new(),
-            role: String::new(),
-        },
-        code_sha256: "aa".into(),
-        code_size: 10,
-        last_modified_ms: 1,
-        revision_id: "r1".into(),
-    };
-    let record = FunctionRecord {
-        name: "f".into(),
-        created_ms: 1,
-        tags: BTreeMap::new(),
-        reserved_concurrency: None,
-    };
-    s.create_function(record, latest).await.unwrap();
-    s.put_metric_minutes(vec![minute("f", "$LATEST", 60_000)])
-        .await
-        .unwrap();
-    s.delete_function("f").await.unwrap();
-    let got = s.metric_minutes("f", None, 0, 1_000_000).await.unwrap();
-    assert_eq!(got.len(), 1, "retention, not deletion, removes minutes");
 }
