@@ -754,10 +754,19 @@ async fn rollup(
     metrics.store_closed(&*store).await;
 }
 
+/// The end of year 9999 UTC: later times are clamped to it (and earlier ones to the epoch) so
+/// every time parsed can be printed.
+const LAST_TIME_MS: i64 = 253_402_300_799_999;
+
 /// Parses a time as the metrics API and CLI accept it: an ISO-8601 / RFC 3339 time
 /// (`2026-01-02T15:04:05Z`), milliseconds since the Unix epoch, a duration before `now_ms`
-/// (`90s`, `30m`, `1h`, `2d`), or `now`. The error is a sentence naming the accepted forms.
+/// (`90s`, `30m`, `1h`, `2d`), or `now`; clamped to the epoch .. year 9999. The error is a
+/// sentence naming the accepted forms.
 pub fn parse_time(s: &str, now_ms: i64) -> Result<i64, String> {
+    parse_unclamped(s, now_ms).map(|ms| ms.clamp(0, LAST_TIME_MS))
+}
+
+fn parse_unclamped(s: &str, now_ms: i64) -> Result<i64, String> {
     use time::format_description::well_known::{Iso8601, Rfc3339};
     let s = s.trim();
     let bad = || {

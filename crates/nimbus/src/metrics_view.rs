@@ -20,7 +20,11 @@ impl Columns {
     /// The minutes starting in `[since_ms, until_ms)`, in at most [`MAX_COLUMNS`] columns.
     pub fn new(since_ms: i64, until_ms: i64) -> Columns {
         let first = since_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-        let minutes = ((until_ms - first + MINUTE_MS - 1) / MINUTE_MS).max(1) as usize;
+        // Saturating: the bounds come from the command line.
+        let span = until_ms.saturating_sub(first).saturating_add(MINUTE_MS - 1);
+        let minutes = usize::try_from(span / MINUTE_MS)
+            .unwrap_or(usize::MAX)
+            .max(1);
         let per = minutes.div_ceil(MAX_COLUMNS);
         Columns {
             first_minute_ms: first,
@@ -206,6 +210,7 @@ mod tests {
         let day = Columns::new(T0, T0 + 86_400_000);
         assert_eq!((day.minutes_per_column, day.count), (36, 40));
         assert_eq!(Columns::new(T0, T0 + 1).count, 1);
+        assert_eq!(Columns::new(0, i64::MAX).count, 40, "no overflow");
     }
 
     #[test]

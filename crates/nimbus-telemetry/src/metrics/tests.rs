@@ -461,6 +461,16 @@ fn times_in_every_accepted_form() {
     assert_eq!(parse_time("2026-01-01T00:00:00Z", now), Ok(T0));
     assert_eq!(parse_time("2026-01-01T01:00:00+01:00", now), Ok(T0));
     assert_eq!(parse_time("2026-01-01T00:00:00.250Z", now), Ok(T0 + 250));
+    assert_eq!(
+        parse_time("100y", now),
+        Ok(0),
+        "before the epoch is the epoch"
+    );
+    assert_eq!(
+        parse_time("9223372036854775807", now),
+        Ok(LAST_TIME_MS),
+        "printable"
+    );
     for bad in [
         "",
         "yesterday",
