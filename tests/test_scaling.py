@@ -291,6 +291,18 @@ def _counts(s):
     return {"fds": fds, "processes": len(kids), "cgroups": cgroups, "scratch": scratch}
 
 
+def steady(s):
+    """Counts once two readings a second apart agree (instances finish tearing down)."""
+    last = None
+    for _ in range(30):
+        now = _counts(s)
+        if now == last:
+            return now
+        last = now
+        time.sleep(1)
+    return last
+
+
 def test_no_leaks_after_thousands_of_instance_lifetimes(new_server):
     s = new_server("--max-instances", "16", "--spares", "2")
     lam = s.lambda_client()
@@ -302,7 +314,7 @@ def test_no_leaks_after_thousands_of_instance_lifetimes(new_server):
     assert wait_until(lambda: spares_full(s) and status(s)["instances"] <= 1, timeout=30)
     lam.update_function_configuration(FunctionName=py, Description="reset")
     assert wait_until(lambda: spares_full(s) and status(s)["instances"] == 0, timeout=30), status(s)
-    before = _counts(s)
+    before = steady(s)
 
     lifetimes = 1000
     errors = []
@@ -328,7 +340,9 @@ def test_no_leaks_after_thousands_of_instance_lifetimes(new_server):
     lam.update_function_configuration(FunctionName=py, Description="done")
     assert wait_until(lambda: spares_full(s) and status(s)["instances"] == 0, timeout=60), status(s)
 
-    def same():
-        return _counts(s) == before
-
-    assert wait_until(same, timeout=30), (before, _counts(s))
+    after = steady(s)
+    assert (after["processes"], after["cgroups"], after["scratch"]) == (
+        before["processes"], before["cgroups"], before["scratch"]), (before, after)
+    # File descriptors: equal but for the HTTP connections clients keep alive (a leak per
+    # lifetime would show as hundreds).
+    assert after["fds"] <= before["fds"] + 16, (before, after)

@@ -380,6 +380,7 @@ pub async fn delete_function(
         None => {
             state.store.delete_function(&name).await?;
             state.runtime.forget_provisioned(&name);
+            state.metrics.forget_function(&name);
             tracing::info!(function = %name, "function deleted");
         }
         Some(Qualifier::Version(n)) => {

@@ -1,6 +1,7 @@
 //! Nimbus's HTTP API: the AWS Lambda management and Invoke REST API that boto3 and the AWS CLI
 //! speak (under `/2015-03-31/...` and friends), SigV4 verification as a layer in front of it,
-//! and Nimbus's own endpoints under `/nimbus/v1` (logs, code download) plus `/healthz`.
+//! and Nimbus's own endpoints under `/nimbus/v1` (logs, metrics, code download) plus
+//! `/healthz` and Prometheus's `/metrics`.
 //!
 //! Handlers are thin: they parse wire shapes, call the store and the runtime, and map errors.
 
@@ -21,6 +22,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use nimbus_runtime::Runtime;
 use nimbus_store::{BlobStore, Store};
+use nimbus_telemetry::Metrics;
 
 pub use async_invoke::AsyncInvoker;
 pub use error::ApiError;
@@ -39,6 +41,9 @@ pub struct ApiInner {
     pub blobs: BlobStore,
     pub runtime: Arc<Runtime>,
     pub async_invoker: AsyncInvoker,
+    /// Execution metrics: exported at `/metrics`, read by the series endpoint; the runtime
+    /// records into the same registry.
+    pub metrics: Metrics,
     /// When non-empty, every request except `/healthz` must carry a valid SigV4 signature.
     pub credentials: Vec<Credentials>,
 }
@@ -119,6 +124,13 @@ pub fn router(state: ApiState) -> Router {
                 .delete(f::untag_resource),
         )
         .route("/nimbus/v1/functions/{name}/logs", get(nimbus::logs))
+        .route(
+            "/nimbus/v1/functions/{name}/metrics",
+            get(nimbus::function_metrics),
+        )
+        // Behind SigV4 like everything else: Prometheus, which cannot sign, can scrape it only
+        // from a server without credentials.
+        .route("/metrics", get(nimbus::prometheus))
         .route("/nimbus/v1/status", get(nimbus::status))
         .fallback(nimbus::unknown_operation)
         .layer(axum::middleware::from_fn_with_state(

@@ -1,5 +1,6 @@
-//! Nimbus's own endpoints: health, log queries for `nimbus logs`, code download for
-//! GetFunction's `Code.Location`, and a status summary.
+//! Nimbus's own endpoints: health, log queries for `nimbus logs`, metrics (Prometheus text and
+//! per-minute series for `nimbus metrics`), code download for GetFunction's `Code.Location`,
+//! and a status summary.
 
 use std::collections::HashMap;
 
@@ -10,9 +11,11 @@ use axum::Json;
 use hmac::{Hmac, Mac};
 use nimbus_core::FunctionRef;
 use nimbus_store::LogQuery;
+use nimbus_telemetry::metrics::{parse_time, PERIOD};
 use sha2::Sha256;
 
 use crate::error::{ApiError, ApiResult};
+use crate::wire::FunctionMetrics;
 use crate::ApiState;
 
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -61,6 +64,63 @@ pub async fn logs(
     Ok(Json(
         serde_json::json!({ "events": events, "lastId": last }),
     ))
+}
+
+/// `GET /metrics`: every metric family in Prometheus's text format.
+pub async fn prometheus(State(state): State<ApiState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render_prometheus(),
+    )
+        .into_response()
+}
+
+/// The window a series covers when `since` is not given.
+const DEFAULT_WINDOW_MS: i64 = 3_600_000;
+
+/// `GET /nimbus/v1/functions/{name}/metrics?since=&until=&version=`: per-minute series, one
+/// per version, with the minute in progress included. `since` and `until` take an ISO-8601
+/// time, epoch milliseconds or a duration before now (`1h`); `{name}:{qualifier}` is the same
+/// as `version={qualifier}`.
+pub async fn function_metrics(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(p): Query<HashMap<String, String>>,
+) -> ApiResult<Json<FunctionMetrics>> {
+    let f = FunctionRef::parse(&name)?;
+    state.store.get_function(&f.name).await?;
+    let now = nimbus_store::now_ms();
+    let time = |key: &str, default: i64| match p.get(key) {
+        None => Ok(default),
+        Some(v) => parse_time(v, now).map_err(|e| ApiError::invalid(format!("{key}: {e}"))),
+    };
+    let until = time("until", now)?;
+    let since = time("since", until - DEFAULT_WINDOW_MS)?;
+    if since >= until {
+        return Err(ApiError::invalid(format!(
+            "since ({}) must be before until ({})",
+            nimbus_telemetry::utc_timestamp(since, "Z"),
+            nimbus_telemetry::utc_timestamp(until, "Z")
+        )));
+    }
+    let version = match p.get("version").filter(|v| !v.is_empty()) {
+        Some(v) => Some(v.clone()),
+        None => f.qualifier.map(|q| q.to_string()),
+    };
+    let series = state
+        .metrics
+        .series(&*state.store, &f.name, version.as_deref(), since, until)
+        .await?;
+    Ok(Json(FunctionMetrics::new(
+        f.name,
+        PERIOD.as_secs(),
+        since,
+        until,
+        series,
+    )))
 }
 
 /// How long a `Code.Location` URL stays valid (Lambda's presigned URLs last 10 minutes).

@@ -211,6 +211,90 @@ pub fn alias_configuration(a: &Alias) -> serde_json::Value {
     out
 }
 
+/// The per-minute metrics of a function (`/nimbus/v1/functions/{name}/metrics`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionMetrics {
+    pub function: String,
+    /// Seconds per point.
+    pub period: u64,
+    pub since: String,
+    pub until: String,
+    pub series: Vec<MetricSeries>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSeries {
+    pub version: String,
+    /// The whole window as one point; its percentiles come from the merged histograms.
+    pub summary: MetricPoint,
+    /// Minutes with any activity, oldest first; minutes left out had none.
+    pub points: Vec<MetricPoint>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricPoint {
+    /// Start of the minute (of the window, for a summary), UTC.
+    pub timestamp: String,
+    pub invocations: u64,
+    pub errors: u64,
+    pub throttles: u64,
+    pub cold_starts: u64,
+    pub provisioned_concurrency_invocations: u64,
+    pub duration_p50_ms: Option<f64>,
+    pub duration_p90_ms: Option<f64>,
+    pub duration_p99_ms: Option<f64>,
+    pub duration_max_ms: Option<f64>,
+    pub init_duration_p50_ms: Option<f64>,
+    pub concurrent_executions_max: u64,
+    pub provisioned_concurrency_utilization_max: Option<f64>,
+}
+
+impl FunctionMetrics {
+    pub fn new(
+        function: String,
+        period: u64,
+        since_ms: i64,
+        until_ms: i64,
+        series: Vec<nimbus_telemetry::VersionSeries>,
+    ) -> FunctionMetrics {
+        let time = |ms: i64| nimbus_telemetry::utc_timestamp(ms, "Z");
+        // Milliseconds to the microsecond: the histograms are not more precise than that.
+        let ms = |v: Option<f64>| v.map(|v| (v * 1000.0).round() / 1000.0);
+        let point = |m: &nimbus_telemetry::MinuteStats| MetricPoint {
+            timestamp: time(m.minute_ms),
+            invocations: m.invocations,
+            errors: m.errors,
+            throttles: m.throttles,
+            cold_starts: m.cold_starts,
+            provisioned_concurrency_invocations: m.provisioned_invocations,
+            duration_p50_ms: ms(m.duration_p50_ms),
+            duration_p90_ms: ms(m.duration_p90_ms),
+            duration_p99_ms: ms(m.duration_p99_ms),
+            duration_max_ms: ms(m.duration_max_ms),
+            init_duration_p50_ms: ms(m.init_duration_p50_ms),
+            concurrent_executions_max: m.concurrent_executions_max,
+            provisioned_concurrency_utilization_max: m.provisioned_concurrency_utilization_max,
+        };
+        FunctionMetrics {
+            function,
+            period,
+            since: time(since_ms),
+            until: time(until_ms),
+            series: series
+                .iter()
+                .map(|s| MetricSeries {
+                    version: s.version.clone(),
+                    summary: point(&s.summary),
+                    points: s.points.iter().map(point).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +313,47 @@ mod tests {
         let b = code_sha_b64(hex_sha);
         assert_eq!(b, "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
         assert_eq!(code_sha_hex(&b).unwrap(), hex_sha);
+    }
+
+    #[test]
+    fn metric_series_shape() {
+        let stats = nimbus_telemetry::MinuteStats {
+            minute_ms: 1_767_225_600_000,
+            invocations: 5,
+            errors: 1,
+            throttles: 0,
+            cold_starts: 1,
+            provisioned_invocations: 0,
+            duration_p50_ms: Some(12.345_678_9),
+            duration_p90_ms: Some(20.0),
+            duration_p99_ms: Some(30.0),
+            duration_max_ms: Some(31.0),
+            init_duration_p50_ms: None,
+            concurrent_executions_max: 2,
+            provisioned_concurrency_utilization_max: None,
+        };
+        let out = FunctionMetrics::new(
+            "f".into(),
+            60,
+            1_767_225_600_000,
+            1_767_229_200_000,
+            vec![nimbus_telemetry::VersionSeries {
+                version: "$LATEST".into(),
+                summary: stats.clone(),
+                points: vec![stats],
+            }],
+        );
+        let v = serde_json::to_value(&out).unwrap();
+        assert_eq!(v["period"], 60);
+        assert_eq!(v["since"], "2026-01-01T00:00:00.000Z");
+        let p = &v["series"][0]["points"][0];
+        assert_eq!(p["timestamp"], "2026-01-01T00:00:00.000Z");
+        assert_eq!(p["invocations"], 5);
+        assert_eq!(p["coldStarts"], 1);
+        assert_eq!(p["durationP50Ms"], 12.346);
+        assert_eq!(p["initDurationP50Ms"], serde_json::Value::Null);
+        assert_eq!(p["concurrentExecutionsMax"], 2);
+        assert!(p.get("provisionedConcurrencyUtilizationMax").is_some());
+        assert_eq!(v["series"][0]["summary"]["errors"], 1);
     }
 }

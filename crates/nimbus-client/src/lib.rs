@@ -495,6 +495,30 @@ impl Client {
         .await
     }
 
+    /// Per-minute metrics of a function for the minutes in `[since_ms, until_ms)` (ms since
+    /// the Unix epoch), one series per version, or only `version`'s.
+    pub async fn metrics(
+        &self,
+        name: &str,
+        since_ms: i64,
+        until_ms: i64,
+        version: Option<&str>,
+    ) -> Result<Value> {
+        let mut q: Vec<(&str, String)> = vec![
+            ("since", since_ms.to_string()),
+            ("until", until_ms.to_string()),
+        ];
+        if let Some(v) = version {
+            q.push(("version", v.to_string()));
+        }
+        self.json(
+            self.http
+                .get(self.url(&format!("/nimbus/v1/functions/{}/metrics", seg(name))))
+                .query(&q),
+        )
+        .await
+    }
+
     pub async fn status(&self) -> Result<Value> {
         self.json(self.http.get(self.url("/nimbus/v1/status")))
             .await

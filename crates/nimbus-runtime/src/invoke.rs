@@ -13,8 +13,8 @@ use nimbus_sandbox::{
 };
 use nimbus_store::BlobStore;
 use nimbus_telemetry::{
-    end_line, log_group_name, log_stream_name, report_line, start_line, utc_timestamp, LogSink,
-    Report,
+    end_line, log_group_name, log_stream_name, report_line, start_line, utc_timestamp,
+    InvocationRecord, LogSink, Metrics, Report,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -89,6 +89,7 @@ pub struct Runtime {
     pub(crate) interpreters: Interpreters,
     pub(crate) blobs: BlobStore,
     pub(crate) logs: LogSink,
+    pub(crate) metrics: Metrics,
     pub(crate) pool: Arc<Pool>,
     pub(crate) spares: Spares,
     /// PATH, LANG, TZ: what every runtime process starts with.
@@ -177,6 +178,7 @@ impl Runtime {
         interpreters: Interpreters,
         blobs: BlobStore,
         logs: LogSink,
+        metrics: Metrics,
     ) -> Arc<Runtime> {
         let pool = Arc::new(Pool::new(cfg.pool.clone()));
         // Every instance can reach the host's interpreters (read-only), so `provided`
@@ -228,6 +230,7 @@ impl Runtime {
             interpreters,
             blobs,
             logs,
+            metrics,
             pool,
             spares,
             base_env,
@@ -373,7 +376,9 @@ impl Runtime {
                     Ok(i) => (i, generation, true),
                     Err(message) => {
                         self.pool.cold_failed(&key.function, slot);
-                        return Ok(Some(self.start_failure(req, message)));
+                        let outcome = self.start_failure(req, message);
+                        self.record(&key, &outcome, false);
+                        return Ok(Some(outcome));
                     }
                 }
             }
@@ -381,15 +386,35 @@ impl Runtime {
         instance
             .serving
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.concurrency_add(&key.function, &key.version, 1);
         let ran = self.run_on(&instance, req, cold).await;
+        self.metrics
+            .concurrency_add(&key.function, &key.version, -1);
         instance
             .serving
             .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some((outcome, _)) = &ran {
+            self.record(&key, outcome, instance.is_provisioned());
+        }
         let reusable = ran.as_ref().is_some_and(|(_, reusable)| *reusable);
         if let Some(dead) = self.pool.release(instance, generation, reusable) {
             dead.kill();
         }
         Ok(ran.map(|(outcome, _)| outcome))
+    }
+
+    fn record(&self, key: &VersionKey, o: &InvokeOutcome, provisioned: bool) {
+        self.metrics.invocation(
+            &key.function,
+            &key.version,
+            &InvocationRecord {
+                duration: o.duration,
+                error: o.function_error,
+                cold_start: o.cold_start,
+                init_duration: o.init_duration,
+                provisioned,
+            },
+        );
     }
 
     /// Takes an instance or the right to start one. A full node makes the caller wait (up to
@@ -410,9 +435,10 @@ impl Runtime {
                 Ok(l) => break Ok(l),
                 Err(Throttle::Node(0)) => break Err(InvokeError::ShuttingDown),
                 Err(Throttle::Reserved(_)) => {
+                    self.metrics.throttle(&key.function, &key.version);
                     break Err(InvokeError::Throttled {
                         reason: "ReservedFunctionConcurrentInvocationLimitExceeded",
-                    })
+                    });
                 }
                 Err(Throttle::Node(_) | Throttle::FairShare) => {
                     if !waiting {
@@ -420,6 +446,7 @@ impl Runtime {
                         waiting = true;
                     }
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        self.metrics.throttle(&key.function, &key.version);
                         break Err(InvokeError::Throttled {
                             reason: "ConcurrentInvocationLimitExceeded",
                         });

@@ -1,6 +1,6 @@
 //! Nimbus persistence. [`Store`] is the metadata interface every other crate uses (functions,
-//! versions, aliases, log events); [`SqliteStore`] is the embedded implementation and a
-//! PostgreSQL one can sit behind the same trait. [`BlobStore`] keeps code archives on disk,
+//! versions, aliases, log events, metric minutes); [`SqliteStore`] is the embedded
+//! implementation and a PostgreSQL one can sit behind the same trait. [`BlobStore`] keeps code archives on disk,
 //! content-addressed by sha256, and unpacks each archive once, read-only.
 
 mod blob;
@@ -12,7 +12,8 @@ pub use blob::{BlobStore, CollectGuard, StoredCode, UploadGuard};
 pub use code::{CodeError, Unpacked, UnzipLimits};
 pub use sqlite::SqliteStore;
 pub use store::{
-    FunctionRecord, LogEvent, LogQuery, NewLogEvent, Page, ProvisionedConfig, Store, StoreError,
+    FunctionRecord, LogEvent, LogQuery, MetricMinute, NewLogEvent, Page, ProvisionedConfig, Store,
+    StoreError,
 };
 
 /// Milliseconds since the Unix epoch, the store's one time unit.

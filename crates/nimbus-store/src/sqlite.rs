@@ -10,7 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use rusqlite_migration::{Migrations, M};
 
 use crate::store::{
-    FunctionRecord, LogEvent, LogQuery, NewLogEvent, Page, ProvisionedConfig, Store, StoreError,
+    FunctionRecord, LogEvent, LogQuery, MetricMinute, NewLogEvent, Page, ProvisionedConfig, Store,
+    StoreError,
 };
 
 /// Schema history. Append only: a released migration is never edited.
@@ -56,7 +57,30 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX log_events_function_id ON log_events (function, id);
     CREATE INDEX log_events_ts ON log_events (ts_ms);
     "#,
-    // 2: provisioned concurrency configurations.
+    // 2: per-minute execution metrics. No foreign key: a deleted function's minutes stay until
+    // retention removes them. Histograms are JSON arrays of [bucket index, count].
+    r#"
+    CREATE TABLE metric_minutes (
+        function TEXT NOT NULL,
+        version TEXT NOT NULL,
+        minute_ms INTEGER NOT NULL,
+        invocations INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        throttles INTEGER NOT NULL,
+        cold_starts INTEGER NOT NULL,
+        provisioned_invocations INTEGER NOT NULL,
+        duration_sum_ms REAL NOT NULL,
+        duration_max_ms REAL NOT NULL,
+        duration_buckets TEXT NOT NULL,
+        init_duration_max_ms REAL NOT NULL,
+        init_duration_buckets TEXT NOT NULL,
+        concurrency_max INTEGER NOT NULL,
+        provisioned_utilization_max REAL,
+        PRIMARY KEY (function, version, minute_ms)
+    );
+    CREATE INDEX metric_minutes_minute ON metric_minutes (minute_ms);
+    "#,
+    // 3: provisioned concurrency configurations.
     r#"
     CREATE TABLE provisioned_concurrency (
         function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
@@ -126,6 +150,37 @@ fn row_to_alias(row: &Row) -> rusqlite::Result<Alias> {
             _ => None,
         },
         revision_id: row.get("revision_id")?,
+    })
+}
+
+fn buckets_json(buckets: &[(u16, u64)]) -> Result<String, StoreError> {
+    serde_json::to_string(buckets).map_err(backend)
+}
+
+fn buckets_from_json(text: &str) -> rusqlite::Result<Vec<(u16, u64)>> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn row_to_metric_minute(row: &Row) -> rusqlite::Result<MetricMinute> {
+    let count = |name: &str| row.get::<_, i64>(name).map(|n| n.max(0) as u64);
+    Ok(MetricMinute {
+        function: row.get("function")?,
+        version: row.get("version")?,
+        minute_ms: row.get("minute_ms")?,
+        invocations: count("invocations")?,
+        errors: count("errors")?,
+        throttles: count("throttles")?,
+        cold_starts: count("cold_starts")?,
+        provisioned_invocations: count("provisioned_invocations")?,
+        duration_sum_ms: row.get("duration_sum_ms")?,
+        duration_max_ms: row.get("duration_max_ms")?,
+        duration_buckets: buckets_from_json(&row.get::<_, String>("duration_buckets")?)?,
+        init_duration_max_ms: row.get("init_duration_max_ms")?,
+        init_duration_buckets: buckets_from_json(&row.get::<_, String>("init_duration_buckets")?)?,
+        concurrency_max: count("concurrency_max")?,
+        provisioned_utilization_max: row.get("provisioned_utilization_max")?,
     })
 }
 
@@ -770,6 +825,104 @@ impl Store for SqliteStore {
         self.tx(move |tx| {
             let n = tx
                 .execute("DELETE FROM log_events WHERE ts_ms < ?1", [before_ms])
+                .map_err(backend)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn put_metric_minutes(&self, rows: Vec<MetricMinute>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Read, merge, write: the histograms are merged bucket by bucket, which SQL cannot do.
+        self.tx(move |tx| {
+            let mut read = tx
+                .prepare_cached(
+                    "SELECT * FROM metric_minutes WHERE function = ?1 AND version = ?2 AND minute_ms = ?3",
+                )
+                .map_err(backend)?;
+            let mut write = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO metric_minutes (function, version, minute_ms, invocations, errors,
+                       throttles, cold_starts, provisioned_invocations, duration_sum_ms, duration_max_ms,
+                       duration_buckets, init_duration_max_ms, init_duration_buckets, concurrency_max,
+                       provisioned_utilization_max)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                )
+                .map_err(backend)?;
+            for row in rows {
+                let stored = read
+                    .query_row(params![row.function, row.version, row.minute_ms], row_to_metric_minute)
+                    .optional()
+                    .map_err(backend)?;
+                let m = match stored {
+                    Some(mut stored) => {
+                        stored.merge(&row);
+                        stored
+                    }
+                    None => row,
+                };
+                let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                write
+                    .execute(params![
+                        m.function,
+                        m.version,
+                        m.minute_ms,
+                        n(m.invocations),
+                        n(m.errors),
+                        n(m.throttles),
+                        n(m.cold_starts),
+                        n(m.provisioned_invocations),
+                        m.duration_sum_ms,
+                        m.duration_max_ms,
+                        buckets_json(&m.duration_buckets)?,
+                        m.init_duration_max_ms,
+                        buckets_json(&m.init_duration_buckets)?,
+                        n(m.concurrency_max),
+                        m.provisioned_utilization_max,
+                    ])
+                    .map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn metric_minutes(
+        &self,
+        function: &str,
+        version: Option<&str>,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<MetricMinute>, StoreError> {
+        let function = function.to_string();
+        let version = version.map(str::to_string);
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT * FROM metric_minutes
+                     WHERE function = ?1 AND (?2 IS NULL OR version = ?2) AND minute_ms >= ?3 AND minute_ms < ?4
+                     ORDER BY version, minute_ms",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![function, version, from_ms, until_ms], row_to_metric_minute)
+                .map_err(backend)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn prune_metric_minutes(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM metric_minutes WHERE minute_ms < ?1",
+                    [before_ms],
+                )
                 .map_err(backend)?;
             Ok(n as u64)
         })

@@ -87,6 +87,72 @@ pub struct LogQuery {
     pub limit: usize,
 }
 
+/// One function version's execution metrics for one UTC minute, in a form that can be merged:
+/// counts add up, maxima take the larger, and duration histograms add bucket by bucket. The
+/// bucket layout (what index `i` means) belongs to nimbus-telemetry; the store keeps the counts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricMinute {
+    pub function: String,
+    /// The executed version (`$LATEST`, `3`); for provisioned concurrency, the qualifier it is
+    /// configured on (an alias name or a version).
+    pub version: String,
+    /// Start of the minute, ms since the Unix epoch (a multiple of 60 000).
+    pub minute_ms: i64,
+    pub invocations: u64,
+    pub errors: u64,
+    pub throttles: u64,
+    pub cold_starts: u64,
+    /// Invocations served by provisioned instances.
+    pub provisioned_invocations: u64,
+    pub duration_sum_ms: f64,
+    pub duration_max_ms: f64,
+    /// Sparse histogram of invocation durations: (bucket index, count), ascending index.
+    pub duration_buckets: Vec<(u16, u64)>,
+    pub init_duration_max_ms: f64,
+    /// Sparse histogram of init durations (cold starts that reported one).
+    pub init_duration_buckets: Vec<(u16, u64)>,
+    pub concurrency_max: u64,
+    /// Largest busy/allocated ratio of provisioned instances seen in the minute.
+    pub provisioned_utilization_max: Option<f64>,
+}
+
+impl MetricMinute {
+    /// Adds `other` (the same function, version and minute) into `self`.
+    pub fn merge(&mut self, other: &MetricMinute) {
+        self.invocations += other.invocations;
+        self.errors += other.errors;
+        self.throttles += other.throttles;
+        self.cold_starts += other.cold_starts;
+        self.provisioned_invocations += other.provisioned_invocations;
+        self.duration_sum_ms += other.duration_sum_ms;
+        self.duration_max_ms = self.duration_max_ms.max(other.duration_max_ms);
+        merge_buckets(&mut self.duration_buckets, &other.duration_buckets);
+        self.init_duration_max_ms = self.init_duration_max_ms.max(other.init_duration_max_ms);
+        merge_buckets(
+            &mut self.init_duration_buckets,
+            &other.init_duration_buckets,
+        );
+        self.concurrency_max = self.concurrency_max.max(other.concurrency_max);
+        self.provisioned_utilization_max = match (
+            self.provisioned_utilization_max,
+            other.provisioned_utilization_max,
+        ) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// Adds sparse bucket counts, keeping the result sorted by index.
+fn merge_buckets(into: &mut Vec<(u16, u64)>, from: &[(u16, u64)]) {
+    for &(i, n) in from {
+        match into.binary_search_by_key(&i, |&(j, _)| j) {
+            Ok(at) => into[at].1 += n,
+            Err(at) => into.insert(at, (i, n)),
+        }
+    }
+}
+
 /// Metadata storage. Every method is a single transaction: either all of it happened or none.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -160,6 +226,20 @@ pub trait Store: Send + Sync + 'static {
     async fn query_logs(&self, query: LogQuery) -> Result<Vec<LogEvent>, StoreError>;
     /// Deletes log events older than `before_ms`; returns how many.
     async fn purge_logs(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// Adds each row into the stored row of the same function, version and minute (see
+    /// [`MetricMinute::merge`]), or stores it as it is; one transaction.
+    async fn put_metric_minutes(&self, rows: Vec<MetricMinute>) -> Result<(), StoreError>;
+    /// Stored minutes of a function (of one version, if given) with `from_ms <= minute_ms <
+    /// until_ms`, ordered by version and minute.
+    async fn metric_minutes(
+        &self,
+        function: &str,
+        version: Option<&str>,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<MetricMinute>, StoreError>;
+    /// Deletes minutes that start before `before_ms`; returns how many.
+    async fn prune_metric_minutes(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// Every code sha256 some version still refers to (for blob garbage collection).
     async fn referenced_code(&self) -> Result<Vec<String>, StoreError>;
     /// Creates or replaces a provisioned concurrency configuration (the function must exist).

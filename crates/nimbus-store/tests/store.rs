@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use nimbus_core::{Alias, AliasRouting, FunctionConfig, FunctionVersion, VersionId};
-use nimbus_store::{FunctionRecord, ProvisionedConfig, SqliteStore, Store, StoreError};
+use nimbus_store::{
+    FunctionRecord, MetricMinute, ProvisionedConfig, SqliteStore, Store, StoreError,
+};
 
 fn version(name: &str, sha: &str) -> FunctionVersion {
     FunctionVersion {
@@ -198,6 +200,26 @@ async fn deleting_a_function_removes_versions_and_aliases() {
     ));
     with_function(&s, "f").await;
     assert_eq!(s.list_versions("f", None, 10).await.unwrap().items.len(), 1);
+}
+
+#[tokio::test]
+async fn metric_minutes_outlive_their_function() {
+    let s = SqliteStore::in_memory().unwrap();
+    with_function(&s, "f").await;
+    let m = MetricMinute {
+        function: "f".into(),
+        version: "$LATEST".into(),
+        minute_ms: 60_000,
+        invocations: 1,
+        ..Default::default()
+    };
+    s.put_metric_minutes(vec![m.clone()]).await.unwrap();
+    s.delete_function("f").await.unwrap();
+    assert_eq!(
+        s.metric_minutes("f", None, 0, i64::MAX).await.unwrap(),
+        vec![m],
+        "retention, not deletion, removes minutes"
+    );
 }
 
 #[tokio::test]

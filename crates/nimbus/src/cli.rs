@@ -75,6 +75,8 @@ pub enum Command {
     Concurrency(ConcurrencyArgs),
     /// Show a function's logs.
     Logs(LogsArgs),
+    /// Show a function's metrics over a window, per minute, as a table with sparklines.
+    Metrics(MetricsArgs),
     /// Report which isolation features and runtimes this machine supports.
     Doctor(DoctorArgs),
     /// Measure cold starts, warm latency and throughput on a private server.
@@ -155,6 +157,9 @@ pub struct UpArgs {
     /// Keep logs this long (e.g. 7d).
     #[arg(long)]
     pub log_retention: Option<String>,
+    /// Keep per-minute metrics this many hours (at least 24; default 48).
+    #[arg(long)]
+    pub metrics_retention_hours: Option<u64>,
     /// The python3 interpreter for the python3 runtime (default: python3 on PATH).
     #[arg(long)]
     pub python: Option<PathBuf>,
@@ -249,6 +254,20 @@ pub struct LogsArgs {
     /// Only lines containing this text.
     #[arg(long)]
     pub filter: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MetricsArgs {
+    pub name: String,
+    /// Start of the window: a duration before now (30m, 1h, 2d), an ISO-8601 time or epoch ms.
+    #[arg(long, default_value = "1h")]
+    pub since: String,
+    /// End of the window, in the same forms (default: now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this version ($LATEST, 3) or provisioned-concurrency alias.
+    #[arg(long)]
+    pub version: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

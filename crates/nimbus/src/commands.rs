@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 
 use crate::cli::{
     AliasArgs, AliasCommand, Command, DeployArgs, DoctorArgs, Global, InvokeArgs, LogsArgs,
+    MetricsArgs,
 };
-use crate::table;
+use crate::{metrics_view, table};
 
 fn s(v: &Value, key: &str) -> String {
     match v.get(key) {
@@ -54,6 +55,7 @@ pub async fn run(global: Global, cmd: Command) -> anyhow::Result<()> {
         Command::Alias(a) => alias(&client, &global, a).await,
         Command::Concurrency(a) => concurrency(&client, &global, a).await,
         Command::Logs(a) => logs(&client, a).await,
+        Command::Metrics(a) => metrics(&client, &global, a).await,
         Command::Up(_) | Command::Doctor(_) | Command::Bench(_) => unreachable!("handled in main"),
     }
 }
@@ -386,6 +388,62 @@ async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+async fn metrics(client: &Client, global: &Global, a: MetricsArgs) -> anyhow::Result<()> {
+    use nimbus_telemetry::metrics::parse_time;
+    let now = nimbus_store::now_ms();
+    let until = match &a.until {
+        Some(u) => parse_time(u, now).map_err(|e| anyhow!("--until {e}"))?,
+        None => now,
+    };
+    let since = parse_time(&a.since, now).map_err(|e| anyhow!("--since {e}"))?;
+    if since >= until {
+        bail!(
+            "--since ({}) must be before --until ({})",
+            nimbus_telemetry::utc_timestamp(since, "Z"),
+            nimbus_telemetry::utc_timestamp(until, "Z")
+        );
+    }
+    let v = client
+        .metrics(&a.name, since, until, a.version.as_deref())
+        .await?;
+    if global.json {
+        print_json(&v);
+        return Ok(());
+    }
+    let window = format!(
+        "{} to {}",
+        nimbus_telemetry::utc_timestamp(since, "Z"),
+        nimbus_telemetry::utc_timestamp(until, "Z")
+    );
+    let series = v["series"].as_array().cloned().unwrap_or_default();
+    if series.is_empty() {
+        let which = a
+            .version
+            .as_deref()
+            .map(|v| format!(" version {v}"))
+            .unwrap_or_default();
+        println!("no activity for {}{which} from {window}", a.name);
+        return Ok(());
+    }
+    let cols = metrics_view::Columns::new(since, until);
+    let heading = metrics_view::column_heading(&cols);
+    for (i, s) in series.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        println!(
+            "{} version {}, {window}",
+            a.name,
+            s["version"].as_str().unwrap_or("?")
+        );
+        table::print(
+            &["METRIC", "TOTAL", &heading],
+            &metrics_view::rows(s, &cols),
+        );
+    }
+    Ok(())
 }
 
 pub fn doctor(a: DoctorArgs) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod commands;
 mod examples;
+mod metrics_view;
 mod table;
 mod up;
 

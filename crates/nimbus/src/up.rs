@@ -12,7 +12,7 @@ use nimbus_runtime::pool::PoolConfig;
 use nimbus_runtime::{discover_interpreters, install_bootstraps, Runtime, RuntimeConfig};
 use nimbus_sandbox::SandboxConfig;
 use nimbus_store::{BlobStore, SqliteStore, Store, UnzipLimits};
-use nimbus_telemetry::LogSink;
+use nimbus_telemetry::{LogSink, Metrics};
 use serde::Deserialize;
 
 use crate::cli::{Global, UpArgs};
@@ -30,6 +30,8 @@ pub struct Config {
     pub queue_timeout: Duration,
     pub idle_timeout: Duration,
     pub log_retention: Duration,
+    /// How long per-minute metrics are kept (at least 24 hours).
+    pub metrics_retention: Duration,
     pub python: Option<PathBuf>,
     pub node: Option<PathBuf>,
     pub credentials: Vec<Credentials>,
@@ -48,12 +50,18 @@ struct FileConfig {
     queue_timeout: Option<String>,
     idle_timeout: Option<String>,
     log_retention: Option<String>,
+    // The snake_case spelling is accepted too: it is how the setting is often written.
+    #[serde(alias = "metrics_retention_hours")]
+    metrics_retention_hours: Option<u64>,
     python: Option<PathBuf>,
     node: Option<PathBuf>,
     access_key: Option<String>,
     secret_key: Option<String>,
     shutdown_grace: Option<String>,
 }
+
+/// Per-minute metrics are promised for at least a day.
+const MIN_METRICS_RETENTION_HOURS: u64 = 24;
 
 fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(s)
@@ -83,6 +91,15 @@ impl Config {
         let max_instances = args.max_instances.or(file.max_instances).unwrap_or(64);
         if max_instances == 0 {
             bail!("--max-instances must be at least 1");
+        }
+        let metrics_retention_hours = args
+            .metrics_retention_hours
+            .or(file.metrics_retention_hours)
+            .unwrap_or(48);
+        if metrics_retention_hours < MIN_METRICS_RETENTION_HOURS {
+            bail!(
+                "--metrics-retention-hours must be at least {MIN_METRICS_RETENTION_HOURS} (got {metrics_retention_hours})"
+            );
         }
         Ok(Config {
             api_addr: args
@@ -119,6 +136,7 @@ impl Config {
                     .or(file.log_retention.as_deref())
                     .unwrap_or("7d"),
             )?,
+            metrics_retention: Duration::from_secs(metrics_retention_hours.saturating_mul(3600)),
             python: args.python.clone().or(file.python),
             node: args.node.clone().or(file.node),
             credentials,
@@ -199,6 +217,10 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         isolation,
     };
     let (logs, log_writer) = LogSink::start(store.clone(), cfg.log_retention);
+    let metrics = Metrics::new();
+    let metrics_rollup = metrics.start_rollup(store.clone(), cfg.metrics_retention);
+    // TODO(metrics-wiring): the runtime records invocations, throttles and concurrency into
+    // `metrics`; once `Runtime::new` takes the handle, pass it `metrics.clone()` here.
     let runtime = Runtime::new(
         RuntimeConfig {
             runtime_dir,
@@ -215,6 +237,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         interpreters,
         blobs.clone(),
         logs.clone(),
+        metrics.clone(),
     );
     runtime.start_reaper();
     let state = ApiState::new(ApiInner {
@@ -222,6 +245,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         blobs: blobs.clone(),
         runtime: runtime.clone(),
         async_invoker: AsyncInvoker::start(runtime.clone()),
+        metrics: metrics.clone(),
         credentials: cfg.credentials.clone(),
     });
     if cfg.with_examples {
@@ -249,7 +273,8 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
 
     let app = nimbus_api::router(state);
     // On a signal: stop accepting connections, let running invocations finish within the grace
-    // period (the rest are killed and their callers told), then store every pending log line.
+    // period (the rest are killed and their callers told), then store the metrics minutes held
+    // in memory and every pending log line.
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let rt = runtime.clone();
     let grace = cfg.shutdown_grace;
@@ -275,6 +300,8 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "the API server task failed"),
         Err(_) => tracing::warn!("closing client connections that did not finish within 5 s"),
     }
+    // After the last invocation: the minute in progress is stored too, so a restart keeps it.
+    metrics_rollup.shutdown().await;
     logs.flush().await;
     drop(log_writer);
     tracing::info!("stopped");
