@@ -469,7 +469,7 @@ def test_reserved_concurrency_throttles(server):
 
 
 def test_node_limit_evicts_idle_and_throttles_busy(new_server):
-    s = new_server("--max-instances", "1")
+    s = new_server("--max-instances", "1", "--queue-timeout", "1s")
     lam = s.lambda_client()
     a = create(lam, {"app.py": PY_SLEEP}, Timeout=10)
     b = create(lam, {"app.py": PY_SLEEP}, Timeout=10)

@@ -54,8 +54,6 @@ pub(crate) struct Inflight {
 /// Commands to the task that owns the sandbox.
 pub(crate) enum Control {
     Kill,
-    ResetPeak,
-    Stats(oneshot::Sender<(Option<u64>, bool)>),
 }
 
 pub(crate) struct Instance {
@@ -80,6 +78,8 @@ pub(crate) struct Instance {
     pub init_error: Mutex<Option<(Bytes, Option<String>)>>,
     pub exit: watch::Receiver<Option<ExitInfo>>,
     pub control: mpsc::UnboundedSender<Control>,
+    /// The memory cgroup's peak window, read and reset around each invocation.
+    pub memory: nimbus_sandbox::MemoryProbe,
     pub flush: mpsc::UnboundedSender<FlushRequest>,
 }
 
@@ -116,16 +116,13 @@ impl Instance {
     }
 
     pub fn reset_peak_memory(&self) {
-        let _ = self.control.send(Control::ResetPeak);
+        self.memory.reset_peak();
     }
 
     /// Peak memory since the last reset and whether the OOM killer struck.
-    pub async fn memory_stats(&self) -> (Option<u64>, bool) {
-        let (tx, rx) = oneshot::channel();
-        if self.control.send(Control::Stats(tx)).is_err() {
-            return (None, false);
-        }
-        rx.await.unwrap_or((None, false))
+    /// Peak memory since the last reset (read directly from the memory cgroup).
+    pub fn peak_memory(&self) -> Option<u64> {
+        self.memory.peak_bytes()
     }
 
     /// Waits until every line printed so far has been read and tagged.
@@ -150,10 +147,6 @@ pub(crate) fn spawn_monitor(
                 info = sandbox.wait() => break info,
                 cmd = control.recv(), if control_open => match cmd {
                     Some(Control::Kill) => sandbox.kill(),
-                    Some(Control::ResetPeak) => sandbox.reset_peak_memory(),
-                    Some(Control::Stats(tx)) => {
-                        let _ = tx.send((sandbox.peak_memory_bytes(), sandbox.oom_killed()));
-                    }
                     // Every handle is gone: nobody can use this instance any more.
                     None => { control_open = false; sandbox.kill(); }
                 },
@@ -161,12 +154,9 @@ pub(crate) fn spawn_monitor(
         };
         let oom = info.oom || sandbox.oom_killed();
         let _ = exit_tx.send(Some(ExitInfo { oom, ..info }));
-        // Answer late stats requests with what the cgroup still knows.
-        while let Some(cmd) = control.recv().await {
-            if let Control::Stats(tx) = cmd {
-                let _ = tx.send((sandbox.peak_memory_bytes(), oom));
-            }
-        }
+        // Keep the cgroups (and with them what the memory probe reads: the peak of a run that
+        // ended in a crash or an OOM kill) until nobody holds the instance any more.
+        while control.recv().await.is_some() {}
         // Removing the cgroups waits for them to empty: not on the reactor.
         let _ = tokio::task::spawn_blocking(move || drop(sandbox)).await;
     });

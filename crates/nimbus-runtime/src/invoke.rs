@@ -705,6 +705,7 @@ impl Runtime {
             flush_rx,
         );
         let pid = sandbox.pid();
+        let memory = sandbox.memory_probe();
         spawn_monitor(sandbox, control_rx, exit_tx);
         let instance = Arc::new(Instance {
             id: id.clone(),
@@ -722,6 +723,7 @@ impl Runtime {
             init_error: Mutex::new(None),
             exit: exit_rx,
             control: control_tx,
+            memory,
             flush: flush_tx,
         });
         let app = crate::runtime_api::router(instance.clone());
@@ -938,7 +940,7 @@ impl Runtime {
                 ),
             );
         }
-        let (peak, _oom) = inst.memory_stats().await;
+        let peak = inst.peak_memory();
         if let Ok(mut current) = inst.capture.current.lock() {
             *current = None;
         }

@@ -8,7 +8,7 @@ use std::io::{ErrorKind, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -251,6 +251,78 @@ fn write_limits(
     Ok(())
 }
 
+/// An instance's memory peak window: reset before an invocation, read after it.
+#[derive(Debug, Clone)]
+pub struct PeakHandle {
+    version: CgroupVersion,
+    memory: PathBuf,
+    peak: Arc<Mutex<PeakState>>,
+}
+
+impl PeakHandle {
+    pub fn reset_peak(&self) {
+        let mem = &self.memory;
+        match self.version {
+            CgroupVersion::V1 => {
+                let st = self.peak.lock().unwrap_or_else(|p| p.into_inner());
+                let reset = st
+                    .file
+                    .as_ref()
+                    .is_some_and(|f| f.write_at(b"0", 0).is_ok());
+                if !reset {
+                    let _ = fs::write(mem.join("memory.max_usage_in_bytes"), "0");
+                }
+            }
+            CgroupVersion::V2 => {
+                let mut st = self.peak.lock().unwrap_or_else(|p| p.into_inner());
+                let reset = st
+                    .file
+                    .as_ref()
+                    .is_some_and(|f| f.write_at(b"0\n", 0).is_ok());
+                st.baseline = if reset {
+                    None
+                } else {
+                    read_u64(&mem.join("memory.peak"))
+                };
+            }
+        }
+    }
+
+    pub fn peak_bytes(&self) -> Option<u64> {
+        let mem = &self.memory;
+        match self.version {
+            CgroupVersion::V1 => {
+                let st = self.peak.lock().unwrap_or_else(|p| p.into_inner());
+                match &st.file {
+                    Some(f) => {
+                        let mut buf = [0u8; 32];
+                        let n = f.read_at(&mut buf, 0).ok()?;
+                        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
+                    }
+                    None => read_u64(&mem.join("memory.max_usage_in_bytes")),
+                }
+            }
+            CgroupVersion::V2 => {
+                let st = self.peak.lock().unwrap_or_else(|p| p.into_inner());
+                let peak = match &st.file {
+                    Some(f) => {
+                        let mut buf = [0u8; 32];
+                        let n = f.read_at(&mut buf, 0).ok()?;
+                        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()?
+                    }
+                    None => read_u64(&mem.join("memory.peak"))?,
+                };
+                match st.baseline {
+                    // The all-time peak has not moved since the reset we could not do: the
+                    // window's peak is unknown but at least the current usage.
+                    Some(base) if peak <= base => read_u64(&mem.join("memory.current")),
+                    _ => Some(peak),
+                }
+            }
+        }
+    }
+}
+
 /// The cgroup directories of one instance.
 #[derive(Debug)]
 pub(crate) struct InstanceCgroups {
@@ -260,7 +332,7 @@ pub(crate) struct InstanceCgroups {
     /// Each controller with the directory its files are in.
     controllers: Vec<(Controller, PathBuf)>,
     memory: Option<PathBuf>,
-    peak: Mutex<PeakState>,
+    peak: Arc<Mutex<PeakState>>,
 }
 
 #[derive(Debug, Default)]
@@ -283,7 +355,7 @@ impl InstanceCgroups {
             dirs: Vec::new(),
             controllers: Vec::new(),
             memory: None,
-            peak: Mutex::new(PeakState::default()),
+            peak: Arc::new(Mutex::new(PeakState::default())),
         };
         // On error `cg` is dropped here, which removes whatever was created.
         for (c, mount) in &layout.controllers {
@@ -306,13 +378,18 @@ impl InstanceCgroups {
             }
             write_limits(cg.version, *c, &dir, limits)?;
         }
-        if let (CgroupVersion::V2, Some(mem)) = (cg.version, &cg.memory) {
+        // Kept open: the peak is reset and read around every invocation.
+        if let Some(mem) = &cg.memory {
+            let name = match cg.version {
+                CgroupVersion::V1 => "memory.max_usage_in_bytes",
+                CgroupVersion::V2 => "memory.peak",
+            };
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
-                .open(mem.join("memory.peak"))
+                .open(mem.join(name))
                 .ok();
-            cg.peak.get_mut().unwrap_or_else(|p| p.into_inner()).file = file;
+            cg.peak.lock().unwrap_or_else(|p| p.into_inner()).file = file;
         }
         Ok(cg)
     }
@@ -438,49 +515,23 @@ impl InstanceCgroups {
         }
     }
 
+    /// The peak-memory window, shareable without the cgroups themselves.
+    pub fn peak_handle(&self) -> Option<PeakHandle> {
+        Some(PeakHandle {
+            version: self.version,
+            memory: self.memory.clone()?,
+            peak: self.peak.clone(),
+        })
+    }
+
     pub fn reset_peak(&self) {
-        let Some(mem) = &self.memory else { return };
-        match self.version {
-            CgroupVersion::V1 => {
-                let _ = fs::write(mem.join("memory.max_usage_in_bytes"), "0");
-            }
-            CgroupVersion::V2 => {
-                let mut st = self.peak.lock().unwrap_or_else(|p| p.into_inner());
-                let reset = st
-                    .file
-                    .as_ref()
-                    .is_some_and(|f| f.write_at(b"0\n", 0).is_ok());
-                st.baseline = if reset {
-                    None
-                } else {
-                    read_u64(&mem.join("memory.peak"))
-                };
-            }
+        if let Some(h) = self.peak_handle() {
+            h.reset_peak();
         }
     }
 
     pub fn peak_bytes(&self) -> Option<u64> {
-        let mem = self.memory.as_ref()?;
-        match self.version {
-            CgroupVersion::V1 => read_u64(&mem.join("memory.max_usage_in_bytes")),
-            CgroupVersion::V2 => {
-                let st = self.peak.lock().unwrap_or_else(|p| p.into_inner());
-                let peak = match &st.file {
-                    Some(f) => {
-                        let mut buf = [0u8; 32];
-                        let n = f.read_at(&mut buf, 0).ok()?;
-                        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()?
-                    }
-                    None => read_u64(&mem.join("memory.peak"))?,
-                };
-                match st.baseline {
-                    // The all-time peak has not moved since the reset we could not do: the
-                    // window's peak is unknown but at least the current usage.
-                    Some(base) if peak <= base => read_u64(&mem.join("memory.current")),
-                    _ => Some(peak),
-                }
-            }
-        }
+        self.peak_handle()?.peak_bytes()
     }
 
     /// Number of OOM kills in this instance's memory cgroup, if the kernel reports it.

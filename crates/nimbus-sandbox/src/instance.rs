@@ -184,6 +184,17 @@ impl Instance {
         self.shared.kill();
     }
 
+    /// A handle on the instance's memory accounting that outlives borrows of the instance:
+    /// the invoke path resets and reads the peak without going through whoever owns it.
+    pub fn memory_probe(&self) -> MemoryProbe {
+        MemoryProbe(
+            self.shared
+                .cgroups
+                .as_ref()
+                .and_then(InstanceCgroups::peak_handle),
+        )
+    }
+
     /// Starts a new peak-memory window.
     pub fn reset_peak_memory(&self) {
         if let Some(cg) = &self.shared.cgroups {
@@ -209,6 +220,25 @@ impl Instance {
             .as_ref()
             .map(|c| c.dirs().to_vec())
             .unwrap_or_default()
+    }
+}
+
+/// See [`Instance::memory_probe`]: open files of the memory cgroup, nothing that keeps the
+/// instance or its cgroups alive.
+#[derive(Clone, Debug)]
+pub struct MemoryProbe(Option<crate::cgroup::PeakHandle>);
+
+impl MemoryProbe {
+    /// Starts a new peak-memory window.
+    pub fn reset_peak(&self) {
+        if let Some(h) = &self.0 {
+            h.reset_peak();
+        }
+    }
+
+    /// Peak memory since the last reset; `None` without a memory cgroup.
+    pub fn peak_bytes(&self) -> Option<u64> {
+        self.0.as_ref()?.peak_bytes()
     }
 }
 

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 pub use cgroup::CgroupVersion;
-pub use instance::{prepare_spare, spawn, ExitInfo, Instance, Spare};
+pub use instance::{prepare_spare, spawn, ExitInfo, Instance, MemoryProbe, Spare};
 pub use probe::{probe, Feature, Isolation};
 
 /// Where the sandbox puts the function code, the runtime and the writable scratch space.

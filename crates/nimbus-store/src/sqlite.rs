@@ -1,6 +1,6 @@
 //! The embedded store: one SQLite database file in WAL mode, migrated on open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -97,6 +97,19 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Functions, versions and aliases as last read: every invocation looks them up, and they
+    /// change only through this store's metadata writes, which clear the cache.
+    cache: Arc<Mutex<MetaCache>>,
+}
+
+/// Read-through cache of metadata lookups. `generation` moves on every metadata write, so a
+/// lookup that raced a write does not put the old value back.
+#[derive(Default)]
+struct MetaCache {
+    generation: u64,
+    functions: HashMap<String, FunctionRecord>,
+    versions: HashMap<(String, VersionId), FunctionVersion>,
+    aliases: HashMap<(String, String), Alias>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -206,6 +219,25 @@ fn function_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
     .map_err(backend)
 }
 
+fn load_function(conn: &Connection, name: &str) -> Result<FunctionRecord, StoreError> {
+    conn.query_row(
+        "SELECT name, created_ms, tags, reserved_concurrency FROM functions WHERE name = ?1",
+        [&name],
+        |row| {
+            let tags: String = row.get(2)?;
+            Ok(FunctionRecord {
+                name: row.get(0)?,
+                created_ms: row.get(1)?,
+                tags: serde_json::from_str(&tags).unwrap_or_default(),
+                reserved_concurrency: row.get(3)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(backend)?
+    .ok_or_else(|| StoreError::NotFound(format!("function {name}")))
+}
+
 fn require_function(conn: &Connection, name: &str) -> Result<(), StoreError> {
     if function_exists(conn, name)? {
         Ok(())
@@ -284,18 +316,69 @@ impl SqliteStore {
         let mut conn = Connection::open(path)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         Self::prepare(&mut conn)?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(SqliteStore::from_conn(conn))
     }
 
     /// A private in-memory database, for tests.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
         let mut conn = Connection::open_in_memory().map_err(backend)?;
         Self::prepare(&mut conn)?;
-        Ok(SqliteStore {
+        Ok(SqliteStore::from_conn(conn))
+    }
+
+    fn from_conn(conn: Connection) -> SqliteStore {
+        SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
-        })
+            cache: Arc::new(Mutex::new(MetaCache::default())),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, MetaCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A cached lookup: `get` reads the cache, `load` the database, `put` fills the cache.
+    async fn cached<T, G, L, P>(&self, get: G, load: L, put: P) -> Result<T, StoreError>
+    where
+        T: Clone + Send + 'static,
+        G: FnOnce(&MetaCache) -> Option<T>,
+        L: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        P: FnOnce(&mut MetaCache, T),
+    {
+        let generation = {
+            let c = self.cache();
+            if let Some(hit) = get(&c) {
+                return Ok(hit);
+            }
+            c.generation
+        };
+        let value = self.with(load).await?;
+        let mut c = self.cache();
+        if c.generation == generation {
+            put(&mut c, value.clone());
+        }
+        Ok(value)
+    }
+
+    /// Runs `f` inside one IMMEDIATE transaction that changes functions, versions or aliases,
+    /// and forgets every cached lookup (before and after, so no reader re-caches old rows).
+    async fn meta_tx<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.forget();
+        let out = self.tx(f).await;
+        self.forget();
+        out
+    }
+
+    fn forget(&self) {
+        let mut c = self.cache();
+        c.generation += 1;
+        c.functions.clear();
+        c.versions.clear();
+        c.aliases.clear();
     }
 
     fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
@@ -369,7 +452,7 @@ impl Store for SqliteStore {
         record: FunctionRecord,
         latest: FunctionVersion,
     ) -> Result<(), StoreError> {
-        self.tx(move |tx| {
+        self.meta_tx(move |tx| {
             if function_exists(tx, &record.name)? {
                 return Err(StoreError::Conflict(format!("Function already exist: {}", record.name)));
             }
@@ -385,25 +468,15 @@ impl Store for SqliteStore {
     }
 
     async fn get_function(&self, name: &str) -> Result<FunctionRecord, StoreError> {
+        let key = name.to_string();
         let name = name.to_string();
-        self.with(move |conn| {
-            conn.query_row(
-                "SELECT name, created_ms, tags, reserved_concurrency FROM functions WHERE name = ?1",
-                [&name],
-                |row| {
-                    let tags: String = row.get(2)?;
-                    Ok(FunctionRecord {
-                        name: row.get(0)?,
-                        created_ms: row.get(1)?,
-                        tags: serde_json::from_str(&tags).unwrap_or_default(),
-                        reserved_concurrency: row.get(3)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(backend)?
-            .ok_or_else(|| StoreError::NotFound(format!("function {name}")))
-        })
+        self.cached(
+            |c| c.functions.get(&key).cloned(),
+            move |conn| load_function(conn, &name),
+            |c, v: FunctionRecord| {
+                c.functions.insert(v.name.clone(), v);
+            },
+        )
         .await
     }
 
@@ -439,7 +512,7 @@ impl Store for SqliteStore {
         expected_revision: Option<&str>,
     ) -> Result<(), StoreError> {
         let expected = expected_revision.map(str::to_string);
-        self.tx(move |tx| {
+        self.meta_tx(move |tx| {
             let current = load_version(tx, &latest.function, VersionId::Latest)?;
             if let Some(exp) = expected {
                 if exp != current.revision_id {
@@ -457,7 +530,7 @@ impl Store for SqliteStore {
         value: Option<u32>,
     ) -> Result<(), StoreError> {
         let name = name.to_string();
-        self.tx(move |tx| {
+        self.meta_tx(move |tx| {
             require_function(tx, &name)?;
             tx.execute(
                 "UPDATE functions SET reserved_concurrency = ?2 WHERE name = ?1",
@@ -532,7 +605,7 @@ impl Store for SqliteStore {
 
     async fn set_tags(&self, name: &str, tags: BTreeMap<String, String>) -> Result<(), StoreError> {
         let name = name.to_string();
-        self.tx(move |tx| {
+        self.meta_tx(move |tx| {
             require_function(tx, &name)?;
             let tags = serde_json::to_string(&tags).map_err(backend)?;
             tx.execute(
@@ -547,7 +620,7 @@ impl Store for SqliteStore {
 
     async fn delete_function(&self, name: &str) -> Result<(), StoreError> {
         let name = name.to_string();
-        self.tx(move |tx| {
+        self.meta_tx(move |tx| {
             require_function(tx, &name)?;
             tx.execute("DELETE FROM functions WHERE name = ?1", [&name])
                 .map_err(backend)?;
@@ -558,7 +631,7 @@ impl Store for SqliteStore {
 
     async fn delete_version(&self, name: &str, version: u64) -> Result<(), StoreError> {
         let name = name.to_string();
-        self.tx(move |tx| {
+        self.meta_tx(move |tx| {
             load_version(tx, &name, VersionId::Published(version))?;
             let alias: Option<String> = tx
                 .query_row(
@@ -585,9 +658,16 @@ impl Store for SqliteStore {
         name: &str,
         version: VersionId,
     ) -> Result<FunctionVersion, StoreError> {
+        let key = (name.to_string(), version);
         let name = name.to_string();
-        self.with(move |conn| load_version(conn, &name, version))
-            .await
+        self.cached(
+            |c| c.versions.get(&key).cloned(),
+            move |conn| load_version(conn, &name, version),
+            |c, v: FunctionVersion| {
+                c.versions.insert((v.function.clone(), version), v);
+            },
+        )
+        .await
     }
 
     async fn list_versions(
@@ -629,7 +709,7 @@ impl Store for SqliteStore {
         let name = name.to_string();
         let expected_sha = expected_code_sha256.map(str::to_string);
         let expected_rev = expected_revision.map(str::to_string);
-        self.tx(move |tx| {
+        self.meta_tx(move |tx| {
             let latest = load_version(tx, &name, VersionId::Latest)?;
             if let Some(sha) = expected_sha {
                 if sha != latest.code_sha256 {
@@ -678,7 +758,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_alias(&self, alias: Alias) -> Result<(), StoreError> {
-        self.tx(move |tx| {
+        self.meta_tx(move |tx| {
             require_function(tx, &alias.function)?;
             let exists = tx
                 .query_row(
@@ -702,9 +782,16 @@ impl Store for SqliteStore {
     }
 
     async fn get_alias(&self, function: &str, name: &str) -> Result<Alias, StoreError> {
-        let (function, name) = (function.to_string(), name.to_string());
-        self.with(move |conn| load_alias(conn, &function, &name))
-            .await
+        let key = (function.to_string(), name.to_string());
+        let (function, name) = key.clone();
+        self.cached(
+            |c| c.aliases.get(&key).cloned(),
+            move |conn| load_alias(conn, &function, &name),
+            |c, a: Alias| {
+                c.aliases.insert((a.function.clone(), a.name.clone()), a);
+            },
+        )
+        .await
     }
 
     async fn update_alias(
@@ -713,7 +800,7 @@ impl Store for SqliteStore {
         expected_revision: Option<&str>,
     ) -> Result<(), StoreError> {
         let expected = expected_revision.map(str::to_string);
-        self.tx(move |tx| {
+        self.meta_tx(move |tx| {
             let current = load_alias(tx, &alias.function, &alias.name)?;
             if let Some(exp) = expected {
                 if exp != current.revision_id {
@@ -728,7 +815,7 @@ impl Store for SqliteStore {
 
     async fn delete_alias(&self, function: &str, name: &str) -> Result<(), StoreError> {
         let (function, name) = (function.to_string(), name.to_string());
-        self.tx(move |tx| {
+        self.meta_tx(move |tx| {
             load_alias(tx, &function, &name)?;
             tx.execute(
                 "DELETE FROM aliases WHERE function = ?1 AND name = ?2",

@@ -272,3 +272,44 @@ async fn provisioned_configs_round_trip_and_go_with_their_function() {
     store.delete_function("f").await.unwrap();
     assert!(store.list_provisioned(None).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn cached_lookups_follow_every_metadata_write() {
+    let s = SqliteStore::in_memory().unwrap();
+    s.create_function(record("c"), version("c", "one"))
+        .await
+        .unwrap();
+    // Read twice (the second from the cache), then change it: the next read sees the change.
+    for _ in 0..2 {
+        let v = s.get_version("c", VersionId::Latest).await.unwrap();
+        assert_eq!(v.code_sha256, "one");
+        assert_eq!(
+            s.get_function("c").await.unwrap().reserved_concurrency,
+            None
+        );
+    }
+    let mut latest = version("c", "two");
+    latest.revision_id = "r2".into();
+    s.update_latest(latest, None).await.unwrap();
+    assert_eq!(
+        s.get_version("c", VersionId::Latest)
+            .await
+            .unwrap()
+            .code_sha256,
+        "two"
+    );
+    s.set_reserved_concurrency("c", Some(4)).await.unwrap();
+    assert_eq!(
+        s.get_function("c").await.unwrap().reserved_concurrency,
+        Some(4)
+    );
+    s.delete_function("c").await.unwrap();
+    assert!(matches!(
+        s.get_function("c").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.get_version("c", VersionId::Latest).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
