@@ -103,42 +103,27 @@ def wait_until(predicate, timeout, interval=0.25):
 SERVERS = set()
 
 
-def _children():
-    kids = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/status") as f:
-                for line in f:
-                    if line.startswith("PPid:"):
-                        kids.setdefault(int(line.split()[1]), []).append(int(d))
-                        break
-        except OSError:
-            pass
-    return kids
-
-
 def function_pids(function_name):
-    """PIDs of host processes running `function_name`: every process below the namespace init
-    of each of its instances' sandboxes, as the running servers' status lists them, plus any process with
+    """PIDs of host processes running `function_name`: the unprivileged members of its
+    instances' cgroups, as the running servers' status lists them, plus any process with
     AWS_LAMBDA_FUNCTION_NAME in its initial environment (instances started without a sandbox)."""
-    roots = []
+    out = set()
     for endpoint in list(SERVERS):
         try:
             st = requests.get(endpoint + "/nimbus/v1/status", timeout=5).json()
         except (requests.RequestException, ValueError):
             continue
-        roots += [i["pid"] for i in st.get("instanceList", []) if i["function"] == function_name and i.get("pid")]
-    out = set()
-    if roots:
-        # Below the helper is the namespace's init (also ours); below that, the function's.
-        kids = _children()
-        todo = [g for r in roots for c in kids.get(r, []) for g in kids.get(c, [])]
-        while todo:
-            p = todo.pop()
-            out.add(p)
-            todo += kids.get(p, [])
+        for inst in st.get("instanceList", []):
+            if inst["function"] != function_name:
+                continue
+            for d in inst.get("cgroups", []):
+                try:
+                    with open(os.path.join(d, "cgroup.procs")) as f:
+                        pids = [int(p) for p in f.read().split()]
+                except OSError:
+                    continue
+                # The sandbox's own helpers are root; the function's processes are not.
+                out.update(p for p in pids if (proc_uid(p) or 0) != 0)
     marker = f"AWS_LAMBDA_FUNCTION_NAME={function_name}".encode()
     for d in os.listdir("/proc"):
         if not d.isdigit():

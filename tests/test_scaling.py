@@ -31,6 +31,8 @@ def handler(event, context):
         "cwd": os.getcwd(),
         "hashseed": os.environ.get("PYTHONHASHSEED"),
         "hash": hash("nimbus"),
+        "ppid": os.getppid(),
+        "uid": os.getuid(),
     }
 """
 
@@ -65,6 +67,8 @@ def test_cold_starts_use_prestarted_runtimes_with_the_functions_environment(new_
     assert "Init Duration" in r.log, r
     p = r.payload
     assert p["env"] == "hi" and p["cwd"] == "/var/task" and p["init"] == "on-demand", p
+    # Forked by the python zygote into the sandbox: its parent is outside the pid namespace.
+    assert p["ppid"] == 0 and p["uid"] >= 200_000, p
     # The spare it took is replaced.
     assert wait_until(lambda: spares_full(s), timeout=30), status(s)
     # A variable the interpreter reads at start-up makes the instance start fresh, so it applies.
@@ -73,6 +77,8 @@ def test_cold_starts_use_prestarted_runtimes_with_the_functions_environment(new_
     lam.update_function_configuration(FunctionName=seeded, Environment={"Variables": {"PYTHONHASHSEED": "0", "X": "1"}})
     b = ok(lam, seeded)
     assert a["hashseed"] == "0" and a["hash"] == b["hash"], (a, b)
+    # ...started by the sandbox's init instead.
+    assert a["ppid"] == 1, a
     # Node spares too.
     node = create(lam, {"index.js": "exports.handler = async () => ({ env: process.env.GREETING, cwd: process.cwd() });"},
                   runtime="nodejs20.x", handler="index.handler", Environment={"Variables": {"GREETING": "yo"}})

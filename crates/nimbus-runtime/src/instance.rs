@@ -61,6 +61,8 @@ pub(crate) struct Instance {
     pub key: VersionKey,
     /// Host pid of the sandbox helper (or of the program, without a sandbox).
     pub pid: Option<u32>,
+    /// The instance's cgroup directories: every process of the instance is in them.
+    pub cgroups: Vec<std::path::PathBuf>,
     /// Kept initialised for provisioned concurrency: never reaped or evicted while set.
     pub provisioned: std::sync::atomic::AtomicBool,
     /// Serving an invocation now.

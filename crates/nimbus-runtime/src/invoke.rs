@@ -70,8 +70,10 @@ pub struct InstanceInfo {
     pub id: String,
     pub function: String,
     pub version: String,
-    /// Host pid of the instance's sandbox helper (its processes are all below it).
+    /// Host pid of the instance's sandbox helper.
     pub pid: Option<u32>,
+    /// Its cgroup directories; `cgroup.procs` in them lists every process of the instance.
+    pub cgroups: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +223,7 @@ impl Runtime {
                 ro_paths: ro_paths.clone(),
                 base_env: base_env.clone(),
                 pool: pool.clone(),
+                zygote: tokio::sync::Mutex::new(None),
             },
             cfg.pool.spares_per_kind,
         );
@@ -275,6 +278,7 @@ impl Runtime {
                 function: i.key.function.clone(),
                 version: i.key.version.clone(),
                 pid: i.pid,
+                cgroups: i.cgroups.clone(),
             })
             .collect();
         out.sort_by(|a, b| (&a.function, &a.id).cmp(&(&b.function, &b.id)));
@@ -705,12 +709,14 @@ impl Runtime {
             flush_rx,
         );
         let pid = sandbox.pid();
+        let cgroups = sandbox.cgroup_dirs();
         let memory = sandbox.memory_probe();
         spawn_monitor(sandbox, control_rx, exit_tx);
         let instance = Arc::new(Instance {
             id: id.clone(),
             key: key.clone(),
             pid,
+            cgroups,
             provisioned: std::sync::atomic::AtomicBool::new(false),
             serving: std::sync::atomic::AtomicBool::new(false),
             spawned,

@@ -15,6 +15,7 @@ pub mod pool;
 mod provision;
 mod runtime_api;
 mod spares;
+mod zygote;
 
 pub use bootstraps::install_bootstraps;
 pub use interpreters::{discover_interpreters, Interpreter, Interpreters};

@@ -18,6 +18,7 @@ use nimbus_sandbox::{Program, SandboxConfig, Spare, SpareSpec};
 
 use crate::interpreters::Interpreters;
 use crate::pool::Pool;
+use crate::zygote::Zygote;
 
 /// After a spare of a kind failed to build, how long before trying that kind again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -84,10 +85,105 @@ pub(crate) struct SpareFactory {
     /// PATH, LANG, TZ: what every runtime process starts with.
     pub base_env: Vec<(String, String)>,
     pub pool: Arc<Pool>,
+    /// The python zygote, started on first use and replaced if it dies.
+    pub zygote: tokio::sync::Mutex<Option<Zygote>>,
 }
 
 impl SpareFactory {
     async fn make(&self, kind: SpareKind) -> Result<Spare, String> {
+        if kind == SpareKind::Python {
+            match self.make_forked().await {
+                Ok(spare) => return Ok(spare),
+                Err(e) => {
+                    tracing::warn!(error = %e, "python zygote unavailable; starting the interpreter in the spare instead")
+                }
+            }
+        }
+        self.make_started(kind).await
+    }
+
+    /// A python spare whose runtime is forked into it by the zygote.
+    async fn make_forked(&self) -> Result<Spare, String> {
+        let python = self
+            .interpreters
+            .python
+            .as_ref()
+            .map_err(|e| e.to_string())?;
+        let uid = self
+            .pool
+            .take_uid()
+            .ok_or_else(|| "no free instance uid".to_string())?;
+        let spec = SpareSpec {
+            prestart: None,
+            adoptable: true,
+            ..self.spec(uid)
+        };
+        let mut spare = match nimbus_sandbox::prepare_spare(&self.sandbox, spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.pool.free_uid(uid);
+                return Err(e.to_string());
+            }
+        };
+        let mut env = self.base_env.clone();
+        env.push(("NIMBUS_HANDOFF_FD".into(), "3".into()));
+        let forked = match spare.adoption() {
+            None => Err("the spare did not offer a handoff pipe".to_string()),
+            Some(adoption) => {
+                let mut z = self.zygote.lock().await;
+                if !z.as_mut().is_some_and(Zygote::is_alive) {
+                    *z = Some(Zygote::start(
+                        &python.executable,
+                        &self.runtime_dir,
+                        &self.base_env,
+                    )?);
+                }
+                let result = match z.as_mut() {
+                    Some(zygote) => zygote.fork(&adoption, uid, &env).await,
+                    None => Err("no zygote".to_string()),
+                };
+                if result.is_err() {
+                    // Start a fresh one next time.
+                    *z = None;
+                }
+                result
+            }
+        };
+        match forked {
+            Ok(pid) => {
+                spare.adopt(pid);
+                Ok(spare)
+            }
+            Err(e) => {
+                spare.kill();
+                let _ = spare.wait().await;
+                drop(spare);
+                self.pool.free_uid(uid);
+                Err(e)
+            }
+        }
+    }
+
+    fn spec(&self, uid: u32) -> SpareSpec {
+        SpareSpec {
+            id: format!("spare-{}", uuid::Uuid::new_v4().simple()),
+            code_root: self.code_root.clone(),
+            runtime_dir: Some(self.runtime_dir.clone()),
+            ro_paths: self.ro_paths.clone(),
+            mask_paths: self.mask_paths.clone(),
+            memory_mb: SPARE_MEMORY_MB,
+            cpu_weight_mb: SPARE_MEMORY_MB,
+            pids_max: Limits::PIDS_PER_INSTANCE,
+            tmp_mb: SPARE_TMP_MB,
+            uid,
+            gid: uid,
+            prestart: None,
+            adoptable: false,
+        }
+    }
+
+    /// A spare whose interpreter (if any) is started in it.
+    async fn make_started(&self, kind: SpareKind) -> Result<Spare, String> {
         let runtime_root = self.sandbox.runtime_root(&self.runtime_dir);
         let prestart = match kind {
             SpareKind::Bare => None,
@@ -113,18 +209,8 @@ impl SpareFactory {
             .take_uid()
             .ok_or_else(|| "no free instance uid".to_string())?;
         let spec = SpareSpec {
-            id: format!("spare-{}", uuid::Uuid::new_v4().simple()),
-            code_root: self.code_root.clone(),
-            runtime_dir: Some(self.runtime_dir.clone()),
-            ro_paths: self.ro_paths.clone(),
-            mask_paths: self.mask_paths.clone(),
-            memory_mb: SPARE_MEMORY_MB,
-            cpu_weight_mb: SPARE_MEMORY_MB,
-            pids_max: Limits::PIDS_PER_INSTANCE,
-            tmp_mb: SPARE_TMP_MB,
-            uid,
-            gid: uid,
             prestart,
+            ..self.spec(uid)
         };
         match nimbus_sandbox::prepare_spare(&self.sandbox, spec).await {
             Ok(spare) => Ok(spare),

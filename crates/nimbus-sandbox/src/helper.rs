@@ -252,6 +252,17 @@ fn ns_init_inner(req: &Request, status: &Status, spec: &mut File) -> Setup<()> {
 
     // The prestarted program waits on fd 3 (the read end of this pipe) for its environment.
     let mut prestarted: Option<(Pid, File)> = None;
+    // Adoptable: the pipe waits for a program forked in from outside, which opens the read end
+    // through /proc/<ns-init>/fd/<n>; ns-init keeps both ends until the assignment.
+    let mut adopt_pipe: Option<(OwnedFd, File)> = None;
+    // ...and whatever forked it in stays outside as its parent and reports its end here.
+    let mut exit_pipe: Option<(File, OwnedFd)> = None;
+    if req.adoptable && req.prestart.is_none() {
+        let (r, w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail("pipe2", "handoff"))?;
+        adopt_pipe = Some((r, File::from(w)));
+        let (r, w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail("pipe2", "exit"))?;
+        exit_pipe = Some((File::from(r), w));
+    }
     if let Some(exec) = &req.prestart {
         let (handoff_r, handoff_w) =
             pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fail("pipe2", "handoff"))?;
@@ -263,13 +274,26 @@ fn ns_init_inner(req: &Request, status: &Status, spec: &mut File) -> Setup<()> {
             }
         }
     }
-    status.send(&Report::Prepared);
+    status.send(&Report::Prepared {
+        handoff_fd: adopt_pipe.as_ref().map(|(r, _)| r.as_raw_fd()),
+        exit_fd: exit_pipe.as_ref().map(|(_, w)| w.as_raw_fd()),
+    });
 
     // EOF: the server let the spare go (or died); returning ends the namespace.
     let Ok(assign) = read_message::<Assign>(&mut *spec) else {
         return Ok(());
     };
     assign_code(req, &assign)?;
+    let mut adopted_exit = None;
+    if let (Some(pid), Some((read_end, w))) = (assign.adopted, adopt_pipe.take()) {
+        drop(read_end);
+        prestarted = Some((Pid::from_raw(pid), w));
+        if let Some((r, w)) = exit_pipe.take() {
+            // Only the adopted program's parent may hold the write end now: EOF means it died.
+            drop(w);
+            adopted_exit = Some(r);
+        }
+    }
     let program = match assign.start {
         Start::Handoff { env } => {
             let Some((pid, mut w)) = prestarted.take() else {
@@ -297,6 +321,11 @@ fn ns_init_inner(req: &Request, status: &Status, spec: &mut File) -> Setup<()> {
     };
     status.send(&Report::Ready);
 
+    if let Some(exit) = adopted_exit {
+        // The program is not our child: its parent outside reports how it ended.
+        return watch_adopted(status, exit);
+    }
+
     // Init duty: reap everything that gets reparented to us until the program exits.
     loop {
         match waitpid(None::<Pid>, None) {
@@ -318,6 +347,40 @@ fn ns_init_inner(req: &Request, status: &Status, spec: &mut File) -> Setup<()> {
             Err(_) => return Ok(()),
         }
     }
+}
+
+/// Reaps orphans until the adopted program's parent reports its end (`"<code> <signal>\n"`,
+/// -1 for "none") or goes away (EOF: the end is unknown).
+fn watch_adopted(status: &Status, mut exit: File) -> Setup<()> {
+    let mut buf = Vec::new();
+    loop {
+        let mut fds = [PollFd::new(exit.as_fd(), PollFlags::POLLIN)];
+        let ready = matches!(poll(&mut fds, PollTimeout::from(200u16)), Ok(n) if n > 0);
+        while let Ok(ws) = waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            if matches!(ws, WaitStatus::StillAlive) {
+                break;
+            }
+        }
+        if !ready {
+            continue;
+        }
+        let mut chunk = [0u8; 64];
+        match exit.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.contains(&b'\n') {
+                    break;
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut parts = text.split_whitespace().map(|p| p.parse::<i32>().ok());
+    let code = parts.next().flatten().filter(|c| *c >= 0);
+    let signal = parts.next().flatten().filter(|s| *s > 0);
+    status.send(&Report::Exited { code, signal });
+    Ok(())
 }
 
 /// `KEY=value\0` for each variable: what a prestarted runtime reads on fd 3.
@@ -905,6 +968,7 @@ mod tests {
             uid: 1,
             gid: 1,
             prestart: None,
+            adoptable: false,
         }
     }
 

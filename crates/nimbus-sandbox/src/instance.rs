@@ -428,6 +428,7 @@ fn prepare_spare_request(
             uid: spec.uid,
             gid: spec.gid,
             prestart: spec.prestart.clone().map(exec_of),
+            adoptable: spec.adoptable,
         }),
         scratch: None,
     })
@@ -480,6 +481,7 @@ pub async fn spawn(config: &SandboxConfig, spec: InstanceSpec) -> Result<Instanc
             uid: spec.uid,
             gid: spec.gid,
             prestart: None,
+            adoptable: false,
         },
     )
     .await?;
@@ -518,8 +520,21 @@ pub async fn prepare_spare(config: &SandboxConfig, spec: SpareSpec) -> Result<Sp
     .await
     .map_err(join_err)??;
     let mut spare = started.sandboxed()?;
-    match spare.wait_phase(Phase::Prepared).await {
-        Ok(()) => Ok(spare),
+    match spare
+        .wait_phase(Phase::Prepared {
+            handoff_fd: None,
+            exit_fd: None,
+        })
+        .await
+    {
+        Ok(Phase::Prepared {
+            handoff_fd,
+            exit_fd,
+        }) => {
+            spare.handoff_fd = handoff_fd.zip(exit_fd);
+            Ok(spare)
+        }
+        Ok(Phase::Ready) => Ok(spare),
         Err(f) => Err(spare.fail(f).await),
     }
 }
@@ -540,7 +555,10 @@ fn validate_spare(config: &SandboxConfig, spec: &SpareSpec) -> Result<(), Sandbo
 /// Which report a spare or instance is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Prepared,
+    Prepared {
+        handoff_fd: Option<i32>,
+        exit_fd: Option<i32>,
+    },
     Ready,
 }
 
@@ -549,6 +567,11 @@ enum Phase {
 pub struct Spare {
     instance: Instance,
     phases: mpsc::UnboundedReceiver<Result<Phase, HelperFailure>>,
+    /// Adoptable spares: ns-init's fds of the handoff pipe's read end and the exit pipe's
+    /// write end.
+    handoff_fd: Option<(i32, i32)>,
+    /// The adopted program's pid inside the sandbox, once one was forked in.
+    adopted: Option<i32>,
     exe: PathBuf,
     uid: u32,
 }
@@ -561,6 +584,33 @@ impl Spare {
     /// The uid its processes run as; it is the instance's uid after assignment.
     pub fn uid(&self) -> u32 {
         self.uid
+    }
+
+    /// For an adoptable spare: what a process forked in from outside needs to join it — the
+    /// host pid of ns-init (whose `/proc/<pid>/ns/*` are the namespaces and whose fds 1 and 2
+    /// are the instance's output), ns-init's fd of the handoff pipe's read end (to open as
+    /// `/proc/<pid>/fd/<n>` and use as fd 3), and the `cgroup.procs` files to join.
+    pub fn adoption(&self) -> Option<Adoption> {
+        let (handoff_fd, exit_fd) = self.handoff_fd?;
+        let init_pid = lock(&self.instance.shared.init).as_ref()?.pid;
+        let cgroup_procs = self
+            .instance
+            .cgroup_dirs()
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect();
+        Some(Adoption {
+            init_pid,
+            handoff_fd,
+            exit_fd,
+            cgroup_procs,
+        })
+    }
+
+    /// The process forked in (see [`Spare::adoption`]) is `pid` inside the sandbox's pid
+    /// namespace; it becomes the program and gets the environment at assignment.
+    pub fn adopt(&mut self, pid: i32) {
+        self.adopted = Some(pid);
     }
 
     /// What the prestarted program prints before its assignment arrives.
@@ -583,11 +633,13 @@ impl Spare {
         self.instance.kill();
     }
 
-    async fn wait_phase(&mut self, want: Phase) -> Result<(), HelperFailure> {
+    async fn wait_phase(&mut self, want: Phase) -> Result<Phase, HelperFailure> {
         let got = tokio::time::timeout(SETUP_TIMEOUT, async {
             loop {
                 match self.phases.recv().await {
-                    Some(Ok(p)) if p == want => return Ok(()),
+                    Some(Ok(p)) if std::mem::discriminant(&p) == std::mem::discriminant(&want) => {
+                        return Ok(p)
+                    }
                     Some(Ok(_)) => continue,
                     Some(Err(f)) => return Err(f),
                     None => return Err(HelperFailure::Died("stopped without a report".into())),
@@ -628,6 +680,7 @@ impl Spare {
             code: a.code,
             tmp_mb: a.tmp_mb,
             start,
+            adopted: self.adopted,
         };
         let sent = {
             let lifeline = lock(&self.instance.shared.lifeline);
@@ -649,7 +702,7 @@ impl Spare {
                 .await);
         }
         match self.wait_phase(Phase::Ready).await {
-            Ok(()) => Ok(self.instance),
+            Ok(_) => Ok(self.instance),
             Err(f) => Err(self.fail(f).await),
         }
     }
@@ -686,6 +739,17 @@ impl Spare {
             }
         }
     }
+}
+
+/// See [`Spare::adoption`].
+#[derive(Debug, Clone)]
+pub struct Adoption {
+    pub init_pid: i32,
+    pub handoff_fd: i32,
+    /// ns-init's fd of the exit pipe's write end: the forked program's parent (which stays
+    /// outside the sandbox's pid namespace) writes `"<code> <signal>\n"` there when it ends.
+    pub exit_fd: i32,
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 /// Writes all of `buf` to a blocking pipe (messages are far smaller than its buffer).
@@ -965,6 +1029,8 @@ impl Started {
             exit_tx,
         ));
         Ok(Spare {
+            handoff_fd: None,
+            adopted: None,
             instance: Instance {
                 id,
                 pid,
@@ -1017,8 +1083,14 @@ async fn supervise_sandbox(
                 }
                 continue;
             }
-            Report::Prepared => {
-                let _ = phases.send(Ok(Phase::Prepared));
+            Report::Prepared {
+                handoff_fd,
+                exit_fd,
+            } => {
+                let _ = phases.send(Ok(Phase::Prepared {
+                    handoff_fd,
+                    exit_fd,
+                }));
                 continue;
             }
             Report::Ready => {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 pub use cgroup::CgroupVersion;
-pub use instance::{prepare_spare, spawn, ExitInfo, Instance, MemoryProbe, Spare};
+pub use instance::{prepare_spare, spawn, Adoption, ExitInfo, Instance, MemoryProbe, Spare};
 pub use probe::{probe, Feature, Isolation};
 
 /// Where the sandbox puts the function code, the runtime and the writable scratch space.
@@ -142,6 +142,9 @@ pub struct SpareSpec {
     /// Started now, as `uid`, in `/`, with fd 3 open: a runtime that loads itself and then
     /// waits on fd 3 for its function's environment (`KEY=value\0` entries, then EOF).
     pub prestart: Option<Program>,
+    /// Without `prestart`: leave room for a program forked into the sandbox from outside (a
+    /// zygote that joins its namespaces, see [`Spare::adoption`]) and adopted on assignment.
+    pub adoptable: bool,
 }
 
 /// What a spare becomes.

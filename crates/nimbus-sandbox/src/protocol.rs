@@ -41,6 +41,10 @@ pub(crate) struct Request {
     /// A program started before the assignment (an interpreter with its runtime loaded) that
     /// waits on fd 3 for the function's environment.
     pub prestart: Option<Exec>,
+    /// No prestart: a process forked from outside (a zygote) joins the namespaces and is
+    /// adopted at the assignment. ns-init makes the handoff pipe and reports its read end.
+    #[serde(default)]
+    pub adoptable: bool,
 }
 
 /// Sent over the spec pipe once the spare is `Prepared`: which function it now runs.
@@ -51,6 +55,10 @@ pub(crate) struct Assign {
     /// `/tmp` (and `/dev/shm`) size for the function.
     pub tmp_mb: u32,
     pub start: Start,
+    /// The program, when it was forked into the sandbox from outside: its pid in the sandbox's
+    /// pid namespace (it must be a child of ns-init by now).
+    #[serde(default)]
+    pub adopted: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,7 +76,14 @@ pub(crate) enum Report {
     /// The helper forked ns-init; `init_pid` is its pid in the server's pid namespace.
     Started { init_pid: i32 },
     /// The root is built and the prestarted program (if any) runs: waiting for an `Assign`.
-    Prepared,
+    /// For an adoptable spare, `handoff_fd` is ns-init's fd of the handoff pipe's read end and
+    /// `exit_fd` its fd of the exit pipe's write end (on which the adopted program's parent
+    /// writes "<code> <signal>\n" when it ends).
+    Prepared {
+        handoff_fd: Option<i32>,
+        #[serde(default)]
+        exit_fd: Option<i32>,
+    },
     /// The function's program runs: exec succeeded, or the prestarted one took its handoff.
     Ready,
     /// execve failed (or the program could not be reached as the unprivileged user).
@@ -139,6 +154,7 @@ mod tests {
                 args: vec!["a".into()],
                 env: vec![("K".into(), "V=1".into())],
             }),
+            adoptable: false,
         };
         let assign = Assign {
             code: "abc".into(),
@@ -146,6 +162,7 @@ mod tests {
             start: Start::Handoff {
                 env: vec![("A".into(), "b".into())],
             },
+            adopted: None,
         };
         let mut buf = Vec::new();
         write_message(&mut buf, &req).unwrap();

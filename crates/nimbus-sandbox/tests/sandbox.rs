@@ -737,6 +737,7 @@ fn spare_spec(ctx: &Ctx, id: &str, script: &str) -> SpareSpec {
             args: vec!["/var/runtime/pre.sh".into()],
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
         }),
+        adoptable: false,
     }
 }
 
