@@ -307,7 +307,7 @@ struct WorkerResult {
 }
 
 /// A connection, reopened if the last one broke; a failure to open is counted.
-async fn connected<'a>(
+pub async fn connected<'a>(
     conn: &'a mut Option<Conn>,
     addr: SocketAddr,
     failures: &mut Failures,

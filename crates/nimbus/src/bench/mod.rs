@@ -402,7 +402,9 @@ async fn measure_nimbus(
     for f in &functions {
         eprintln!("  {} ...", f.name);
         let mut row = Row::new(System::Nimbus, f.lang);
-        if let Err(e) = measure_function(args, &client, &mut server, f, baseline, &mut row).await {
+        if let Err(e) =
+            measure_function(args, &client, &mut server, f, baseline, &mut row, notes).await
+        {
             eprintln!("  {}: {e:#}", f.name);
             row.error = Some(format!("{e:#}"));
         }
@@ -515,6 +517,37 @@ fn handler_cold(body: &Bytes) -> Option<bool> {
         .as_bool()
 }
 
+/// One invoke of a cold-start series: timed, and counted only if `is_cold` says it was one.
+async fn cold_invoke(
+    conn: &mut Option<Conn>,
+    target: &Target,
+    cold: &mut Cold,
+    samples: &mut Vec<Duration>,
+    is_cold: fn(&Answer) -> bool,
+) {
+    let Some(c) = loadgen::connected(conn, target.addr, &mut cold.failures).await else {
+        return;
+    };
+    let t = Instant::now();
+    match c.call(target).await {
+        Ok(answer) => {
+            let took = t.elapsed();
+            match loadgen::classify(answer.status, &answer.headers, Some(&answer.body)) {
+                Ok(()) if is_cold(&answer) => {
+                    cold.verified += 1;
+                    samples.push(took);
+                }
+                Ok(()) => {}
+                Err(f) => cold.failures.add(f),
+            }
+        }
+        Err(e) => {
+            cold.failures.add(e);
+            *conn = None;
+        }
+    }
+}
+
 async fn measure_function(
     args: &BenchArgs,
     client: &Client,
@@ -522,6 +555,7 @@ async fn measure_function(
     f: &Function,
     baseline: usize,
     row: &mut Row,
+    notes: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let target = Target::invoke(&server.endpoint, f.name)?;
 
@@ -554,37 +588,23 @@ async fn measure_function(
             settle_misses += 1;
             if settle_misses == 3 {
                 settle = false;
-                eprintln!("  (retired instances linger; not waiting for them any more)");
+                let msg = format!(
+                    "{}: retired instances outlived 500 ms three times, so the remaining cold \
+                     starts did not wait for them to go",
+                    f.name
+                );
+                eprintln!("  {msg}");
+                notes.push(format!("{msg}."));
             }
         }
-        if conn.is_none() {
-            match Conn::open(target.addr).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    cold.failures.add(e);
-                    continue;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        let t = Instant::now();
-        match c.call(&tail_target).await {
-            Ok(answer) => {
-                let took = t.elapsed();
-                match loadgen::classify(answer.status, &answer.headers, Some(&answer.body)) {
-                    Ok(()) if nimbus_cold(&answer) => {
-                        cold.verified += 1;
-                        samples.push(took);
-                    }
-                    Ok(()) => {}
-                    Err(f) => cold.failures.add(f),
-                }
-            }
-            Err(e) => {
-                cold.failures.add(e);
-                conn = None;
-            }
-        }
+        cold_invoke(
+            &mut conn,
+            &tail_target,
+            &mut cold,
+            &mut samples,
+            nimbus_cold,
+        )
+        .await;
     }
     drop(conn);
     cold.latency = Latency::of(&mut samples);
@@ -735,35 +755,10 @@ async fn peer_cold(target: &Target, n: usize) -> Cold {
     let mut samples = Vec::with_capacity(n);
     let mut conn: Option<Conn> = None;
     for _ in 0..n {
-        if conn.is_none() {
-            match Conn::open(target.addr).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    cold.failures.add(e);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        let t = Instant::now();
-        match c.call(target).await {
-            Ok(answer) => {
-                let took = t.elapsed();
-                match loadgen::classify(answer.status, &answer.headers, Some(&answer.body)) {
-                    Ok(()) if handler_cold(&answer.body) == Some(true) => {
-                        cold.verified += 1;
-                        samples.push(took);
-                    }
-                    Ok(()) => {}
-                    Err(f) => cold.failures.add(f),
-                }
-            }
-            Err(e) => {
-                cold.failures.add(e);
-                conn = None;
-            }
-        }
+        cold_invoke(&mut conn, target, &mut cold, &mut samples, |a| {
+            handler_cold(&a.body) == Some(true)
+        })
+        .await;
     }
     cold.latency = Latency::of(&mut samples);
     cold
