@@ -423,15 +423,15 @@ impl Report {
                 let mut parts = Vec::new();
                 for lang in [Lang::Python, Lang::Node] {
                     parts.push(format!(
-                        "{}: throughput at c={c} {} the peer's, cold-start speed-up {} \
-                         (peer cold p50 / Nimbus cold p50; below 1× Nimbus is slower)",
+                        "{}: throughput at c={c} {} the peer's, cold-start speed-up {}",
                         lang.label(),
                         or_dash(self.throughput_ratio(lang), stats::times),
                         or_dash(self.cold_speedup(lang), stats::times),
                     ));
                 }
                 out.push(format!(
-                    "**Nimbus / serverless-offline**: {}.",
+                    "**Nimbus / serverless-offline**: {} (speed-up: the peer's cold p50 over \
+                     Nimbus's; below 1× Nimbus is the slower).",
                     parts.join("; ")
                 ));
             }
@@ -710,7 +710,7 @@ mod tests {
             .iter()
             .any(|l| l == "floor `node -e 0`: node: not found"));
         assert!(lines.iter().any(|l| l
-            .contains("python: throughput at c=64 12.0× the peer's, cold-start speed-up 25.0× (")));
+            .contains("python: throughput at c=64 12.0× the peer's, cold-start speed-up 25.0×;")));
         assert!(lines.iter().any(|l| l.contains("50,000 inv/s at c=64")));
         let md = r.markdown();
         assert!(md.contains("| python cold start p50 ≤ 5 ms | 4.0 ms | pass |"));
