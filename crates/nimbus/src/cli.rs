@@ -1,8 +1,9 @@
 //! The command line, as clap types.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -79,7 +80,8 @@ pub enum Command {
     Metrics(MetricsArgs),
     /// Report which isolation features and runtimes this machine supports.
     Doctor(DoctorArgs),
-    /// Measure cold starts, warm latency and throughput on a private server.
+    /// Measure cold starts, warm latency, throughput, bursts and memory on a private server,
+    /// against serverless-offline and the interpreters' own start-up, in one table.
     Bench(BenchArgs),
 }
 
@@ -106,24 +108,45 @@ pub struct ConcurrencyArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Cold starts to time per function.
-    #[arg(long, default_value_t = 100)]
+    /// Forced cold starts to time per function (each one a new instance).
+    #[arg(long, default_value_t = 200)]
     pub cold: usize,
-    /// Warm invokes to time per function at concurrency 1.
-    #[arg(long, default_value_t = 2000)]
-    pub warm: usize,
-    /// Concurrency levels for the throughput runs.
+    /// Time per closed-loop throughput run (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Concurrency levels for the throughput runs; warm latency is read from the c=1 run.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1, 16, 64])]
     pub concurrency: Vec<usize>,
-    /// Seconds per throughput run.
-    #[arg(long, default_value_t = 5)]
-    pub seconds: u64,
-    /// Only functions whose name contains one of these (python, node, provided).
+    /// Concurrent invokes fired at once at a function scaled to zero.
+    #[arg(long, default_value_t = 200)]
+    pub burst: usize,
+    /// Warm instances held while measuring memory per instance.
+    #[arg(long, default_value_t = 20)]
+    pub memory_instances: usize,
+    /// Runs of `python3 -c pass` and `node -e 0` for the interpreter floors.
+    #[arg(long, default_value_t = 30)]
+    pub floor_runs: usize,
+    /// `--max-instances` of the server under test (raised to fit the burst and concurrency).
+    #[arg(long, default_value_t = 256)]
+    pub max_instances: usize,
+    /// The peer to compare against, in the same run.
+    #[arg(long, value_enum, default_value_t = BenchPeer::ServerlessOffline)]
+    pub peer: BenchPeer,
+    /// Measure Nimbus only.
+    #[arg(long)]
+    pub no_peer: bool,
+    /// Only functions whose runtime is one of these (python, node, provided).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Record the table in this markdown file (between marker comments).
+    /// Record the result in this markdown file (between marker comments).
     #[arg(long)]
     pub write: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchPeer {
+    /// serverless-offline 13 on serverless v3, installed with npm under target/bench-peers.
+    ServerlessOffline,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,0 +1,873 @@
+//! `nimbus bench`: starts a private server, deploys hello functions (python, node, and the
+//! compiled Rust hello as `provided`), and measures through the Invoke API with its own load
+//! generator: forced cold starts, warm latency, throughput at several concurrency levels, a
+//! burst from zero instances, and the server's memory. In the same run it measures the floors
+//! (`python3 -c pass`, `node -e 0`), the load generator's own ceiling, and the peer,
+//! serverless-offline, serving the same handlers. Prints one markdown block and, with `--write`,
+//! records it in docs/benchmarks.md. Every process it starts is stopped by PID.
+
+mod loadgen;
+mod peer;
+mod procfs;
+mod report;
+mod server;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use bytes::Bytes;
+use nimbus_client::Client;
+use serde_json::{json, Value};
+
+use crate::cli::{BenchArgs, BenchPeer};
+use loadgen::{Answer, Conn, Target};
+use report::{Cold, Floor, Lang, Memory, PeerState, Report, Row, System};
+use server::Server;
+use stats::Latency;
+
+/// The function that holds instances busy while memory is measured: it sleeps long enough for
+/// all of a burst to be in flight at once.
+const SLEEPER_PY: &str =
+    "import time\n\n\ndef handler(event, context):\n    time.sleep(0.3)\n    return {}\n";
+const SLEEPER: &str = "bench-sleep";
+
+/// Unmeasured requests per worker before a throughput run, so the run sees warm instances.
+const WARMUP_PER_WORKER: usize = 3;
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // On Ctrl-C the bench future is dropped, and with it the server and the peer, whose Drop
+    // stops them by PID: nothing started here outlives the bench.
+    tokio::select! {
+        r = bench(args) => r,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; the processes the bench started are stopped"),
+    }
+}
+
+/// Whether `--only` lets this runtime through.
+fn selected(args: &BenchArgs, lang: Lang) -> bool {
+    let key = match lang {
+        Lang::Python => "python",
+        Lang::Node => "node",
+        Lang::Provided => "provided",
+    };
+    args.only.is_empty() || args.only.iter().any(|o| key.contains(o.as_str()))
+}
+
+async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
+    // One column per level: a repeated level would only repeat a column.
+    let mut seen = std::collections::HashSet::new();
+    args.concurrency.retain(|c| seen.insert(*c));
+    if args.concurrency.contains(&0) || args.burst == 0 || args.memory_instances == 0 {
+        bail!("--concurrency levels, --burst and --memory-instances must be at least 1");
+    }
+    let started = Instant::now();
+    let interpreters = Interpreters::find();
+    let mut notes = interpreters.notes.clone();
+
+    eprintln!("load generator ceiling ...");
+    let ceiling = ceiling(&args).await?;
+
+    eprintln!("interpreter floors ...");
+    let floors = floors(&args, &interpreters).await;
+
+    let mut rows = Vec::new();
+    eprintln!("nimbus ...");
+    let memory = measure_nimbus(&args, &mut rows, &mut notes).await?;
+
+    let peer = if args.no_peer {
+        PeerState::Skipped
+    } else {
+        match args.peer {
+            BenchPeer::ServerlessOffline => {
+                eprintln!("serverless-offline ...");
+                measure_peer(&args, &interpreters, &mut rows, &mut notes).await
+            }
+        }
+    };
+
+    notes.push(format!(
+        "The whole run took {:.0} s.",
+        started.elapsed().as_secs_f64()
+    ));
+    let report = Report {
+        when: now_utc(),
+        machine: machine(&interpreters),
+        command: command_line(),
+        cold_n: args.cold,
+        duration: args.duration,
+        concurrency: args.concurrency.clone(),
+        burst_n: args.burst,
+        rows,
+        floors,
+        memory,
+        ceiling,
+        peer,
+        notes,
+    };
+    let md = report.markdown();
+    println!("{md}");
+    if let Some(path) = &args.write {
+        write_block(path, &md)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn write_block(path: &Path, block: &str) -> anyhow::Result<()> {
+    let existing = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    std::fs::write(path, report::replace_block(&existing, block))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The load generator against a trivial local server, at c=1 and the top concurrency.
+async fn ceiling(args: &BenchArgs) -> anyhow::Result<Vec<loadgen::LoadRun>> {
+    let server = loadgen::TrivialServer::start().context("starting the trivial server")?;
+    let target = Target::invoke(&format!("http://{}", server.addr), "ceiling")?;
+    let top = args.concurrency.iter().copied().max().unwrap_or(1);
+    let mut levels = vec![1];
+    if top > 1 {
+        levels.push(top);
+    }
+    let mut runs = Vec::new();
+    for c in levels {
+        runs.push(loadgen::closed_loop(&target, c, WARMUP_PER_WORKER, args.duration).await);
+    }
+    Ok(runs)
+}
+
+/// The host's interpreters as the runtimes use them: python3 resolved past shims (pyenv's
+/// shim is a shell script that would add its own start-up to every figure), node from PATH.
+struct Interpreters {
+    python: Option<PathBuf>,
+    node: Option<PathBuf>,
+    python_version: String,
+    node_version: String,
+    notes: Vec<String>,
+}
+
+impl Interpreters {
+    fn find() -> Interpreters {
+        let out = |prog: &str, args: &[&str]| {
+            std::process::Command::new(prog)
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let python = out(
+            "python3",
+            &[
+                "-c",
+                "import sys, platform; print(sys.executable); print(platform.python_version())",
+            ],
+        );
+        let (python, python_version) = match python.as_deref().map(|s| s.split_once('\n')) {
+            Some(Some((exe, v))) => (Some(PathBuf::from(exe)), v.to_string()),
+            _ => (None, String::new()),
+        };
+        let node_version = out("node", &["--version"]).unwrap_or_default();
+        let node = (!node_version.is_empty()).then(|| PathBuf::from("node"));
+        let mut notes = Vec::new();
+        if python.is_none() {
+            notes.push("python3 was not found: its floor and the python peer are missing.".into());
+        }
+        if node.is_none() {
+            notes.push("node was not found: its floor and the peer are missing.".into());
+        }
+        Interpreters {
+            python,
+            node,
+            python_version,
+            node_version,
+            notes,
+        }
+    }
+}
+
+/// Wall time of `program args` from spawn to exit, `runs` times after one untimed run.
+async fn floor(command: &str, program: Option<&Path>, args: &[&str], runs: usize) -> Floor {
+    let Some(program) = program.map(Path::to_path_buf) else {
+        return Floor {
+            command: command.into(),
+            latency: Err("interpreter not found".into()),
+        };
+    };
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let timed = tokio::task::spawn_blocking(move || -> Result<Vec<Duration>, String> {
+        let mut out = Vec::with_capacity(runs);
+        for i in 0..=runs {
+            let t = Instant::now();
+            let status = std::process::Command::new(&program)
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map_err(|e| format!("{}: {e}", program.display()))?;
+            let d = t.elapsed();
+            if !status.success() {
+                return Err(format!("{} exited with {status}", program.display()));
+            }
+            if i > 0 {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    })
+    .await;
+    let latency = match timed {
+        Ok(Ok(mut v)) => Latency::of(&mut v).ok_or_else(|| "no runs".to_string()),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(format!("the timing thread failed: {e}")),
+    };
+    Floor {
+        command: command.into(),
+        latency,
+    }
+}
+
+async fn floors(args: &BenchArgs, i: &Interpreters) -> Vec<Floor> {
+    vec![
+        floor(
+            "python3 -c pass",
+            i.python.as_deref(),
+            &["-c", "pass"],
+            args.floor_runs,
+        )
+        .await,
+        floor(
+            "node -e 0",
+            i.node.as_deref(),
+            &["-e", "0"],
+            args.floor_runs,
+        )
+        .await,
+    ]
+}
+
+fn zip(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data, mode) in files {
+        w.start_file(
+            *name,
+            zip::write::SimpleFileOptions::default().unix_permissions(*mode),
+        )?;
+        w.write_all(data)?;
+    }
+    Ok(w.finish()?.into_inner())
+}
+
+/// The compiled Rust hello (examples/rust-hello) next to this executable, if built.
+fn rust_bootstrap() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.join("bootstrap");
+    p.is_file().then_some(p)
+}
+
+/// A Nimbus function the bench deploys.
+struct Function {
+    name: &'static str,
+    lang: Lang,
+    code: Vec<u8>,
+    runtime: &'static str,
+    handler: &'static str,
+}
+
+fn functions(args: &BenchArgs, notes: &mut Vec<String>) -> anyhow::Result<Vec<Function>> {
+    let mut out = Vec::new();
+    if selected(args, Lang::Python) {
+        out.push(Function {
+            name: "bench-python",
+            lang: Lang::Python,
+            code: zip(&[("hello.py", peer::HELLO_PY.as_bytes(), 0o644)])?,
+            runtime: "python3",
+            handler: "hello.handler",
+        });
+    }
+    if selected(args, Lang::Node) {
+        out.push(Function {
+            name: "bench-node",
+            lang: Lang::Node,
+            code: zip(&[("hello.js", peer::HELLO_JS.as_bytes(), 0o644)])?,
+            runtime: "nodejs",
+            handler: "hello.handler",
+        });
+    }
+    if selected(args, Lang::Provided) {
+        match rust_bootstrap() {
+            Some(path) => {
+                let bin =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                out.push(Function {
+                    name: "bench-provided-rust",
+                    lang: Lang::Provided,
+                    code: zip(&[("bootstrap", &bin, 0o755)])?,
+                    runtime: "provided",
+                    handler: "bootstrap",
+                });
+            }
+            None => {
+                let msg = "examples/rust-hello is not built next to this binary \
+                           (cargo build --release -p rust-hello): the provided function is missing";
+                eprintln!("note: {msg}");
+                notes.push(format!("{msg}."));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One line on a finished run, for the progress output.
+fn progress(run: &loadgen::LoadRun) -> String {
+    let lat = run.latency().map_or_else(String::new, |l| {
+        format!(", p50 {} µs, p99 {} µs", stats::us(l.p50), stats::us(l.p99))
+    });
+    let failed = match run.failures.total() {
+        0 => String::new(),
+        n => format!(", {n} failed ({})", run.failures.summary()),
+    };
+    format!(
+        "c={}: {} inv/s{lat}{failed}",
+        run.concurrency,
+        stats::per_sec(run.rate())
+    )
+}
+
+/// Retires every instance of `name` (a configuration change does that) and waits until the
+/// platform processes are back to `baseline`.
+async fn scale_to_zero(
+    client: &Client,
+    server: &mut Server,
+    name: &str,
+    tag: &str,
+    baseline: usize,
+    limit: Duration,
+) -> anyhow::Result<bool> {
+    client
+        .update_configuration(
+            name,
+            &json!({ "Environment": { "Variables": { "BENCH_GENERATION": tag } } }),
+        )
+        .await
+        .with_context(|| format!("updating {name}'s configuration"))?;
+    Ok(server.settle(baseline, limit).await)
+}
+
+async fn measure_nimbus(
+    args: &BenchArgs,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Result<Memory, String>> {
+    let top = args.concurrency.iter().copied().max().unwrap_or(1);
+    let max_instances = args
+        .max_instances
+        .max(args.burst + 8)
+        .max(top + 8)
+        .max(args.memory_instances + 8);
+    let mut server = Server::start(max_instances).await?;
+    let client = Client::new(&server.endpoint);
+    let functions = functions(args, notes)?;
+    let config = |runtime: &str, handler: &str| json!({ "Runtime": runtime, "Handler": handler, "MemorySize": 256, "Timeout": 30 });
+    for f in &functions {
+        client
+            .create_function(f.name, &f.code, config(f.runtime, f.handler))
+            .await
+            .with_context(|| format!("creating {}", f.name))?;
+    }
+    client
+        .create_function(
+            SLEEPER,
+            &zip(&[("sleep.py", SLEEPER_PY.as_bytes(), 0o644)])?,
+            config("python3", "sleep.handler"),
+        )
+        .await
+        .with_context(|| format!("creating {SLEEPER}"))?;
+
+    eprintln!("  memory ...");
+    let memory = measure_memory(args, &client, &mut server)
+        .await
+        .map_err(|e| format!("{e:#}"));
+    let baseline = server.platform_processes().len();
+
+    for f in &functions {
+        eprintln!("  {} ...", f.name);
+        let mut row = Row::new(System::Nimbus, f.lang);
+        if let Err(e) =
+            measure_function(args, &client, &mut server, f, baseline, &mut row, notes).await
+        {
+            eprintln!("  {}: {e:#}", f.name);
+            row.error = Some(format!("{e:#}"));
+        }
+        rows.push(row);
+        if !scale_to_zero(
+            &client,
+            &mut server,
+            f.name,
+            "done",
+            baseline,
+            Duration::from_secs(60),
+        )
+        .await?
+        {
+            notes.push(format!(
+                "{}'s instances were still being stopped 60 s after it was retired.",
+                f.name
+            ));
+        }
+    }
+    notes.extend(server.stop().await);
+    Ok(memory)
+}
+
+/// Idle RSS, then RSS and helper PSS with `memory_instances` warm idle instances of the sleeper.
+async fn measure_memory(
+    args: &BenchArgs,
+    client: &Client,
+    server: &mut Server,
+) -> anyhow::Result<Memory> {
+    // Let start-up work (migrations, the first writes) finish before calling the server idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss_kb = server.rss_kb()?;
+    let base_procs = server.platform_processes();
+    let base_pss = procfs::total_pss_kb(&base_procs);
+
+    let target = Target::invoke(&server.endpoint, SLEEPER)?;
+    let n = args.memory_instances;
+    let burst = loadgen::burst(&target, n).await;
+    if burst.ok as usize != n {
+        bail!(
+            "only {} of {n} sleeper invokes were served ({})",
+            burst.ok,
+            burst.failures.summary()
+        );
+    }
+    // Wait until every instance is back in the pool, idle.
+    let until = Instant::now() + Duration::from_secs(10);
+    let instances = loop {
+        let s = client.status().await.context("reading /nimbus/v1/status")?;
+        let count = |k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
+        let (total, idle) = (count("instances"), count("idleInstances"));
+        if total > 0 && total == idle {
+            break total;
+        }
+        if Instant::now() >= until {
+            bail!("instances did not go idle within 10 s ({idle} of {total} idle)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = server.rss_kb()?;
+    let procs = server.platform_processes();
+    let pss = procfs::total_pss_kb(&procs);
+    let n = instances as f64;
+    let memory = Memory {
+        idle_rss_kb,
+        instances,
+        rss_per_instance_kb: (rss as f64 - idle_rss_kb as f64) / n,
+        helpers_pss_per_instance_kb: (pss as f64 - base_pss as f64) / n,
+        helper_processes: procs.len().saturating_sub(base_procs.len()),
+        function: format!("{SLEEPER} (python)"),
+    };
+    scale_to_zero(
+        client,
+        server,
+        SLEEPER,
+        "done",
+        base_procs.len(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    Ok(memory)
+}
+
+/// Whether a Nimbus invoke was a cold start: its REPORT line (in the log tail) has an Init
+/// Duration, and the hello handler, where it says, saw a freshly loaded module.
+fn nimbus_cold(answer: &Answer) -> bool {
+    let tail = answer
+        .headers
+        .get("x-amz-log-result")
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .ok()
+        })
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let reported = tail
+        .lines()
+        .any(|l| l.starts_with("REPORT ") && l.contains("Init Duration"));
+    reported && handler_cold(&answer.body) != Some(false)
+}
+
+/// The hello handlers' own `cold` flag, if the body has one.
+fn handler_cold(body: &Bytes) -> Option<bool> {
+    serde_json::from_slice::<Value>(body)
+        .ok()?
+        .get("cold")?
+        .as_bool()
+}
+
+/// One invoke of a cold-start series: timed, and counted only if `is_cold` says it was one.
+async fn cold_invoke(
+    conn: &mut Option<Conn>,
+    target: &Target,
+    cold: &mut Cold,
+    samples: &mut Vec<Duration>,
+    is_cold: fn(&Answer) -> bool,
+) {
+    let Some(c) = loadgen::connected(conn, target.addr, &mut cold.failures).await else {
+        return;
+    };
+    let t = Instant::now();
+    match c.call(target).await {
+        Ok(answer) => {
+            let took = t.elapsed();
+            match loadgen::classify(answer.status, &answer.headers, Some(&answer.body)) {
+                Ok(()) if is_cold(&answer) => {
+                    cold.verified += 1;
+                    samples.push(took);
+                }
+                Ok(()) => {}
+                Err(f) => cold.failures.add(f),
+            }
+        }
+        Err(e) => {
+            cold.failures.add(e);
+            *conn = None;
+        }
+    }
+}
+
+async fn measure_function(
+    args: &BenchArgs,
+    client: &Client,
+    server: &mut Server,
+    f: &Function,
+    baseline: usize,
+    row: &mut Row,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let target = Target::invoke(&server.endpoint, f.name)?;
+
+    // Cold starts: a configuration change retires every instance, so the next invoke starts a
+    // new one. Only that invoke is timed, once the retired instance's processes are gone.
+    let tail_target = target.clone().with_log_tail();
+    let mut cold = Cold {
+        attempted: args.cold,
+        ..Cold::default()
+    };
+    let mut samples = Vec::with_capacity(args.cold);
+    let mut conn: Option<Conn> = None;
+    let mut settle = true;
+    let mut settle_misses = 0;
+    for i in 0..args.cold {
+        let settled = scale_to_zero(
+            client,
+            server,
+            f.name,
+            &format!("cold-{i}"),
+            baseline,
+            if settle {
+                Duration::from_millis(500)
+            } else {
+                Duration::ZERO
+            },
+        )
+        .await?;
+        if settle && !settled {
+            settle_misses += 1;
+            if settle_misses == 3 {
+                settle = false;
+                let msg = format!(
+                    "{}: retired instances outlived 500 ms three times, so the remaining cold \
+                     starts did not wait for them to go",
+                    f.name
+                );
+                eprintln!("  {msg}");
+                notes.push(format!("{msg}."));
+            }
+        }
+        cold_invoke(
+            &mut conn,
+            &tail_target,
+            &mut cold,
+            &mut samples,
+            nimbus_cold,
+        )
+        .await;
+    }
+    drop(conn);
+    cold.latency = Latency::of(&mut samples);
+    row.cold = Some(cold);
+
+    for &c in &args.concurrency {
+        let run = loadgen::closed_loop(&target, c, WARMUP_PER_WORKER, args.duration).await;
+        let instances = client
+            .status()
+            .await
+            .ok()
+            .and_then(|s| s.get("instances").and_then(Value::as_u64))
+            .map_or_else(|| "?".into(), |n| n.to_string());
+        eprintln!("    {}; {instances} instances", progress(&run));
+        row.warm.push(run);
+    }
+
+    eprintln!("    burst of {} ...", args.burst);
+    scale_to_zero(
+        client,
+        server,
+        f.name,
+        "burst",
+        baseline,
+        Duration::from_secs(60),
+    )
+    .await?;
+    row.burst = Some(loadgen::burst(&target, args.burst).await);
+    Ok(())
+}
+
+async fn measure_peer(
+    args: &BenchArgs,
+    interpreters: &Interpreters,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> PeerState {
+    let dir = peer::install_dir();
+    if let Err(e) = peer::install(&dir).await {
+        return PeerState::Unavailable(format!("installing it failed: {e:#}"));
+    }
+    // serverless-offline runs `python3` from PATH: the same interpreter Nimbus runs, not the
+    // pyenv shim in front of it.
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    if let Some(dir) = interpreters.python.as_deref().and_then(Path::parent) {
+        path = format!("{}:{path}", dir.display());
+    }
+    let langs: Vec<Lang> = [Lang::Python, Lang::Node]
+        .into_iter()
+        .filter(|l| selected(args, *l))
+        .collect();
+    let mut peer_rows: Vec<Row> = langs
+        .iter()
+        .map(|l| Row::new(System::ServerlessOffline, *l))
+        .collect();
+
+    // Warm: the default mode keeps a handler instance per concurrent request and reuses it.
+    let warm = match peer::Peer::start(&dir, false, &path).await {
+        Ok(p) => p,
+        Err(e) => return PeerState::Unavailable(format!("{e:#}")),
+    };
+    for row in &mut peer_rows {
+        eprintln!("  {} warm ...", row.lang.label());
+        let target = match Target::invoke(&warm.endpoint, &peer_function(row.lang)) {
+            Ok(t) => t,
+            Err(e) => {
+                row.error = Some(format!("{e:#}"));
+                continue;
+            }
+        };
+        if let Err(e) = probe(&target).await {
+            row.error = Some(e);
+            continue;
+        }
+        for &c in &args.concurrency {
+            let run = loadgen::closed_loop(&target, c, WARMUP_PER_WORKER, args.duration).await;
+            eprintln!("    {}", progress(&run));
+            row.warm.push(run);
+        }
+    }
+    notes.extend(warm.stop().await);
+
+    // Cold: --reloadHandler makes every request a new handler instance (a new python process,
+    // a new node worker thread that loads the module again).
+    if args.cold > 0 {
+        let cold_peer = match peer::Peer::start(&dir, true, &path).await {
+            Ok(p) => p,
+            Err(e) => return PeerState::Unavailable(format!("{e:#}")),
+        };
+        for row in &mut peer_rows {
+            if row.error.is_some() {
+                continue;
+            }
+            eprintln!("  {} cold ...", row.lang.label());
+            match Target::invoke(&cold_peer.endpoint, &peer_function(row.lang)) {
+                Ok(target) => row.cold = Some(peer_cold(&target, args.cold).await),
+                Err(e) => row.error = Some(format!("{e:#}")),
+            }
+            let group = cold_peer.group_size();
+            if group > 1 {
+                notes.push(format!(
+                    "serverless-offline's process group held {group} processes after the {} cold starts.",
+                    row.lang.label()
+                ));
+            }
+        }
+        notes.extend(cold_peer.stop().await);
+    }
+    rows.extend(peer_rows);
+    PeerState::Measured
+}
+
+fn peer_function(lang: Lang) -> String {
+    peer::function_name(match lang {
+        Lang::Python => "python",
+        _ => "node",
+    })
+}
+
+/// One invoke that must answer the hello: the peer serves the function at all.
+async fn probe(target: &Target) -> Result<(), String> {
+    let mut c = Conn::open(target.addr).await.map_err(|e| e.to_string())?;
+    let a = c.call(target).await.map_err(|e| e.to_string())?;
+    loadgen::classify(a.status, &a.headers, Some(&a.body)).map_err(|e| {
+        format!(
+            "the first invoke failed: {e}: {}",
+            String::from_utf8_lossy(&a.body)
+        )
+    })?;
+    if !a.body.windows(5).any(|w| w == b"hello") {
+        return Err(format!(
+            "the first invoke answered {}",
+            String::from_utf8_lossy(&a.body)
+        ));
+    }
+    Ok(())
+}
+
+/// Sequential invokes on one connection to a peer in cold-start mode; counted cold when the
+/// handler saw a freshly loaded module.
+async fn peer_cold(target: &Target, n: usize) -> Cold {
+    let mut cold = Cold {
+        attempted: n,
+        ..Cold::default()
+    };
+    // The first request loads the peer's runner code itself; it is not a handler cold start.
+    let _ = probe(target).await;
+    let mut samples = Vec::with_capacity(n);
+    let mut conn: Option<Conn> = None;
+    for _ in 0..n {
+        cold_invoke(&mut conn, target, &mut cold, &mut samples, |a| {
+            handler_cold(&a.body) == Some(true)
+        })
+        .await;
+    }
+    cold.latency = Latency::of(&mut samples);
+    cold
+}
+
+fn now_utc() -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::now_utc()
+        .format(&f)
+        .unwrap_or_else(|_| "(unknown time)".into())
+}
+
+/// `nimbus bench --write docs/benchmarks.md`, as this run was started.
+fn command_line() -> String {
+    let mut parts: Vec<String> = std::env::args().skip(1).collect();
+    parts.insert(0, "nimbus".into());
+    parts.join(" ")
+}
+
+/// CPU model, cores, memory, kernel and the interpreters, from /proc.
+fn machine(i: &Interpreters) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| procfs::kb_field(&s, "MemTotal"))
+        .map(|kb| kb as f64 / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mut out = format!("{cpu}, {cores} cores, {mem_gb:.0} GB, Linux {kernel}");
+    if !i.python_version.is_empty() {
+        out.push_str(&format!(", Python {}", i.python_version));
+    }
+    if !i.node_version.is_empty() {
+        out.push_str(&format!(", Node {}", i.node_version));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    fn answer(tail: Option<&str>, body: &'static str) -> Answer {
+        let mut headers = HeaderMap::new();
+        if let Some(t) = tail {
+            let enc = base64::engine::general_purpose::STANDARD.encode(t);
+            headers.insert("x-amz-log-result", HeaderValue::from_str(&enc).unwrap());
+        }
+        Answer {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn cold_is_read_from_the_report_and_the_handler() {
+        let cold_report = "START RequestId: a\nEND RequestId: a\nREPORT RequestId: a\tDuration: 0.52 ms\tInit Duration: 116.08 ms\n";
+        let warm_report =
+            "START RequestId: a\nEND RequestId: a\nREPORT RequestId: a\tDuration: 0.52 ms\n";
+        assert!(nimbus_cold(&answer(
+            Some(cold_report),
+            r#"{"hello": "world", "cold": true}"#
+        )));
+        // The Rust hello has no flag: the REPORT line decides.
+        assert!(nimbus_cold(&answer(
+            Some(cold_report),
+            r#"{"message":"hi"}"#
+        )));
+        assert!(!nimbus_cold(&answer(
+            Some(warm_report),
+            r#"{"hello": "world", "cold": true}"#
+        )));
+        // The platform says cold, the handler says it had run before: not a cold start.
+        assert!(!nimbus_cold(&answer(
+            Some(cold_report),
+            r#"{"hello":"world","cold":false}"#
+        )));
+        assert!(!nimbus_cold(&answer(None, r#"{"cold": true}"#)));
+        // A function printing "Init Duration" is not a REPORT line.
+        assert!(!nimbus_cold(&answer(
+            Some("START\nInit Duration: 3 ms\nREPORT RequestId: a\tDuration: 1 ms\n"),
+            "{}"
+        )));
+    }
+
+    #[test]
+    fn the_peer_serves_the_same_handlers() {
+        assert!(peer::HELLO_PY.contains("def handler(event, context):"));
+        assert!(peer::HELLO_JS.contains("exports.handler"));
+        assert_eq!(peer::function_name("python"), "nimbus-bench-bench-python");
+    }
+
+    #[test]
+    fn command_line_starts_with_nimbus() {
+        assert!(command_line().starts_with("nimbus"));
+    }
+}
