@@ -64,6 +64,20 @@ pub struct InvokeOutcome {
     pub init_duration: Option<Duration>,
 }
 
+/// The right to run one cold start now; dropping it wakes invocations waiting for one.
+pub(crate) struct ColdPermit {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pool: Arc<Pool>,
+}
+
+impl Drop for ColdPermit {
+    fn drop(&mut self) {
+        // Release first, so the woken find it free.
+        drop(self.permit.take());
+        self.pool.wake();
+    }
+}
+
 /// An instance as status reports show it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct InstanceInfo {
@@ -94,6 +108,9 @@ pub struct Runtime {
     pub(crate) metrics: Metrics,
     pub(crate) pool: Arc<Pool>,
     pub(crate) spares: Spares,
+    /// Cold starts in progress at once: beyond this, an invocation waits for a free instance or
+    /// a permit rather than adding one more start competing for the same CPUs.
+    pub(crate) cold_permits: Arc<tokio::sync::Semaphore>,
     /// PATH, LANG, TZ: what every runtime process starts with.
     pub(crate) base_env: Vec<(String, String)>,
     /// Host paths every instance sees read-only (the interpreters' prefixes).
@@ -236,6 +253,12 @@ impl Runtime {
             metrics,
             pool,
             spares,
+            cold_permits: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism()
+                    .map(|n| n.get() * 2)
+                    .unwrap_or(4)
+                    .max(4),
+            )),
             base_env,
             ro_paths,
             provisions: Mutex::new(HashMap::new()),
@@ -368,7 +391,7 @@ impl Runtime {
             version: v.version.to_string(),
             revision_id: v.revision_id.clone(),
         };
-        let lease = self.lease(&key, req.reserved_concurrency).await?;
+        let (lease, permit) = self.lease(&key, req.reserved_concurrency).await?;
         let (instance, generation, cold) = match lease {
             Lease::Warm(i) => {
                 let generation = i.generation;
@@ -376,7 +399,9 @@ impl Runtime {
             }
             Lease::Cold(slot) => {
                 let generation = slot.generation;
-                match self.start_instance(&key, v, &slot, false).await {
+                let started = self.start_instance(&key, v, &slot, false).await;
+                drop(permit);
+                match started {
                     Ok(i) => (i, generation, true),
                     Err(message) => {
                         self.pool.cold_failed(&key.function, slot);
@@ -424,7 +449,11 @@ impl Runtime {
     /// Takes an instance or the right to start one. A full node makes the caller wait (up to
     /// the queue timeout) for capacity rather than fail, as a burst does while instances start;
     /// a function at its reserved concurrency is throttled at once, as Lambda does.
-    async fn lease(&self, key: &VersionKey, reserved: Option<u32>) -> Result<Lease, InvokeError> {
+    async fn lease(
+        &self,
+        key: &VersionKey,
+        reserved: Option<u32>,
+    ) -> Result<(Lease, Option<ColdPermit>), InvokeError> {
         let deadline = tokio::time::Instant::now() + self.cfg.pool.queue_timeout;
         let mut waiting = false;
         let result = loop {
@@ -436,7 +465,39 @@ impl Runtime {
                 d.kill();
             }
             match lease {
-                Ok(l) => break Ok(l),
+                Ok(Lease::Cold(slot)) => match self.cold_permits.clone().try_acquire_owned() {
+                    Ok(p) => {
+                        break Ok((
+                            Lease::Cold(slot),
+                            Some(ColdPermit {
+                                permit: Some(p),
+                                pool: self.pool.clone(),
+                            }),
+                        ))
+                    }
+                    Err(_) => {
+                        // Enough starts are under way: give the slot back and wait for one of
+                        // them (or any instance) to come free.
+                        self.pool.cold_failed(&key.function, slot);
+                        if !waiting {
+                            self.pool.set_waiting(&key.function, true);
+                            waiting = true;
+                        }
+                        let again = self.pool.notified();
+                        tokio::pin!(again);
+                        again.as_mut().enable();
+                        if self.cold_permits.available_permits() > 0 {
+                            continue;
+                        }
+                        if tokio::time::timeout_at(deadline, again).await.is_err() {
+                            self.metrics.throttle(&key.function, &key.version);
+                            break Err(InvokeError::Throttled {
+                                reason: "ConcurrentInvocationLimitExceeded",
+                            });
+                        }
+                    }
+                },
+                Ok(l) => break Ok((l, None)),
                 Err(Throttle::Node(0)) => break Err(InvokeError::ShuttingDown),
                 Err(Throttle::Reserved(_)) => {
                     self.metrics.throttle(&key.function, &key.version);
@@ -629,10 +690,20 @@ impl Runtime {
         // A spare of the prestarted kind takes the environment and carries on; a bare one
         // execs the program. Either way the spare's uid is the instance's and the slot's
         // (never used by any process) goes back.
-        let spare = SpareKind::prestarted_for(lang, v.config.environment.keys())
+        let prestarted = SpareKind::prestarted_for(lang, v.config.environment.keys());
+        let mut spare = prestarted
             .and_then(|k| self.spares.take(k))
             .map(|s| (s, true))
             .or_else(|| self.spares.take(SpareKind::Bare).map(|s| (s, false)));
+        if spare.is_none() && prestarted == Some(SpareKind::Python) {
+            // None ready (a burst): a python runtime forked by the zygote into a sandbox built
+            // now still beats starting an interpreter.
+            spare = self
+                .spares
+                .make_now(SpareKind::Python)
+                .await
+                .map(|s| (s, true));
+        }
         let uid = match &spare {
             Some((s, _)) => {
                 self.pool.free_uid(slot.uid);

@@ -108,7 +108,7 @@ impl Pool {
         self.capacity.notified()
     }
 
-    fn wake(&self) {
+    pub fn wake(&self) {
         self.capacity.notify_waiters();
     }
 

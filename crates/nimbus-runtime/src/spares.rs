@@ -305,6 +305,20 @@ impl Spares {
         found
     }
 
+    /// Builds a spare of `kind` now, for a cold start that found none ready.
+    pub async fn make_now(&self, kind: SpareKind) -> Option<Spare> {
+        if !self.inner.kinds.contains(&kind) {
+            return None;
+        }
+        match self.inner.factory.make(kind).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(kind = kind.name(), error = %e, "could not build a spare on demand");
+                None
+            }
+        }
+    }
+
     /// Ready spares per kind, for status reports.
     pub fn counts(&self) -> Vec<(&'static str, usize)> {
         let st = self.lock();
