@@ -1079,7 +1079,7 @@ impl Runtime {
     pub async fn shutdown(&self, grace: Duration) {
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.spares.stop();
+        self.spares.stop().await;
         for inst in self.pool.shut_down() {
             inst.kill();
         }
@@ -1105,6 +1105,13 @@ impl Runtime {
         for inst in &all {
             let _ = tokio::time::timeout(Duration::from_secs(5), inst.exited()).await;
         }
+        // Every process of every instance gone (a zygote-forked runtime's reporting parent
+        // lives outside the sandbox and ends just after it), then the zygote itself.
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until && all.iter().any(|i| cgroups_busy(&i.cgroups)) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.spares.stop_zygote().await;
         // Invocations whose instances were just killed still write END and REPORT before they
         // release them; wait (bounded) so those lines are queued before the logs are flushed.
         let until = Instant::now() + Duration::from_secs(5);
@@ -1112,6 +1119,13 @@ impl Runtime {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Whether any of these cgroups still has a process in it.
+fn cgroups_busy(dirs: &[PathBuf]) -> bool {
+    dirs.iter().any(|d| {
+        std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+    })
 }
 
 fn died_error(info: &ExitInfo) -> (&'static str, String) {

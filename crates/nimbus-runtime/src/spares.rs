@@ -329,8 +329,9 @@ impl Spares {
             .collect()
     }
 
-    /// Stops refilling and kills every ready spare.
-    pub fn stop(&self) {
+    /// Stops refilling, kills every ready spare, and waits (bounded) until their processes are
+    /// gone.
+    pub async fn stop(&self) {
         self.inner.stopped.store(true, Ordering::SeqCst);
         let all: Vec<Spare> = self
             .lock()
@@ -338,8 +339,21 @@ impl Spares {
             .drain()
             .flat_map(|(_, q)| q.into_iter())
             .collect();
-        for s in all {
-            self.discard(s);
+        let mut all = all;
+        for s in &mut all {
+            s.kill();
+        }
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        for s in &mut all {
+            let _ = tokio::time::timeout_at(until, s.wait()).await;
+        }
+    }
+
+    /// Kills the python zygote (after the instances it forked runtimes for are gone, so their
+    /// reporting parents end with them rather than outliving it).
+    pub async fn stop_zygote(&self) {
+        if let Some(mut z) = self.inner.factory.zygote.lock().await.take() {
+            z.stop().await;
         }
     }
 

@@ -103,6 +103,12 @@ impl Zygote {
         }
     }
 
+    /// Kills the zygote and waits for it (its forked children go with their sandboxes).
+    pub async fn stop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+
     /// Still running.
     pub fn is_alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
