@@ -347,8 +347,11 @@ def test_no_leaks_after_thousands_of_instance_lifetimes(new_server):
     assert wait_until(lambda: spares_full(s) and status(s)["instances"] == 0, timeout=60), status(s)
 
     after = steady(s)
-    assert (after["processes"], after["cgroups"], after["scratch"]) == (
-        before["processes"], before["cgroups"], before["scratch"]), (before, after)
+    # No more than before (a spare being rebuilt when the baseline was read can make the
+    # baseline one sandbox larger; a leak over a thousand lifetimes would be hundreds).
+    assert after["processes"] <= before["processes"], (before, after)
+    assert after["cgroups"] <= before["cgroups"], (before, after)
+    assert after["scratch"] == before["scratch"] == 0, (before, after)
     # File descriptors: equal but for the HTTP connections clients keep alive (a leak per
     # lifetime would show as hundreds).
     assert after["fds"] <= before["fds"] + 16, (before, after)
