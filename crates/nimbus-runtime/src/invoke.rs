@@ -693,16 +693,18 @@ impl Runtime {
         let prestarted = SpareKind::prestarted_for(lang, v.config.environment.keys());
         let mut spare = prestarted
             .and_then(|k| self.spares.take(k))
-            .map(|s| (s, true))
-            .or_else(|| self.spares.take(SpareKind::Bare).map(|s| (s, false)));
+            .map(|s| (s, true));
         if spare.is_none() && prestarted == Some(SpareKind::Python) {
             // None ready (a burst): a python runtime forked by the zygote into a sandbox built
-            // now still beats starting an interpreter.
+            // now beats starting an interpreter, on a bare spare or not.
             spare = self
                 .spares
                 .make_now(SpareKind::Python)
                 .await
                 .map(|s| (s, true));
+        }
+        if spare.is_none() {
+            spare = self.spares.take(SpareKind::Bare).map(|s| (s, false));
         }
         let uid = match &spare {
             Some((s, _)) => {
