@@ -313,10 +313,9 @@ impl Runtime {
         self.spares.counts()
     }
 
-    /// Reaps idle instances every second until the runtime is dropped, and starts building
-    /// spare sandboxes.
+    /// Reaps idle instances every second until the runtime is dropped, and keeps the spares
+    /// topped up.
     pub fn start_reaper(self: &Arc<Self>) {
-        self.spares.start();
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -324,6 +323,8 @@ impl Runtime {
                 tick.tick().await;
                 let Some(rt) = weak.upgrade() else { break };
                 rt.reconcile_provisions();
+                // Refills that stopped on a failure (no free uid, a helper that died) resume.
+                rt.spares.start();
                 for inst in rt.pool.reap() {
                     tracing::debug!(instance = %inst.id, function = %inst.key.function, "reaping idle instance");
                     inst.kill();
