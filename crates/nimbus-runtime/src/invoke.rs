@@ -465,7 +465,8 @@ impl Runtime {
             for d in discard {
                 d.kill();
             }
-            match lease {
+            // What to wait on: `notified`, or (None) a wake-up after this very moment.
+            let wait = match lease {
                 Ok(Lease::Cold(slot)) => match self.cold_permits.clone().try_acquire_owned() {
                     Ok(p) => {
                         break Ok((
@@ -477,25 +478,11 @@ impl Runtime {
                         ))
                     }
                     Err(_) => {
-                        // Enough starts are under way: give the slot back and wait for one of
-                        // them (or any instance) to come free.
+                        // Enough starts are under way: give the slot back (which wakes every
+                        // waiter so far, this one too) and wait for one of them, or any
+                        // instance, to come free.
                         self.pool.cold_failed(&key.function, slot);
-                        if !waiting {
-                            self.pool.set_waiting(&key.function, true);
-                            waiting = true;
-                        }
-                        let again = self.pool.notified();
-                        tokio::pin!(again);
-                        again.as_mut().enable();
-                        if self.cold_permits.available_permits() > 0 {
-                            continue;
-                        }
-                        if tokio::time::timeout_at(deadline, again).await.is_err() {
-                            self.metrics.throttle(&key.function, &key.version);
-                            break Err(InvokeError::Throttled {
-                                reason: "ConcurrentInvocationLimitExceeded",
-                            });
-                        }
+                        None
                     }
                 },
                 Ok(l) => break Ok((l, None)),
@@ -506,18 +493,27 @@ impl Runtime {
                         reason: "ReservedFunctionConcurrentInvocationLimitExceeded",
                     });
                 }
-                Err(Throttle::Node(_) | Throttle::FairShare) => {
-                    if !waiting {
-                        self.pool.set_waiting(&key.function, true);
-                        waiting = true;
-                    }
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        self.metrics.throttle(&key.function, &key.version);
-                        break Err(InvokeError::Throttled {
-                            reason: "ConcurrentInvocationLimitExceeded",
-                        });
-                    }
+                Err(Throttle::Node(_) | Throttle::FairShare) => Some(notified),
+            };
+            if !waiting {
+                self.pool.set_waiting(&key.function, true);
+                waiting = true;
+            }
+            let woke = match wait {
+                Some(n) => tokio::time::timeout_at(deadline, n).await.is_ok(),
+                None => {
+                    let again = self.pool.notified();
+                    tokio::pin!(again);
+                    again.as_mut().enable();
+                    self.cold_permits.available_permits() > 0
+                        || tokio::time::timeout_at(deadline, again).await.is_ok()
                 }
+            };
+            if !woke {
+                self.metrics.throttle(&key.function, &key.version);
+                break Err(InvokeError::Throttled {
+                    reason: "ConcurrentInvocationLimitExceeded",
+                });
             }
         };
         if waiting {

@@ -48,11 +48,15 @@ fn uid_in_table(table: &str, peer: SocketAddr, ours: SocketAddr) -> Option<u32> 
     })
 }
 
+/// `a` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) written as plain IPv4.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
 /// The uid owning the client socket of the connection `peer` → `ours`, if the kernel lists it.
 pub fn peer_uid(peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
     // A dual-stack listener sees an IPv4 client as ::ffff:a.b.c.d, while the kernel lists that
     // client's socket in the IPv4 table: look there with plain IPv4 addresses.
-    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
     let (peer_c, ours_c) = (canonical(peer), canonical(ours));
     let tables: &[(&str, SocketAddr, SocketAddr)] = if peer_c.is_ipv4() {
         &[
@@ -178,8 +182,6 @@ impl axum::serve::Listener for PeerFilter {
             }
             let uid = match stream.local_addr() {
                 Ok(ours) => {
-                    let canonical =
-                        |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
                     // One netlink round trip to the kernel: fast enough for the reactor.
                     match diag_uid(canonical(peer), canonical(ours)) {
                         Some(uid) => Some(uid),

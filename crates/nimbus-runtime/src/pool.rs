@@ -275,6 +275,25 @@ impl Pool {
     ) -> Option<Arc<Instance>> {
         let mut inner = self.lock();
         Self::not_busy(&mut inner, &instance.key.function);
+        self.park(inner, instance, generation, reusable)
+    }
+
+    /// Adds a started instance that serves nothing yet (provisioned concurrency) as idle. It
+    /// must have been counted by [`Pool::reserve`].
+    pub fn add_idle(&self, instance: Arc<Instance>) -> Option<Arc<Instance>> {
+        let generation = instance.generation;
+        self.park(self.lock(), instance, generation, true)
+    }
+
+    /// Makes `instance` idle if it may serve again (healthy, of its function's current
+    /// generation, no shutdown); otherwise uncounts it and hands it back for killing.
+    fn park(
+        &self,
+        mut inner: std::sync::MutexGuard<'_, Inner>,
+        instance: Arc<Instance>,
+        generation: u64,
+        reusable: bool,
+    ) -> Option<Arc<Instance>> {
         let current = inner
             .generation
             .get(&instance.key.function)
@@ -282,35 +301,6 @@ impl Pool {
             .unwrap_or(0)
             == generation;
         let out = if reusable && current && !inner.shutting_down && instance.is_alive() {
-            inner
-                .idle
-                .entry(instance.key.clone())
-                .or_default()
-                .push(Idle {
-                    instance,
-                    since: Instant::now(),
-                });
-            None
-        } else {
-            inner.total -= 1;
-            Some(instance)
-        };
-        drop(inner);
-        self.wake();
-        out
-    }
-
-    /// Adds a started instance that serves nothing yet (provisioned concurrency) as idle. It
-    /// must have been counted by [`Pool::reserve`].
-    pub fn add_idle(&self, instance: Arc<Instance>) -> Option<Arc<Instance>> {
-        let mut inner = self.lock();
-        let current = inner
-            .generation
-            .get(&instance.key.function)
-            .copied()
-            .unwrap_or(0)
-            == instance.generation;
-        let out = if current && !inner.shutting_down && instance.is_alive() {
             inner
                 .idle
                 .entry(instance.key.clone())

@@ -153,17 +153,6 @@ impl Runtime {
             .map(Provision::status)
     }
 
-    /// Every configuration with its status: (function, qualifier, executed version, status).
-    pub fn provisioned_all(&self) -> Vec<(String, String, String, ProvisionStatus)> {
-        let all = self.provisions.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<_> = all
-            .iter()
-            .map(|((f, q), p)| (f.clone(), q.clone(), p.key.version.clone(), p.status()))
-            .collect();
-        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        out
-    }
-
     /// Starts whatever is missing. Called after every change and once a second.
     pub(crate) fn reconcile_provisions(self: &Arc<Self>) {
         if self.shutting_down.load(Ordering::Relaxed) {

@@ -260,65 +260,47 @@ pub struct PeakHandle {
 }
 
 impl PeakHandle {
+    /// The file holding the peak: v1 `memory.max_usage_in_bytes`, v2 `memory.peak`. A write
+    /// resets it (v2: for the fd written through, on kernels that support it).
+    fn file_name(version: CgroupVersion) -> &'static str {
+        match version {
+            CgroupVersion::V1 => "memory.max_usage_in_bytes",
+            CgroupVersion::V2 => "memory.peak",
+        }
+    }
+
     pub fn reset_peak(&self) {
-        let mem = &self.memory;
+        let path = self.memory.join(Self::file_name(self.version));
+        let mut st = self.peak.lock().unwrap_or_else(|p| p.into_inner());
+        let reset = st
+            .file
+            .as_ref()
+            .is_some_and(|f| f.write_at(b"0\n", 0).is_ok());
         match self.version {
             CgroupVersion::V1 => {
-                let st = self.peak.lock().unwrap_or_else(|p| p.into_inner());
-                let reset = st
-                    .file
-                    .as_ref()
-                    .is_some_and(|f| f.write_at(b"0", 0).is_ok());
                 if !reset {
-                    let _ = fs::write(mem.join("memory.max_usage_in_bytes"), "0");
+                    let _ = fs::write(path, "0");
                 }
             }
-            CgroupVersion::V2 => {
-                let mut st = self.peak.lock().unwrap_or_else(|p| p.into_inner());
-                let reset = st
-                    .file
-                    .as_ref()
-                    .is_some_and(|f| f.write_at(b"0\n", 0).is_ok());
-                st.baseline = if reset {
-                    None
-                } else {
-                    read_u64(&mem.join("memory.peak"))
-                };
-            }
+            CgroupVersion::V2 => st.baseline = if reset { None } else { read_u64(&path) },
         }
     }
 
     pub fn peak_bytes(&self) -> Option<u64> {
-        let mem = &self.memory;
-        match self.version {
-            CgroupVersion::V1 => {
-                let st = self.peak.lock().unwrap_or_else(|p| p.into_inner());
-                match &st.file {
-                    Some(f) => {
-                        let mut buf = [0u8; 32];
-                        let n = f.read_at(&mut buf, 0).ok()?;
-                        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
-                    }
-                    None => read_u64(&mem.join("memory.max_usage_in_bytes")),
-                }
+        let st = self.peak.lock().unwrap_or_else(|p| p.into_inner());
+        let peak = match &st.file {
+            Some(f) => {
+                let mut buf = [0u8; 32];
+                let n = f.read_at(&mut buf, 0).ok()?;
+                std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()?
             }
-            CgroupVersion::V2 => {
-                let st = self.peak.lock().unwrap_or_else(|p| p.into_inner());
-                let peak = match &st.file {
-                    Some(f) => {
-                        let mut buf = [0u8; 32];
-                        let n = f.read_at(&mut buf, 0).ok()?;
-                        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()?
-                    }
-                    None => read_u64(&mem.join("memory.peak"))?,
-                };
-                match st.baseline {
-                    // The all-time peak has not moved since the reset we could not do: the
-                    // window's peak is unknown but at least the current usage.
-                    Some(base) if peak <= base => read_u64(&mem.join("memory.current")),
-                    _ => Some(peak),
-                }
-            }
+            None => read_u64(&self.memory.join(Self::file_name(self.version)))?,
+        };
+        match st.baseline {
+            // v2 without a reset: the all-time peak has not moved since the reset we could not
+            // do, so the window's peak is unknown but at least the current usage.
+            Some(base) if peak <= base => read_u64(&self.memory.join("memory.current")),
+            _ => Some(peak),
         }
     }
 }
@@ -380,14 +362,10 @@ impl InstanceCgroups {
         }
         // Kept open: the peak is reset and read around every invocation.
         if let Some(mem) = &cg.memory {
-            let name = match cg.version {
-                CgroupVersion::V1 => "memory.max_usage_in_bytes",
-                CgroupVersion::V2 => "memory.peak",
-            };
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
-                .open(mem.join(name))
+                .open(mem.join(PeakHandle::file_name(cg.version)))
                 .ok();
             cg.peak.lock().unwrap_or_else(|p| p.into_inner()).file = file;
         }
