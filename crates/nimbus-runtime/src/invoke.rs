@@ -818,6 +818,7 @@ impl Runtime {
         let mut exit_watch = instance.exit.clone();
         let abort = server.abort_handle();
         let pool = self.pool.clone();
+        let (key_of, id_of) = (key.clone(), id.clone());
         tokio::spawn(async move {
             while exit_watch.borrow_and_update().is_none() {
                 if exit_watch.changed().await.is_err() {
@@ -826,6 +827,8 @@ impl Runtime {
             }
             abort.abort();
             drop(weak);
+            // Died idle: out of the pool at once (a busy one is dropped when its invoke ends).
+            pool.remove_dead(&key_of, &id_of);
             // Only now, with every process of the tree gone, may another instance run as `uid`.
             pool.free_uid(uid);
         });
@@ -1115,6 +1118,12 @@ impl Runtime {
         // release them; wait (bounded) so those lines are queued before the logs are flushed.
         let until = Instant::now() + Duration::from_secs(5);
         while self.pool.busy_total() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Last, this server's parent cgroup, once the instances' own are removed.
+        drop(all);
+        let until = Instant::now() + Duration::from_secs(3);
+        while !self.sandbox.remove_parent_cgroup() && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

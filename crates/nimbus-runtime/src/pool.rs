@@ -365,6 +365,26 @@ impl Pool {
         out
     }
 
+    /// An instance died while idle: it leaves the pool now (not at the next reaper tick), so its
+    /// slot counts against no limit. Returns whether it was idle here.
+    pub fn remove_dead(&self, key: &VersionKey, id: &str) -> bool {
+        let mut inner = self.lock();
+        let Some(list) = inner.idle.get_mut(key) else {
+            return false;
+        };
+        let Some(pos) = list.iter().position(|i| i.instance.id == id) else {
+            return false;
+        };
+        list.remove(pos);
+        if list.is_empty() {
+            inner.idle.remove(key);
+        }
+        inner.total -= 1;
+        drop(inner);
+        self.wake();
+        true
+    }
+
     /// A function changed or went away: its idle instances are returned for killing and its
     /// busy ones will not be reused.
     pub fn retire(&self, function: &str) -> Vec<Arc<Instance>> {
