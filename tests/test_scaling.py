@@ -371,3 +371,36 @@ def test_no_leaks_after_thousands_of_instance_lifetimes(new_server):
     extra = max(0, after["sandboxes"] - before["sandboxes"])
     assert after["processes"] <= before["processes"] + 4 * extra, (before, after)
     assert after["fds"] <= before["fds"] + 16 + 10 * extra, (before, after)
+
+
+def _server_cgroups(pid):
+    """Every cgroup directory named after this server (one per hierarchy on v1)."""
+    out = []
+    for base in ["/sys/fs/cgroup"] + [os.path.join("/sys/fs/cgroup", d) for d in os.listdir("/sys/fs/cgroup")]:
+        d = os.path.join(base, f"nimbus-{pid}")
+        if os.path.isdir(d):
+            out.append(d)
+    return out
+
+
+def test_a_server_removes_its_cgroups_and_those_of_dead_servers(new_server):
+    # A parent cgroup as a server killed with SIGKILL leaves it: named after a pid that no
+    # process has (beyond the largest pid this kernel hands out), with an empty instance cgroup.
+    with open("/proc/sys/kernel/pid_max") as f:
+        dead = int(f.read()) + 1
+    hierarchies = [d for d in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup") if os.path.isdir(d)]
+    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        hierarchies = [d for d in hierarchies if d != "/sys/fs/cgroup"]
+    try:
+        os.makedirs(os.path.join(hierarchies[0], f"nimbus-{dead}", "leftover-instance"))
+    except (OSError, IndexError) as e:
+        pytest.skip(f"cannot create a cgroup here: {e}")
+    s = new_server()
+    assert _server_cgroups(dead) == [], "the stale cgroups of a dead server are removed at start-up"
+    lam = s.lambda_client()
+    fn = create(lam, {"app.py": APP})
+    ok(lam, fn)
+    pid = s.proc.pid
+    assert _server_cgroups(pid), "instances run in the server's parent cgroup"
+    assert s.stop() == 0
+    assert _server_cgroups(pid) == [], "a server that stops leaves no cgroup behind"

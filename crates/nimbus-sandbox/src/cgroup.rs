@@ -325,6 +325,59 @@ struct PeakState {
     baseline: Option<u64>,
 }
 
+/// Removes this server's parent cgroup (`<hierarchy>/<parent>`) from every hierarchy, once no
+/// instance is left in it; a parent that still has children stays. Returns whether none is
+/// left.
+pub fn remove_parent(layout: &CgroupLayout, parent: &str) -> bool {
+    let mut gone = true;
+    for (_, mount) in &layout.controllers {
+        match fs::remove_dir(mount.join(parent)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(_) => gone = false,
+        }
+    }
+    gone
+}
+
+/// Removes the parent cgroups, with their empty instance cgroups, that servers which are gone
+/// left behind (`<prefix><pid>` with no such process: a server killed with SIGKILL). Returns
+/// how many parents went.
+pub fn remove_stale_parents(layout: &CgroupLayout, prefix: &str) -> usize {
+    let mut removed = 0;
+    for (_, mount) in &layout.controllers {
+        let Ok(entries) = fs::read_dir(mount) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            // rmdir only removes a cgroup without processes: instances still running (their
+            // server killed) keep theirs and the parent.
+            if let Ok(children) = fs::read_dir(e.path()) {
+                for c in children.flatten() {
+                    if c.file_type().is_ok_and(|t| t.is_dir()) {
+                        let _ = fs::remove_dir(c.path());
+                    }
+                }
+            }
+            if fs::remove_dir(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 impl InstanceCgroups {
     pub fn create(
         layout: &CgroupLayout,

@@ -41,6 +41,26 @@ pub struct SandboxConfig {
     pub isolation: Isolation,
 }
 
+impl SandboxConfig {
+    /// Removes this server's parent cgroup from every hierarchy (at shutdown, once every
+    /// instance is gone). Returns whether it is gone (true without cgroups).
+    pub fn remove_parent_cgroup(&self) -> bool {
+        match &self.isolation.cgroups {
+            Some(layout) => cgroup::remove_parent(layout, &self.cgroup_name),
+            None => true,
+        }
+    }
+
+    /// Removes empty parent cgroups named `<prefix><pid>` whose server is gone (at start-up);
+    /// returns how many directories went.
+    pub fn remove_stale_cgroups(&self, prefix: &str) -> usize {
+        match &self.isolation.cgroups {
+            Some(layout) => cgroup::remove_stale_parents(layout, prefix),
+            None => 0,
+        }
+    }
+}
+
 /// Path of the code inside the sandbox.
 const TASK_ROOT: &str = "/var/task";
 /// Path of the runtime (bootstrap and libraries) inside the sandbox.

@@ -216,6 +216,13 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         cgroup_name: format!("nimbus-{}", std::process::id()),
         isolation,
     };
+    let stale = sandbox.remove_stale_cgroups("nimbus-");
+    if stale > 0 {
+        tracing::info!(
+            directories = stale,
+            "removed empty cgroups left by servers that are gone"
+        );
+    }
     let (logs, log_writer) = LogSink::start(store.clone(), cfg.log_retention);
     let metrics = Metrics::new();
     let metrics_rollup = metrics.start_rollup(store.clone(), cfg.metrics_retention);
