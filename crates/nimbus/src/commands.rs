@@ -23,7 +23,7 @@ fn s(v: &Value, key: &str) -> String {
 }
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 pub async fn run(global: Global, cmd: Command) -> anyhow::Result<()> {
@@ -38,7 +38,7 @@ pub async fn run(global: Global, cmd: Command) -> anyhow::Result<()> {
         Command::Info { name } => info(&client, &global, &name).await,
         Command::Rm { name } => {
             client.delete_function(&name).await?;
-            println!("deleted {name}");
+            outln!("deleted {name}");
             Ok(())
         }
         Command::Publish { name, description } => {
@@ -48,7 +48,7 @@ pub async fn run(global: Global, cmd: Command) -> anyhow::Result<()> {
             if global.json {
                 print_json(&v);
             } else {
-                println!("published {name} version {}", s(&v, "Version"));
+                outln!("published {name} version {}", s(&v, "Version"));
             }
             Ok(())
         }
@@ -116,7 +116,7 @@ async fn deploy(client: &Client, global: &Global, a: DeployArgs) -> anyhow::Resu
     if global.json {
         print_json(&result);
     } else {
-        println!(
+        outln!(
             "{} {} ({} {}, {} bytes, sha256 {}) version {}",
             if exists { "updated" } else { "created" },
             a.name,
@@ -150,11 +150,11 @@ async fn invoke(client: &Client, a: InvokeArgs) -> anyhow::Result<()> {
         .await?;
     match kind {
         "Event" => {
-            println!("accepted (request id {})", r.request_id.unwrap_or_default());
+            outln!("accepted (request id {})", r.request_id.unwrap_or_default());
             return Ok(());
         }
         "DryRun" => {
-            println!("dry run ok");
+            outln!("dry run ok");
             return Ok(());
         }
         _ => {}
@@ -225,18 +225,18 @@ async fn info(client: &Client, global: &Global, name: &str) -> anyhow::Result<()
         "LastModified",
         "Description",
     ] {
-        println!("{key:<14}{}", s(c, key));
+        outln!("{key:<14}{}", s(c, key));
     }
     if let Some(env) = c["Environment"]["Variables"]
         .as_object()
         .filter(|m| !m.is_empty())
     {
-        println!("Environment");
+        outln!("Environment");
         for (k, v) in env {
-            println!("  {k}={}", v.as_str().unwrap_or_default());
+            outln!("  {k}={}", v.as_str().unwrap_or_default());
         }
     }
-    println!();
+    outln!();
     let rows: Vec<Vec<String>> = versions
         .iter()
         .map(|v| {
@@ -253,7 +253,7 @@ async fn info(client: &Client, global: &Global, name: &str) -> anyhow::Result<()
         &rows,
     );
     if !aliases.is_empty() {
-        println!();
+        outln!();
         let rows: Vec<Vec<String>> = aliases.iter().map(alias_row).collect();
         table::print(&["ALIAS", "VERSION", "ROUTING", "DESCRIPTION"], &rows);
     }
@@ -319,7 +319,7 @@ async fn alias(client: &Client, global: &Global, cmd: AliasCommand) -> anyhow::R
         }
         AliasCommand::Rm { function, alias } => {
             client.delete_alias(&function, &alias).await?;
-            println!("deleted alias {alias} of {function}");
+            outln!("deleted alias {alias} of {function}");
             return Ok(());
         }
         AliasCommand::Ls { function } => {
@@ -337,7 +337,7 @@ async fn alias(client: &Client, global: &Global, cmd: AliasCommand) -> anyhow::R
         print_json(&shown);
     } else {
         let row = alias_row(&shown);
-        println!(
+        outln!(
             "alias {} -> version {}{}",
             row[0],
             row[1],
@@ -424,16 +424,16 @@ async fn metrics(client: &Client, global: &Global, a: MetricsArgs) -> anyhow::Re
             .as_deref()
             .map(|v| format!(" version {v}"))
             .unwrap_or_default();
-        println!("no activity for {}{which} from {window}", a.name);
+        outln!("no activity for {}{which} from {window}", a.name);
         return Ok(());
     }
     let cols = metrics_view::Columns::new(since, until);
     let heading = metrics_view::column_heading(&cols);
     for (i, s) in series.iter().enumerate() {
         if i > 0 {
-            println!();
+            outln!();
         }
-        println!(
+        outln!(
             "{} version {}, {window}",
             a.name,
             s["version"].as_str().unwrap_or("?")
@@ -519,7 +519,7 @@ async fn concurrency(
     let reserved = client.reserved_concurrency(&a.name).await?;
     let provisioned = client.list_provisioned_concurrency(&a.name).await?;
     if global.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "ReservedConcurrentExecutions": reserved,
@@ -529,14 +529,14 @@ async fn concurrency(
         return Ok(());
     }
     match reserved {
-        Some(n) => println!("Reserved concurrency: {n}"),
-        None => println!("Reserved concurrency: none (shares the node's unreserved capacity)"),
+        Some(n) => outln!("Reserved concurrency: {n}"),
+        None => outln!("Reserved concurrency: none (shares the node's unreserved capacity)"),
     }
     if provisioned.is_empty() {
-        println!("Provisioned concurrency: none");
+        outln!("Provisioned concurrency: none");
         return Ok(());
     }
-    println!();
+    outln!();
     let rows: Vec<Vec<String>> = provisioned
         .iter()
         .map(|p| {

@@ -1,6 +1,21 @@
 //! The `nimbus` binary: the server (`nimbus up`) and the CLI that talks to it. Wiring only;
 //! the work happens in the library crates.
 
+/// `println!` for what the CLI prints: a reader that went away (`nimbus ls | head`) ends the
+/// command quietly, as it ends other Unix tools, instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: writing to stdout: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 mod bench;
 mod cli;
 mod commands;

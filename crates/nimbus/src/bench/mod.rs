@@ -9,6 +9,7 @@
 mod loadgen;
 mod peer;
 mod procfs;
+mod relay;
 mod report;
 mod server;
 mod stats;
@@ -77,6 +78,9 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("nimbus ...");
     let memory = measure_nimbus(&args, &mut rows, &mut notes).await?;
 
+    eprintln!("runtime API floor ...");
+    measure_relay_floor(&args, &interpreters, &mut rows, &mut notes).await;
+
     let peer = if args.no_peer {
         PeerState::Skipped
     } else {
@@ -108,7 +112,7 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
         notes,
     };
     let md = report.markdown();
-    println!("{md}");
+    outln!("{md}");
     if let Some(path) = &args.write {
         write_block(path, &md)?;
         eprintln!("wrote {}", path.display());
@@ -252,6 +256,81 @@ async fn floors(args: &BenchArgs, i: &Interpreters) -> Vec<Floor> {
         )
         .await,
     ]
+}
+
+/// The same python and node hello handlers, on the same bootstraps, behind the thinnest relay
+/// that keeps the Runtime API contract (see `relay`): what the runtime, the load generator and
+/// loopback allow here, with no platform in between.
+async fn measure_relay_floor(
+    args: &BenchArgs,
+    interpreters: &Interpreters,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) {
+    let dir = std::env::temp_dir().join(format!("nimbus-bench-floor-{}", std::process::id()));
+    for (lang, interpreter) in [
+        (Lang::Python, interpreters.python.as_deref()),
+        (Lang::Node, interpreters.node.as_deref()),
+    ] {
+        if !selected(args, lang) {
+            continue;
+        }
+        let Some(interpreter) = interpreter else {
+            continue;
+        };
+        let mut row = Row::new(System::RelayFloor, lang);
+        eprintln!("  {} ...", lang.label());
+        if let Err(e) = relay_floor_runs(args, &dir, lang, interpreter, &mut row).await {
+            notes.push(format!(
+                "The Runtime API floor for {}: {e:#}.",
+                lang.label()
+            ));
+            row.error = Some(format!("{e:#}"));
+        }
+        rows.push(row);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn relay_floor_runs(
+    args: &BenchArgs,
+    dir: &Path,
+    lang: Lang,
+    interpreter: &Path,
+    row: &mut Row,
+) -> anyhow::Result<()> {
+    let runtime_dir = dir.join(format!("runtime-{}", lang.label()));
+    let task_root = dir.join(format!("task-{}", lang.label()));
+    nimbus_runtime::install_bootstraps(&runtime_dir)
+        .with_context(|| format!("writing the bootstraps to {}", runtime_dir.display()))?;
+    std::fs::create_dir_all(&task_root)?;
+    let (bootstrap, file, text) = match lang {
+        Lang::Node => ("bootstrap.js", "hello.js", peer::HELLO_JS),
+        _ => ("bootstrap.py", "hello.py", peer::HELLO_PY),
+    };
+    std::fs::write(task_root.join(file), text)?;
+    let mut relay = relay::Relay::start()?;
+    let target = Target::invoke(&relay.endpoint, "floor")?;
+    let mut levels = args.concurrency.clone();
+    levels.sort_unstable();
+    for c in levels {
+        // As many runtimes as concurrent requests, as Nimbus scales to.
+        relay
+            .start_runtimes(
+                c,
+                interpreter,
+                &runtime_dir.join(bootstrap),
+                &task_root,
+                "hello.handler",
+            )
+            .await?;
+        probe(&target).await.map_err(anyhow::Error::msg)?;
+        let run = loadgen::closed_loop(&target, c, WARMUP_PER_WORKER, args.duration).await;
+        eprintln!("    {}", progress(&run));
+        row.warm.push(run);
+    }
+    drop(relay);
+    Ok(())
 }
 
 fn zip(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
@@ -429,6 +508,15 @@ async fn measure_nimbus(
     Ok(memory)
 }
 
+/// What the python zygote holds only for itself (its bookkeeping per live runtime shows here;
+/// the pages its runtimes share with it are theirs, not the platform's).
+fn zygote_uss_kb(server: &Server) -> u64 {
+    procfs::zygotes(server.pid)
+        .into_iter()
+        .filter_map(|p| procfs::uss_kb(p).ok())
+        .sum()
+}
+
 /// Idle RSS, then RSS and helper PSS with `memory_instances` warm idle instances of the sleeper.
 async fn measure_memory(
     args: &BenchArgs,
@@ -439,7 +527,7 @@ async fn measure_memory(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss_kb = server.rss_kb()?;
     let base_procs = server.platform_processes();
-    let base_pss = procfs::total_pss_kb(&base_procs);
+    let base_pss = procfs::total_pss_kb(&base_procs) + zygote_uss_kb(server);
 
     let target = Target::invoke(&server.endpoint, SLEEPER)?;
     let n = args.memory_instances;
@@ -468,7 +556,7 @@ async fn measure_memory(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss = server.rss_kb()?;
     let procs = server.platform_processes();
-    let pss = procfs::total_pss_kb(&procs);
+    let pss = procfs::total_pss_kb(&procs) + zygote_uss_kb(server);
     let n = instances as f64;
     let memory = Memory {
         idle_rss_kb,

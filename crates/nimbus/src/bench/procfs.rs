@@ -43,6 +43,34 @@ pub fn pss_kb(pid: u32) -> io::Result<u64> {
     kb_field(&text, "Pss").ok_or_else(|| io::Error::other(format!("no Pss for pid {pid}")))
 }
 
+/// Unique set size (pages only this process maps: Private_Clean + Private_Dirty), in kB.
+pub fn uss_kb(pid: u32) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    match (
+        kb_field(&text, "Private_Clean"),
+        kb_field(&text, "Private_Dirty"),
+    ) {
+        (Some(c), Some(d)) => Ok(c + d),
+        _ => Err(io::Error::other(format!("no Private_* for pid {pid}"))),
+    }
+}
+
+/// The server's direct children that run the python zygote (`... zygote.py`).
+pub fn zygotes(server: u32) -> Vec<u32> {
+    descendants(server)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{}/stat", p.pid))
+                .ok()
+                .and_then(|s| stat_ppid(&s))
+                == Some(server)
+                && std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a.ends_with(b"zygote.py")))
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
 /// One process, told apart from a later one that reuses its pid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Proc {

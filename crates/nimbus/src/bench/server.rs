@@ -37,7 +37,10 @@ impl Server {
             .arg(max_instances.to_string())
             .arg("--data-dir")
             .arg(&dir)
-            .env("NIMBUS_LOG", "warn")
+            .env(
+                "NIMBUS_LOG",
+                std::env::var("NIMBUS_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -69,8 +72,16 @@ impl Server {
         })
         .await
         .context("waiting for the server under test to listen")??;
-        // Keep draining stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining stdout so the server never blocks on a full pipe; with
+        // NIMBUS_BENCH_LOG set (a log filter for the server), its log goes to stderr.
+        let echo = std::env::var_os("NIMBUS_BENCH_LOG").is_some();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if echo {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
         server.endpoint = endpoint;
         Ok(server)
     }
