@@ -688,9 +688,14 @@ impl Runtime {
         // execs the program. Either way the spare's uid is the instance's and the slot's
         // (never used by any process) goes back.
         let prestarted = SpareKind::prestarted_for(lang, v.config.environment.keys());
+        let picked = Instant::now();
         let mut spare = prestarted
             .and_then(|k| self.spares.take(k))
             .map(|s| (s, true));
+        let mut source = match (&spare, prestarted) {
+            (Some(_), Some(k)) => k.name(),
+            _ => "none",
+        };
         if spare.is_none() && prestarted == Some(SpareKind::Python) {
             // None ready (a burst): a python runtime forked by the zygote into a sandbox built
             // now beats starting an interpreter, on a bare spare or not.
@@ -699,10 +704,17 @@ impl Runtime {
                 .make_now(SpareKind::Python)
                 .await
                 .map(|s| (s, true));
+            if spare.is_some() {
+                source = "python, built now";
+            }
         }
         if spare.is_none() {
             spare = self.spares.take(SpareKind::Bare).map(|s| (s, false));
+            if spare.is_some() {
+                source = "bare";
+            }
         }
+        let waited = picked.elapsed();
         let uid = match &spare {
             Some((s, _)) => {
                 self.pool.free_uid(slot.uid);
@@ -749,6 +761,13 @@ impl Runtime {
                 nimbus_sandbox::spawn(&self.sandbox, spec).await
             }
         };
+        tracing::debug!(
+            function = %v.function,
+            spare = source,
+            spare_us = waited.as_micros() as u64,
+            assign_us = spawned.elapsed().as_micros() as u64,
+            "instance sandbox ready"
+        );
         let mut sandbox = started.map_err(|e| {
             if e.is_exec_error() {
                 StartError::new("Runtime.InvalidEntrypoint", e.to_string())
