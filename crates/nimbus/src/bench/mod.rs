@@ -268,19 +268,20 @@ async fn measure_relay_floor(
     notes: &mut Vec<String>,
 ) {
     let dir = std::env::temp_dir().join(format!("nimbus-bench-floor-{}", std::process::id()));
-    for (lang, interpreter) in [
-        (Lang::Python, interpreters.python.as_deref()),
-        (Lang::Node, interpreters.node.as_deref()),
+    for (lang, program) in [
+        (Lang::Python, interpreters.python.clone()),
+        (Lang::Node, interpreters.node.clone()),
+        (Lang::Provided, rust_bootstrap()),
     ] {
         if !selected(args, lang) {
             continue;
         }
-        let Some(interpreter) = interpreter else {
+        let Some(program) = program else {
             continue;
         };
         let mut row = Row::new(System::RelayFloor, lang);
         eprintln!("  {} ...", lang.label());
-        if let Err(e) = relay_floor_runs(args, &dir, lang, interpreter, &mut row).await {
+        if let Err(e) = relay_floor_runs(args, &dir, lang, &program, &mut row).await {
             notes.push(format!(
                 "The Runtime API floor for {}: {e:#}.",
                 lang.label()
@@ -296,7 +297,7 @@ async fn relay_floor_runs(
     args: &BenchArgs,
     dir: &Path,
     lang: Lang,
-    interpreter: &Path,
+    program: &Path,
     row: &mut Row,
 ) -> anyhow::Result<()> {
     let runtime_dir = dir.join(format!("runtime-{}", lang.label()));
@@ -304,11 +305,19 @@ async fn relay_floor_runs(
     nimbus_runtime::install_bootstraps(&runtime_dir)
         .with_context(|| format!("writing the bootstraps to {}", runtime_dir.display()))?;
     std::fs::create_dir_all(&task_root)?;
-    let (bootstrap, file, text) = match lang {
-        Lang::Node => ("bootstrap.js", "hello.js", peer::HELLO_JS),
-        _ => ("bootstrap.py", "hello.py", peer::HELLO_PY),
+    // The interpreters run the built-in bootstrap with the hello handler; the compiled Rust
+    // hello is its own runtime.
+    let bootstrap_args: Vec<PathBuf> = match lang {
+        Lang::Node => {
+            std::fs::write(task_root.join("hello.js"), peer::HELLO_JS)?;
+            vec![runtime_dir.join("bootstrap.js")]
+        }
+        Lang::Python => {
+            std::fs::write(task_root.join("hello.py"), peer::HELLO_PY)?;
+            vec![runtime_dir.join("bootstrap.py")]
+        }
+        Lang::Provided => Vec::new(),
     };
-    std::fs::write(task_root.join(file), text)?;
     let mut relay = relay::Relay::start()?;
     let target = Target::invoke(&relay.endpoint, "floor")?;
     let mut levels = args.concurrency.clone();
@@ -316,13 +325,7 @@ async fn relay_floor_runs(
     for c in levels {
         // As many runtimes as concurrent requests, as Nimbus scales to.
         relay
-            .start_runtimes(
-                c,
-                interpreter,
-                &runtime_dir.join(bootstrap),
-                &task_root,
-                "hello.handler",
-            )
+            .start_runtimes(c, program, &bootstrap_args, &task_root, "hello.handler")
             .await?;
         probe(&target).await.map_err(anyhow::Error::msg)?;
         let run = loadgen::closed_loop(&target, c, WARMUP_PER_WORKER, args.duration).await;
@@ -822,7 +825,7 @@ async fn probe(target: &Target) -> Result<(), String> {
             String::from_utf8_lossy(&a.body)
         )
     })?;
-    if !a.body.windows(5).any(|w| w == b"hello") {
+    if !a.body.windows(5).any(|w| w.eq_ignore_ascii_case(b"hello")) {
         return Err(format!(
             "the first invoke answered {}",
             String::from_utf8_lossy(&a.body)

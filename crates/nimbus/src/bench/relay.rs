@@ -237,19 +237,19 @@ impl Relay {
         })
     }
 
-    /// Starts runtimes (`interpreter bootstrap` with Lambda's environment, the handler in
+    /// Starts runtimes (`program args...` with Lambda's environment, the handler in
     /// `task_root`) until `n` are running, and waits until every one is parked in `/next`.
     pub async fn start_runtimes(
         &mut self,
         n: usize,
-        interpreter: &Path,
-        bootstrap: &Path,
+        program: &Path,
+        args: &[std::path::PathBuf],
         task_root: &Path,
         handler: &str,
     ) -> anyhow::Result<()> {
         for _ in self.runtimes.len()..n {
-            let child = std::process::Command::new(interpreter)
-                .arg(bootstrap)
+            let child = std::process::Command::new(program)
+                .args(args)
                 .current_dir(task_root)
                 .env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -266,7 +266,7 @@ impl Relay {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .with_context(|| format!("starting {}", interpreter.display()))?;
+                .with_context(|| format!("starting {}", program.display()))?;
             self.runtimes.push(child);
         }
         let until = Instant::now() + Duration::from_secs(30);
