@@ -6,9 +6,10 @@
 //! idle instance (never a provisioned one). When nothing can be had, the caller waits for
 //! capacity ([`Pool::notified`]) up to a bound rather than failing at once.
 //!
-//! Fair sharing: while the node is full, a function already running at least its fair share
-//! (`max_instances` / functions running or waiting) is refused when another function below its
-//! share is waiting, so the capacity it would have reused goes to the starved one instead.
+//! Fair sharing: while capacity is contested (the node is full, or what is free would not cover
+//! the waiting invocations of functions below their share), a function already running at least
+//! its fair share (`max_instances` / functions running or waiting) is refused, so the capacity
+//! it would have taken goes to the starved ones instead.
 //! Idle instances are reaped after `idle_timeout` (provisioned ones are kept).
 //! The pool only does bookkeeping under one short lock; starting and killing happen outside it.
 
@@ -125,10 +126,11 @@ impl Pool {
         }
     }
 
-    /// Whether `function` must leave the capacity it could get to a starved function.
-    fn over_fair_share(&self, inner: &Inner, function: &str) -> bool {
+    /// How many waiting invocations of starved functions (below their fair share) `function`
+    /// must leave capacity to, because it already has its own share; 0 when it need not.
+    fn starved_behind(&self, inner: &Inner, function: &str) -> u32 {
         if inner.waiting.is_empty() {
-            return false;
+            return 0;
         }
         let active = inner
             .busy
@@ -140,11 +142,15 @@ impl Pool {
             .max(1);
         let share = (self.cfg.max_instances / active).max(1) as u32;
         let busy = |f: &str| inner.busy.get(f).copied().unwrap_or(0);
-        busy(function) >= share
-            && inner
-                .waiting
-                .iter()
-                .any(|(f, n)| f != function && *n > 0 && busy(f) < share)
+        if busy(function) < share {
+            return 0;
+        }
+        inner
+            .waiting
+            .iter()
+            .filter(|(f, _)| f.as_str() != function && busy(f) < share)
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// Uids handed out: twice the instance limit plus the spares, because a uid only comes
@@ -189,9 +195,12 @@ impl Pool {
         if inner.shutting_down {
             return (Err(Throttle::Node(0)), discard);
         }
-        // Only a full node has capacity to share out.
-        let full = inner.total >= self.cfg.max_instances;
-        if full && self.over_fair_share(&inner, &key.function) {
+        // Capacity is contested when what is free (nothing on a full node) would not cover the
+        // starved functions' waiting invocations: a function at its share leaves it to them,
+        // also when a release has just freed a slot it could otherwise race them for.
+        let free = self.cfg.max_instances.saturating_sub(inner.total) as u32;
+        let starved = self.starved_behind(&inner, &key.function);
+        if starved > 0 && free <= starved {
             return (Err(Throttle::FairShare), discard);
         }
         let mut warm = None;
@@ -432,5 +441,117 @@ impl Pool {
     pub fn counts(&self) -> (usize, usize) {
         let inner = self.lock();
         (inner.total, inner.idle.values().map(Vec::len).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(max_instances: usize) -> Pool {
+        Pool::new(PoolConfig {
+            max_instances,
+            idle_timeout: Duration::from_secs(300),
+            uid_base: 200_000,
+            queue_timeout: Duration::from_secs(1),
+            spares_per_kind: 0,
+        })
+    }
+
+    fn key(function: &str) -> VersionKey {
+        VersionKey {
+            function: function.into(),
+            version: "$LATEST".into(),
+            revision_id: "r1".into(),
+        }
+    }
+
+    /// A cold slot for `function`, or why there is none.
+    fn cold(p: &Pool, function: &str, reserved: Option<u32>) -> Result<ColdSlot, Throttle> {
+        let (lease, discard) = p.acquire(&key(function), reserved);
+        assert!(discard.is_empty(), "nothing idle to discard in these tests");
+        match lease {
+            Ok(Lease::Cold(slot)) => Ok(slot),
+            Ok(Lease::Warm(_)) => panic!("no instance was ever parked"),
+            Err(t) => Err(t),
+        }
+    }
+
+    #[test]
+    fn a_full_node_throttles_without_a_starved_function() {
+        let p = pool(2);
+        let _a1 = cold(&p, "a", None).expect("first slot");
+        let _a2 = cold(&p, "a", None).expect("second slot");
+        // Nobody else waits: the node is simply full.
+        assert_eq!(cold(&p, "a", None).err(), Some(Throttle::Node(2)));
+        assert_eq!(p.counts(), (2, 0));
+    }
+
+    #[test]
+    fn a_function_at_its_share_yields_to_a_starved_one() {
+        let p = pool(2);
+        let a1 = cold(&p, "a", None).expect("first slot");
+        let _a2 = cold(&p, "a", None).expect("second slot");
+        p.set_waiting("b", true);
+        // Two functions in play: a's share is 1 and it holds 2, b holds none and waits.
+        assert_eq!(cold(&p, "a", None).err(), Some(Throttle::FairShare));
+        // b is below its share but the node is full: it must wait for a release...
+        assert_eq!(cold(&p, "b", None).err(), Some(Throttle::Node(2)));
+        // ...and the capacity a gives back goes to b, not to a.
+        p.cold_failed("a", a1);
+        assert_eq!(cold(&p, "a", None).err(), Some(Throttle::FairShare));
+        let b = cold(&p, "b", None).expect("the freed slot goes to the starved function");
+        p.set_waiting("b", false);
+        assert!(b.uid >= 200_000);
+        assert_eq!(p.counts(), (2, 0));
+        assert_eq!(p.busy_total(), 2);
+    }
+
+    #[test]
+    fn a_waiter_at_its_own_share_does_not_hold_others_back() {
+        let p = pool(4);
+        let _a = cold(&p, "a", None).expect("a's slot");
+        let _b1 = cold(&p, "b", None).expect("b's slot");
+        let _b2 = cold(&p, "b", None).expect("b's second slot");
+        // b waits for more but already runs its share (2 of 4): nobody yields to it.
+        p.set_waiting("b", true);
+        assert!(
+            cold(&p, "a", None).is_ok(),
+            "a, below its share, is not held back"
+        );
+        // The node is full now, and neither function is starved: plain node throttles.
+        assert_eq!(cold(&p, "b", None).err(), Some(Throttle::Node(4)));
+        assert_eq!(cold(&p, "a", None).err(), Some(Throttle::Node(4)));
+    }
+
+    #[test]
+    fn reserved_concurrency_caps_a_function_alone() {
+        let p = pool(8);
+        let _one = cold(&p, "a", Some(1)).expect("within the reservation");
+        assert_eq!(cold(&p, "a", Some(1)).err(), Some(Throttle::Reserved(1)));
+        assert!(
+            cold(&p, "other", None).is_ok(),
+            "others are not limited by a's reservation"
+        );
+    }
+
+    #[test]
+    fn uids_are_distinct_and_come_back() {
+        let p = pool(2);
+        let a = cold(&p, "a", None).expect("slot");
+        let b = cold(&p, "b", None).expect("slot");
+        assert_ne!(a.uid, b.uid);
+        let uid = a.uid;
+        p.cold_failed("a", a);
+        let again = cold(&p, "a", None).expect("slot after a failure");
+        assert_eq!(again.uid, uid, "a freed uid is handed out again");
+    }
+
+    #[test]
+    fn an_unknown_dead_instance_changes_nothing() {
+        let p = pool(2);
+        let _a = cold(&p, "a", None).expect("slot");
+        assert!(!p.remove_dead(&key("a"), "no-such-instance"));
+        assert_eq!(p.counts(), (1, 0));
     }
 }
