@@ -41,6 +41,11 @@ pub struct SandboxConfig {
     pub isolation: Isolation,
 }
 
+/// Path of the code inside the sandbox.
+const TASK_ROOT: &str = "/var/task";
+/// Path of the runtime (bootstrap and libraries) inside the sandbox.
+const RUNTIME_ROOT: &str = "/var/runtime";
+
 impl SandboxConfig {
     /// Removes this server's parent cgroup from every hierarchy (at shutdown, once every
     /// instance is gone). Returns whether it is gone (true without cgroups).
@@ -59,14 +64,7 @@ impl SandboxConfig {
             None => 0,
         }
     }
-}
 
-/// Path of the code inside the sandbox.
-const TASK_ROOT: &str = "/var/task";
-/// Path of the runtime (bootstrap and libraries) inside the sandbox.
-const RUNTIME_ROOT: &str = "/var/runtime";
-
-impl SandboxConfig {
     /// Where the program sees `code_dir`: `/var/task` with mounts, else `code_dir` itself.
     pub fn task_root(&self, code_dir: &Path) -> PathBuf {
         if self.isolation.mounts() {

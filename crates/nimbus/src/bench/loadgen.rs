@@ -470,59 +470,71 @@ pub async fn burst(target: &Target, n: usize) -> BurstRun {
     out
 }
 
-/// A local HTTP server that answers every request with 200 `{}` at once, on its own thread, to
-/// measure what the load generator itself can do here.
-pub struct TrivialServer {
-    pub addr: SocketAddr,
+/// HTTP/1.1 servers (hyper) on listeners of their own, run on one thread with a current-thread
+/// runtime, so they take no worker from the load generator's runtime. A request on listener `i`
+/// is answered by `handle(i, request)`. Dropping it stops the servers and joins the thread.
+pub struct ServerThread {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl TrivialServer {
-    pub fn start() -> anyhow::Result<TrivialServer> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+impl ServerThread {
+    pub fn start<H, F>(
+        name: &str,
+        listeners: Vec<std::net::TcpListener>,
+        handle: H,
+    ) -> anyhow::Result<ServerThread>
+    where
+        H: Fn(usize, Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
+        F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        for l in &listeners {
+            l.set_nonblocking(true)?;
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name("bench-trivial-server".into())
+            .name(name.into())
             .spawn(move || {
                 rt.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    loop {
-                        tokio::select! {
-                            _ = &mut stopped => break,
-                            accepted = listener.accept() => {
-                                let Ok((stream, _)) = accepted else { continue };
+                    for (i, l) in listeners.into_iter().enumerate() {
+                        let Ok(listener) = tokio::net::TcpListener::from_std(l) else {
+                            return;
+                        };
+                        let handle = handle.clone();
+                        tokio::spawn(async move {
+                            loop {
+                                let Ok((stream, _)) = listener.accept().await else {
+                                    continue;
+                                };
                                 let _ = stream.set_nodelay(true);
+                                let handle = handle.clone();
                                 tokio::spawn(async move {
-                                    let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                                        let _ = req.into_body().collect().await;
-                                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                                    let service = hyper::service::service_fn(move |req| {
+                                        let answer = handle(i, req);
+                                        async move { Ok::<_, Infallible>(answer.await) }
                                     });
                                     let _ = hyper::server::conn::http1::Builder::new()
                                         .serve_connection(TokioIo::new(stream), service)
                                         .await;
                                 });
                             }
-                        }
+                        });
                     }
+                    // The accept loops and connections end with the runtime, after this.
+                    let _ = stopped.await;
                 });
             })?;
-        Ok(TrivialServer {
-            addr,
+        Ok(ServerThread {
             stop: Some(stop),
             thread: Some(thread),
         })
     }
 }
 
-impl Drop for TrivialServer {
+impl Drop for ServerThread {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -530,6 +542,28 @@ impl Drop for TrivialServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A local HTTP server that answers every request with 200 `{}` at once, on its own thread, to
+/// measure what the load generator itself can do here.
+pub struct TrivialServer {
+    pub addr: SocketAddr,
+    _server: ServerThread,
+}
+
+impl TrivialServer {
+    pub fn start() -> anyhow::Result<TrivialServer> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let server = ServerThread::start("bench-trivial-server", vec![listener], |_, req| async {
+            let _ = req.into_body().collect().await;
+            Response::new(Full::new(Bytes::from_static(b"{}")))
+        })?;
+        Ok(TrivialServer {
+            addr,
+            _server: server,
+        })
     }
 }
 

@@ -10,7 +10,6 @@
 //! target the relay itself misses is out of reach for that runtime here.
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
@@ -22,8 +21,9 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
+
+use super::loadgen::ServerThread;
 
 /// One invocation on its way through the relay.
 struct Job {
@@ -172,68 +172,36 @@ pub struct Relay {
     pub endpoint: String,
     runtime_api: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
     runtimes: Vec<std::process::Child>,
+    server: Option<ServerThread>,
 }
 
 impl Relay {
     pub fn start() -> anyhow::Result<Relay> {
         let invoke_l = std::net::TcpListener::bind("127.0.0.1:0")?;
         let runtime_l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        invoke_l.set_nonblocking(true)?;
-        runtime_l.set_nonblocking(true)?;
         let endpoint = format!("http://{}", invoke_l.local_addr()?);
         let runtime_api = runtime_l.local_addr()?;
         let shared = Arc::new(Shared::default());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (stop, mut stopped) = oneshot::channel::<()>();
         let state = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("bench-relay".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let (Ok(invoke_l), Ok(runtime_l)) = (
-                        tokio::net::TcpListener::from_std(invoke_l),
-                        tokio::net::TcpListener::from_std(runtime_l),
-                    ) else {
-                        return;
-                    };
-                    loop {
-                        let (stream, is_runtime) = tokio::select! {
-                            _ = &mut stopped => break,
-                            a = invoke_l.accept() => match a { Ok((s, _)) => (s, false), Err(_) => continue },
-                            a = runtime_l.accept() => match a { Ok((s, _)) => (s, true), Err(_) => continue },
-                        };
-                        let _ = stream.set_nodelay(true);
-                        let state = state.clone();
-                        tokio::spawn(async move {
-                            let service = hyper::service::service_fn(move |req| {
-                                let state = state.clone();
-                                async move {
-                                    Ok::<_, Infallible>(if is_runtime {
-                                        runtime_call(state, req).await
-                                    } else {
-                                        invoke(state, req).await
-                                    })
-                                }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        });
+        // Listener 0 takes invokes, listener 1 is the Runtime API.
+        let server =
+            ServerThread::start("bench-relay", vec![invoke_l, runtime_l], move |i, req| {
+                let state = state.clone();
+                async move {
+                    if i == 0 {
+                        invoke(state, req).await
+                    } else {
+                        runtime_call(state, req).await
                     }
-                });
+                }
             })?;
         Ok(Relay {
             endpoint,
             runtime_api,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
             runtimes: Vec::new(),
+            server: Some(server),
         })
     }
 
@@ -291,17 +259,12 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        // Every runtime started here, by its PID.
+        // Every runtime started here, by its PID, then the relay itself.
         for c in &mut self.runtimes {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.server.take();
     }
 }
 
