@@ -7,52 +7,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
-use nimbus_core::{FunctionRef, FunctionVersion, Limits, Qualifier, VersionId};
-use nimbus_runtime::{InvokeError, InvokeOutcome, InvokeRequest};
+use nimbus_core::Limits;
+use nimbus_runtime::{resolve_target, InvokeError, InvokeOutcome, InvokeRequest};
 
 use crate::error::{ApiError, ApiResult};
 use crate::functions::function_ref;
 use crate::ApiState;
-
-/// A resolved invocation target.
-pub(crate) struct Target {
-    pub version: FunctionVersion,
-    pub reserved: Option<u32>,
-    pub invoked_arn: String,
-}
-
-/// Resolves name + qualifier to the version to run; aliases pick by their routing weights.
-pub(crate) async fn resolve(
-    state: &ApiState,
-    name: &str,
-    q: Option<Qualifier>,
-) -> ApiResult<Target> {
-    let record = state.store.get_function(name).await?;
-    let (version, invoked_arn) = match &q {
-        None => (VersionId::Latest, FunctionRef::arn(name)),
-        Some(Qualifier::Latest) => (
-            VersionId::Latest,
-            FunctionRef::qualified_arn(name, "$LATEST"),
-        ),
-        Some(Qualifier::Version(n)) => (
-            VersionId::Published(*n),
-            FunctionRef::qualified_arn(name, &n.to_string()),
-        ),
-        Some(Qualifier::Alias(a)) => {
-            let alias = state.store.get_alias(name, a).await?;
-            (
-                alias.pick(rand::random::<f64>()),
-                FunctionRef::qualified_arn(name, a),
-            )
-        }
-    };
-    let version = state.store.get_version(name, version).await?;
-    Ok(Target {
-        version,
-        reserved: record.reserved_concurrency,
-        invoked_arn,
-    })
-}
 
 /// Lambda passes any JSON document; anything else is refused as Lambda refuses it.
 fn check_payload(body: &Bytes) -> ApiResult<Bytes> {
@@ -119,7 +79,7 @@ pub async fn invoke(
     };
     let payload = check_payload(&body)?;
     let (name, q) = function_ref(&name, &params)?;
-    let target = resolve(&state, &name, q).await?;
+    let target = resolve_target(state.store.as_ref(), &name, q.as_ref()).await?;
     let request_id = uuid::Uuid::new_v4().to_string();
     let req = InvokeRequest {
         version: target.version,

@@ -15,9 +15,11 @@ pub mod pool;
 mod provision;
 mod runtime_api;
 mod spares;
+mod target;
 mod zygote;
 
 pub use bootstraps::install_bootstraps;
 pub use interpreters::{discover_interpreters, Interpreter, Interpreters};
 pub use invoke::{InstanceInfo, InvokeError, InvokeOutcome, InvokeRequest, Runtime, RuntimeConfig};
 pub use provision::ProvisionStatus;
+pub use target::{resolve_target, InvokeTarget};

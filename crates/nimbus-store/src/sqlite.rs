@@ -10,8 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use rusqlite_migration::{Migrations, M};
 
 use crate::store::{
-    FunctionRecord, LogEvent, LogQuery, MetricMinute, NewLogEvent, Page, ProvisionedConfig, Store,
-    StoreError,
+    FunctionRecord, GatewayApiDoc, GatewayDeploymentDoc, LogEvent, LogQuery, MetricMinute,
+    NewLogEvent, Page, ProvisionedConfig, Store, StoreError,
 };
 
 /// Schema history. Append only: a released migration is never edited.
@@ -90,6 +90,27 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (function, qualifier)
     );
     "#,
+    // 4: API gateway resources. An API (its routes, integrations, stages, CORS) is one JSON
+    // document the gateway crate defines, replaced whole under a revision check; deployments are
+    // immutable snapshots of it; custom domain names map a host to an API's stage.
+    r#"
+    CREATE TABLE gateway_apis (
+        api_id TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE TABLE gateway_deployments (
+        api_id TEXT NOT NULL REFERENCES gateway_apis(api_id) ON DELETE CASCADE,
+        deployment_id TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (api_id, deployment_id)
+    );
+    CREATE TABLE gateway_domains (
+        domain_name TEXT PRIMARY KEY,
+        doc TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The SQLite-backed [`Store`]. Calls run on tokio's blocking pool, one connection behind a mutex
@@ -110,6 +131,22 @@ struct MetaCache {
     functions: HashMap<String, FunctionRecord>,
     versions: HashMap<(String, VersionId), FunctionVersion>,
     aliases: HashMap<(String, String), Alias>,
+}
+
+fn gateway_api_row(r: &Row<'_>) -> rusqlite::Result<GatewayApiDoc> {
+    Ok(GatewayApiDoc {
+        api_id: r.get(0)?,
+        revision: r.get::<_, i64>(1)? as u64,
+        doc: r.get(2)?,
+    })
+}
+
+fn gateway_deployment_row(r: &Row<'_>) -> rusqlite::Result<GatewayDeploymentDoc> {
+    Ok(GatewayDeploymentDoc {
+        deployment_id: r.get(0)?,
+        created_ms: r.get(1)?,
+        doc: r.get(2)?,
+    })
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -599,6 +636,252 @@ impl Store for SqliteStore {
                 })
                 .map_err(backend)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_gateway_apis(&self) -> Result<Vec<GatewayApiDoc>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT api_id, revision, doc FROM gateway_apis ORDER BY api_id")
+                .map_err(backend)?;
+            let rows = stmt.query_map([], gateway_api_row).map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn get_gateway_api(&self, api_id: &str) -> Result<GatewayApiDoc, StoreError> {
+        let api_id = api_id.to_string();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT api_id, revision, doc FROM gateway_apis WHERE api_id = ?1",
+                [&api_id],
+                gateway_api_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::NotFound(format!("API {api_id}")))
+        })
+        .await
+    }
+
+    async fn put_gateway_api(
+        &self,
+        api_id: &str,
+        doc: String,
+        expected_revision: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let api_id = api_id.to_string();
+        self.tx(move |tx| match expected_revision {
+            None => {
+                let n = tx
+                    .execute(
+                        "INSERT INTO gateway_apis (api_id, revision, doc) VALUES (?1, 1, ?2)
+                         ON CONFLICT (api_id) DO NOTHING",
+                        params![api_id, doc],
+                    )
+                    .map_err(backend)?;
+                if n == 0 {
+                    return Err(StoreError::Conflict(format!("API {api_id} already exists")));
+                }
+                Ok(1)
+            }
+            Some(rev) => {
+                let next = rev + 1;
+                let n = tx
+                    .execute(
+                        "UPDATE gateway_apis SET revision = ?3, doc = ?2 WHERE api_id = ?1 AND revision = ?4",
+                        params![api_id, doc, next as i64, rev as i64],
+                    )
+                    .map_err(backend)?;
+                if n == 1 {
+                    return Ok(next);
+                }
+                let exists: bool = tx
+                    .query_row(
+                        "SELECT 1 FROM gateway_apis WHERE api_id = ?1",
+                        [&api_id],
+                        |_| Ok(true),
+                    )
+                    .optional()
+                    .map_err(backend)?
+                    .unwrap_or(false);
+                Err(if exists {
+                    StoreError::PreconditionFailed(format!(
+                        "API {api_id} was changed by another request; retry"
+                    ))
+                } else {
+                    StoreError::NotFound(format!("API {api_id}"))
+                })
+            }
+        })
+        .await
+    }
+
+    async fn delete_gateway_api(&self, api_id: &str) -> Result<(), StoreError> {
+        let api_id = api_id.to_string();
+        self.tx(move |tx| {
+            let n = tx
+                .execute("DELETE FROM gateway_apis WHERE api_id = ?1", [&api_id])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("API {api_id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_gateway_deployment(
+        &self,
+        api_id: &str,
+        deployment: GatewayDeploymentDoc,
+    ) -> Result<(), StoreError> {
+        let api_id = api_id.to_string();
+        self.tx(move |tx| {
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM gateway_apis WHERE api_id = ?1",
+                    [&api_id],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(backend)?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound(format!("API {api_id}")));
+            }
+            tx.execute(
+                "INSERT INTO gateway_deployments (api_id, deployment_id, created_ms, doc)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    api_id,
+                    deployment.deployment_id,
+                    deployment.created_ms,
+                    deployment.doc
+                ],
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::Conflict(format!(
+                        "deployment {} of API {api_id} already exists",
+                        deployment.deployment_id
+                    ))
+                }
+                e => backend(e),
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_gateway_deployment(
+        &self,
+        api_id: &str,
+        deployment_id: &str,
+    ) -> Result<GatewayDeploymentDoc, StoreError> {
+        let (api_id, deployment_id) = (api_id.to_string(), deployment_id.to_string());
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT deployment_id, created_ms, doc FROM gateway_deployments
+                 WHERE api_id = ?1 AND deployment_id = ?2",
+                [&api_id, &deployment_id],
+                gateway_deployment_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("deployment {deployment_id} of API {api_id}"))
+            })
+        })
+        .await
+    }
+
+    async fn list_gateway_deployments(
+        &self,
+        api_id: &str,
+    ) -> Result<Vec<GatewayDeploymentDoc>, StoreError> {
+        let api_id = api_id.to_string();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT deployment_id, created_ms, doc FROM gateway_deployments
+                     WHERE api_id = ?1 ORDER BY created_ms, rowid",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([&api_id], gateway_deployment_row)
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_gateway_deployment(
+        &self,
+        api_id: &str,
+        deployment_id: &str,
+    ) -> Result<(), StoreError> {
+        let (api_id, deployment_id) = (api_id.to_string(), deployment_id.to_string());
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM gateway_deployments WHERE api_id = ?1 AND deployment_id = ?2",
+                    [&api_id, &deployment_id],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "deployment {deployment_id} of API {api_id}"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_gateway_domains(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT domain_name, doc FROM gateway_domains ORDER BY domain_name")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_gateway_domain(&self, domain_name: &str, doc: String) -> Result<(), StoreError> {
+        let domain_name = domain_name.to_string();
+        self.tx(move |tx| {
+            tx.execute(
+                "INSERT INTO gateway_domains (domain_name, doc) VALUES (?1, ?2)
+                 ON CONFLICT (domain_name) DO UPDATE SET doc = ?2",
+                params![domain_name, doc],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_gateway_domain(&self, domain_name: &str) -> Result<(), StoreError> {
+        let domain_name = domain_name.to_string();
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM gateway_domains WHERE domain_name = ?1",
+                    [&domain_name],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("domain name {domain_name}")));
+            }
+            Ok(())
         })
         .await
     }

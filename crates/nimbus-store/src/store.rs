@@ -251,6 +251,70 @@ pub trait Store: Send + Sync + 'static {
         &self,
         function: Option<&str>,
     ) -> Result<Vec<ProvisionedConfig>, StoreError>;
+
+    // API gateway resources. The gateway crate owns their shape; the store keeps each API as one
+    // JSON document with a revision, so every change is a read-modify-write checked against
+    // concurrent writers.
+    /// Every API, ordered by id.
+    async fn list_gateway_apis(&self) -> Result<Vec<GatewayApiDoc>, StoreError>;
+    /// `NotFound` when there is no such API.
+    async fn get_gateway_api(&self, api_id: &str) -> Result<GatewayApiDoc, StoreError>;
+    /// Creates the API (`expected_revision` `None`; `Conflict` if the id exists) or replaces it
+    /// if its stored revision is `expected_revision` (else `PreconditionFailed`). Returns the
+    /// new revision.
+    async fn put_gateway_api(
+        &self,
+        api_id: &str,
+        doc: String,
+        expected_revision: Option<u64>,
+    ) -> Result<u64, StoreError>;
+    /// Deletes the API and its deployments; `NotFound` when there is no such API.
+    async fn delete_gateway_api(&self, api_id: &str) -> Result<(), StoreError>;
+    /// Stores a new deployment of an existing API; deployments are never changed afterwards.
+    async fn put_gateway_deployment(
+        &self,
+        api_id: &str,
+        deployment: GatewayDeploymentDoc,
+    ) -> Result<(), StoreError>;
+    /// `NotFound` when the API has no such deployment.
+    async fn get_gateway_deployment(
+        &self,
+        api_id: &str,
+        deployment_id: &str,
+    ) -> Result<GatewayDeploymentDoc, StoreError>;
+    /// An API's deployments, oldest first.
+    async fn list_gateway_deployments(
+        &self,
+        api_id: &str,
+    ) -> Result<Vec<GatewayDeploymentDoc>, StoreError>;
+    /// `NotFound` when the API has no such deployment.
+    async fn delete_gateway_deployment(
+        &self,
+        api_id: &str,
+        deployment_id: &str,
+    ) -> Result<(), StoreError>;
+    /// Every custom domain name with its document, ordered by name.
+    async fn list_gateway_domains(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Creates or replaces a custom domain name's document.
+    async fn put_gateway_domain(&self, domain_name: &str, doc: String) -> Result<(), StoreError>;
+    /// `NotFound` when there is no such domain name.
+    async fn delete_gateway_domain(&self, domain_name: &str) -> Result<(), StoreError>;
+}
+
+/// One API gateway API as stored: its id, the revision of the document and the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayApiDoc {
+    pub api_id: String,
+    pub revision: u64,
+    pub doc: String,
+}
+
+/// One immutable deployment of an API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayDeploymentDoc {
+    pub deployment_id: String,
+    pub created_ms: i64,
+    pub doc: String,
 }
 
 /// A provisioned concurrency configuration: keep `requested` instances of the version (or of

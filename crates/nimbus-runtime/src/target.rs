@@ -1,0 +1,50 @@
+//! Which stored version an invocation of `name[:qualifier]` runs: shared by every caller that
+//! invokes by name (the Invoke API, the gateway's function integrations, async dispatch).
+
+use nimbus_core::{FunctionRef, FunctionVersion, Qualifier, VersionId};
+use nimbus_store::{Store, StoreError};
+
+/// A resolved invocation target.
+#[derive(Debug, Clone)]
+pub struct InvokeTarget {
+    pub version: FunctionVersion,
+    /// The function's reserved concurrency, which the pool enforces.
+    pub reserved: Option<u32>,
+    /// The ARN the caller used (qualified when a qualifier was given), as the runtime reports
+    /// it in the context.
+    pub invoked_arn: String,
+}
+
+/// Resolves name + qualifier to the version to run; an alias picks between its versions by
+/// its routing weights.
+pub async fn resolve_target(
+    store: &dyn Store,
+    name: &str,
+    qualifier: Option<&Qualifier>,
+) -> Result<InvokeTarget, StoreError> {
+    let record = store.get_function(name).await?;
+    let (version, invoked_arn) = match qualifier {
+        None => (VersionId::Latest, FunctionRef::arn(name)),
+        Some(Qualifier::Latest) => (
+            VersionId::Latest,
+            FunctionRef::qualified_arn(name, "$LATEST"),
+        ),
+        Some(Qualifier::Version(n)) => (
+            VersionId::Published(*n),
+            FunctionRef::qualified_arn(name, &n.to_string()),
+        ),
+        Some(Qualifier::Alias(a)) => {
+            let alias = store.get_alias(name, a).await?;
+            (
+                alias.pick(rand::random::<f64>()),
+                FunctionRef::qualified_arn(name, a),
+            )
+        }
+    };
+    let version = store.get_version(name, version).await?;
+    Ok(InvokeTarget {
+        version,
+        reserved: record.reserved_concurrency,
+        invoked_arn,
+    })
+}
