@@ -2,7 +2,10 @@
 //! routing table, the payload format 1.0/2.0 events and response mapping, CORS, and the
 //! integrations (function, HTTP backend, mock).
 
+pub mod accesslog;
 pub mod cors;
 pub mod event;
+pub mod metrics;
+pub mod model;
 pub mod response;
 pub mod routing;
