@@ -4,5 +4,6 @@
 
 pub mod cors;
 pub mod event;
+pub mod proxy;
 pub mod response;
 pub mod routing;
