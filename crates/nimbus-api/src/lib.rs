@@ -1,7 +1,9 @@
 //! Nimbus's HTTP API: the AWS Lambda management and Invoke REST API that boto3 and the AWS CLI
 //! speak (under `/2015-03-31/...` and friends), SigV4 verification as a layer in front of it,
 //! and Nimbus's own endpoints under `/nimbus/v1` (logs, metrics, code download) plus
-//! `/healthz` and Prometheus's `/metrics`.
+//! `/healthz`, Prometheus's `/metrics` and the OpenAPI document of it all at `/openapi.json`.
+//! The API gateway's management routes (`/v2/...`, API Gateway v2's shape) come from
+//! `nimbus-gateway` and sit behind the same SigV4 layer.
 //!
 //! Handlers are thin: they parse wire shapes, call the store and the runtime, and map errors.
 
@@ -46,6 +48,8 @@ pub struct ApiInner {
     pub metrics: Metrics,
     /// When non-empty, every request except `/healthz` must carry a valid SigV4 signature.
     pub credentials: Vec<Credentials>,
+    /// The API gateway, whose resources the `/v2/...` routes manage.
+    pub gateway: Arc<nimbus_gateway::Gateway>,
 }
 
 impl std::ops::Deref for ApiState {
@@ -132,6 +136,8 @@ pub fn router(state: ApiState) -> Router {
         // from a server without credentials.
         .route("/metrics", get(nimbus::prometheus))
         .route("/nimbus/v1/status", get(nimbus::status))
+        // API Gateway v2's management API (HTTP APIs, routes, integrations, stages, ...).
+        .merge(nimbus_gateway::admin::router(state.gateway.clone()))
         .fallback(nimbus::unknown_operation)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -139,6 +145,7 @@ pub fn router(state: ApiState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(nimbus::healthz))
+        .route("/openapi.json", get(nimbus::openapi))
         // Outside the SigV4 layer: GetFunction hands out this URL presigned, as Lambda does.
         .route("/nimbus/v1/code/{file}", get(nimbus::code))
         .merge(lambda)

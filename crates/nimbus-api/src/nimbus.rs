@@ -18,6 +18,16 @@ use crate::error::{ApiError, ApiResult};
 use crate::wire::FunctionMetrics;
 use crate::ApiState;
 
+/// The OpenAPI 3 document of the management API (Lambda's operations, API Gateway v2's, and
+/// Nimbus's own), served as written in `openapi.json`.
+pub async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
@@ -73,7 +83,11 @@ pub async fn prometheus(State(state): State<ApiState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render_prometheus(),
+        {
+            let mut text = state.metrics.render_prometheus();
+            text.push_str(&state.gateway.metrics.render_prometheus());
+            text
+        },
     )
         .into_response()
 }

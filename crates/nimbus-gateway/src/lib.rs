@@ -4,6 +4,7 @@
 //! and the management API (API Gateway v2's REST shape) that changes them.
 
 pub mod accesslog;
+pub mod admin;
 pub mod cors;
 pub mod event;
 pub mod metrics;

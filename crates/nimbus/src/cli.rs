@@ -154,6 +154,15 @@ pub struct UpArgs {
     /// Address of the management and Invoke API.
     #[arg(long, env = "NIMBUS_API_ADDR")]
     pub api_addr: Option<String>,
+    /// Address of the API gateway listener (HTTP APIs); default 127.0.0.1:8080.
+    #[arg(long, env = "NIMBUS_GATEWAY_ADDR")]
+    pub gateway_addr: Option<String>,
+    /// PEM certificate chain: the gateway listener serves HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Directory for all state (database, code, runtime files).
     #[arg(long, env = "NIMBUS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

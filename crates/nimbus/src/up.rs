@@ -1,12 +1,13 @@
 //! `nimbus up`: builds the typed configuration, opens the store, starts the runtime and serves
 //! the API until SIGINT/SIGTERM, then shuts down in order.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use nimbus_api::{ApiInner, ApiState, AsyncInvoker, Credentials};
+use nimbus_gateway::{Gateway, PublicEndpoint};
 use nimbus_runtime::peer::{PeerFilter, PeerRule};
 use nimbus_runtime::pool::PoolConfig;
 use nimbus_runtime::{discover_interpreters, install_bootstraps, Runtime, RuntimeConfig};
@@ -21,6 +22,10 @@ use crate::cli::{Global, UpArgs};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub api_addr: String,
+    /// The API gateway listener.
+    pub gateway_addr: String,
+    /// PEM certificate chain and key: the gateway serves HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub data_dir: PathBuf,
     pub with_examples: bool,
     pub max_instances: usize,
@@ -44,6 +49,9 @@ pub struct Config {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
     api_addr: Option<String>,
+    gateway_addr: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     max_instances: Option<usize>,
     spares: Option<usize>,
@@ -101,7 +109,21 @@ impl Config {
                 "--metrics-retention-hours must be at least {MIN_METRICS_RETENTION_HOURS} (got {metrics_retention_hours})"
             );
         }
+        let tls = match (
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
         Ok(Config {
+            gateway_addr: args
+                .gateway_addr
+                .clone()
+                .or(file.gateway_addr)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            tls,
             api_addr: args
                 .api_addr
                 .clone()
@@ -226,8 +248,6 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
     let (logs, log_writer) = LogSink::start(store.clone(), cfg.log_retention);
     let metrics = Metrics::new();
     let metrics_rollup = metrics.start_rollup(store.clone(), cfg.metrics_retention);
-    // TODO(metrics-wiring): the runtime records invocations, throttles and concurrency into
-    // `metrics`; once `Runtime::new` takes the handle, pass it `metrics.clone()` here.
     let runtime = Runtime::new(
         RuntimeConfig {
             runtime_dir,
@@ -247,6 +267,25 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         metrics.clone(),
     );
     runtime.start_reaper();
+    let gateway = Gateway::new(
+        store.clone(),
+        runtime.clone(),
+        data_dir.join("gateway-logs"),
+    );
+    // Bound before the management API so the invoke URLs it reports carry the real port.
+    let gateway_listener = tokio::net::TcpListener::bind(&cfg.gateway_addr)
+        .await
+        .with_context(|| format!("listening on {} (the gateway)", cfg.gateway_addr))?;
+    let gateway_addr = gateway_listener.local_addr()?;
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    gateway.set_endpoint(PublicEndpoint {
+        scheme,
+        port: gateway_addr.port(),
+    });
     let state = ApiState::new(ApiInner {
         store: store.clone(),
         blobs: blobs.clone(),
@@ -254,12 +293,20 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         async_invoker: AsyncInvoker::start(runtime.clone()),
         metrics: metrics.clone(),
         credentials: cfg.credentials.clone(),
+        gateway: gateway.clone(),
     });
     if cfg.with_examples {
         crate::examples::deploy(&store, &blobs)
             .await
             .context("deploying the bundled examples")?;
+        crate::examples::deploy_api(&store)
+            .await
+            .context("creating the example HTTP API")?;
     }
+    gateway
+        .reload()
+        .await
+        .context("loading the gateway's APIs")?;
     // Provisioned concurrency configured before a restart is provisioned again.
     nimbus_api::provisioned::sync(&state, None).await;
     let listener = tokio::net::TcpListener::bind(&cfg.api_addr)
@@ -275,7 +322,9 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
     };
     let listener = PeerFilter::new(listener, rule, "management API");
     tracing::info!(%addr, data_dir = %data_dir.display(), auth = !cfg.credentials.is_empty(), "nimbus API listening");
-    // A line tests and scripts can wait for.
+    tracing::info!(addr = %gateway_addr, tls = cfg.tls.is_some(), "nimbus gateway listening");
+    // Lines tests and scripts can wait for (the API's comes last).
+    println!("nimbus gateway listening on {scheme}://{gateway_addr}");
     println!("nimbus listening on http://{addr}");
 
     let app = nimbus_api::router(state);
@@ -283,14 +332,19 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
     // period (the rest are killed and their callers told), then store the metrics minutes held
     // in memory and every pending log line.
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let (gateway_stop_tx, gateway_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let rt = runtime.clone();
     let grace = cfg.shutdown_grace;
     let drain = tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight invocations (up to {grace:?})");
         let _ = stopped_tx.send(());
+        let _ = gateway_stop_tx.send(());
         rt.shutdown(grace).await;
     });
+    let gateway_server = tokio::spawn(gateway.clone().serve(gateway_listener, tls, async move {
+        let _ = gateway_stop_rx.await;
+    }));
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -307,12 +361,42 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "the API server task failed"),
         Err(_) => tracing::warn!("closing client connections that did not finish within 5 s"),
     }
+    if tokio::time::timeout(Duration::from_secs(5), gateway_server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("closing gateway connections that did not finish within 5 s");
+    }
     // After the last invocation: the minute in progress is stored too, so a restart keeps it.
     metrics_rollup.shutdown().await;
     logs.flush().await;
     drop(log_writer);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The gateway's TLS configuration from PEM files: HTTP/2 and HTTP/1.1 offered by ALPN.
+fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading TLS certificate {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("TLS certificate {} is not PEM", cert.display()))?;
+    if certs.is_empty() {
+        bail!("TLS certificate {} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading TLS private key {} (PEM)", key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("setting up TLS")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not go together")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 async fn shutdown_signal() {
