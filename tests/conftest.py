@@ -33,10 +33,12 @@ class NimbusServer:
         self.extra_args = list(extra_args)
         self.proc = None
         self.endpoint = None
+        self.gateway = None
         self.log_lines = []
 
     def start(self, timeout=30):
-        args = [NIMBUS_BIN, "up", "--api-addr", "127.0.0.1:0", "--data-dir", self.data_dir, *self.extra_args]
+        gateway_args = [] if "--gateway-addr" in self.extra_args else ["--gateway-addr", "127.0.0.1:0"]
+        args = [NIMBUS_BIN, "up", "--api-addr", "127.0.0.1:0", *gateway_args, "--data-dir", self.data_dir, *self.extra_args]
         env = dict(os.environ, NIMBUS_LOG=os.environ.get("NIMBUS_LOG", "info"))
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.time() + timeout
@@ -45,6 +47,9 @@ class NimbusServer:
             if not line:
                 break
             self.log_lines.append(line)
+            g = re.search(r"nimbus gateway listening on (https?://\S+)", line)
+            if g:
+                self.gateway = g.group(1)
             m = re.search(r"nimbus listening on (http://\S+)", line)
             if m:
                 self.endpoint = m.group(1)

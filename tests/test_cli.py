@@ -279,14 +279,14 @@ def test_up_reads_a_config_file_and_refuses_bad_ones(new_server, tmp_path):
     for label, (text, expected) in cases.items():
         cfg.write_text(text)
         r = subprocess.run(
-            [NIMBUS_BIN, "up", "--api-addr", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"), "--config", str(cfg)],
+            [NIMBUS_BIN, "up", "--api-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"), "--config", str(cfg)],
             capture_output=True, text=True, timeout=30,
         )
         assert r.returncode != 0, label
         assert expected in r.stderr, (label, r.stderr)
         assert "error:" in r.stderr, (label, r.stderr)
     missing = subprocess.run(
-        [NIMBUS_BIN, "up", "--api-addr", "127.0.0.1:0", "--config", str(tmp_path / "nope.toml")],
+        [NIMBUS_BIN, "up", "--api-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--config", str(tmp_path / "nope.toml")],
         capture_output=True, text=True, timeout=30,
     )
     assert missing.returncode != 0 and "nope.toml" in missing.stderr

@@ -202,7 +202,7 @@ def test_metrics_endpoints_need_sigv4_when_credentials_are_configured(new_server
 
 @pytest.mark.parametrize("how", ["flag", "file-kebab", "file-snake"])
 def test_metrics_retention_must_be_at_least_a_day(tmp_path, how):
-    args = [NIMBUS_BIN, "up", "--api-addr", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
+    args = [NIMBUS_BIN, "up", "--api-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
     if how == "flag":
         args += ["--metrics-retention-hours", "12"]
     else:

@@ -523,4 +523,127 @@ impl Client {
         self.json(self.http.get(self.url("/nimbus/v1/status")))
             .await
     }
+
+    // ---- API gateway (API Gateway v2's management API) ----
+
+    /// `GET /v2/...` items of a listing.
+    async fn v2_items(&self, path: &str) -> Result<Vec<Value>> {
+        let v = self.json(self.http.get(self.url(path))).await?;
+        Ok(v.get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    pub async fn list_apis(&self) -> Result<Vec<Value>> {
+        self.v2_items("/v2/apis").await
+    }
+
+    pub async fn create_api(&self, body: &Value) -> Result<Value> {
+        self.json(self.http.post(self.url("/v2/apis")).json(body))
+            .await
+    }
+
+    pub async fn update_api(&self, api_id: &str, body: &Value) -> Result<Value> {
+        self.json(
+            self.http
+                .patch(self.url(&format!("/v2/apis/{}", seg(api_id))))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn delete_api(&self, api_id: &str) -> Result<()> {
+        self.json(
+            self.http
+                .delete(self.url(&format!("/v2/apis/{}", seg(api_id)))),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn create_integration(&self, api_id: &str, body: &Value) -> Result<Value> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/v2/apis/{}/integrations", seg(api_id))))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn delete_integration(&self, api_id: &str, integration_id: &str) -> Result<()> {
+        self.json(self.http.delete(self.url(&format!(
+            "/v2/apis/{}/integrations/{}",
+            seg(api_id),
+            seg(integration_id)
+        ))))
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn list_integrations(&self, api_id: &str) -> Result<Vec<Value>> {
+        self.v2_items(&format!("/v2/apis/{}/integrations", seg(api_id)))
+            .await
+    }
+
+    pub async fn create_route(&self, api_id: &str, body: &Value) -> Result<Value> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/v2/apis/{}/routes", seg(api_id))))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn list_routes(&self, api_id: &str) -> Result<Vec<Value>> {
+        self.v2_items(&format!("/v2/apis/{}/routes", seg(api_id)))
+            .await
+    }
+
+    pub async fn delete_route(&self, api_id: &str, route_id: &str) -> Result<()> {
+        self.json(self.http.delete(self.url(&format!(
+            "/v2/apis/{}/routes/{}",
+            seg(api_id),
+            seg(route_id)
+        ))))
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn list_stages(&self, api_id: &str) -> Result<Vec<Value>> {
+        self.v2_items(&format!("/v2/apis/{}/stages", seg(api_id)))
+            .await
+    }
+
+    pub async fn create_stage(&self, api_id: &str, body: &Value) -> Result<Value> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/v2/apis/{}/stages", seg(api_id))))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn update_stage(&self, api_id: &str, stage: &str, body: &Value) -> Result<Value> {
+        self.json(
+            self.http
+                .patch(self.url(&format!("/v2/apis/{}/stages/{}", seg(api_id), seg(stage))))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn create_deployment(&self, api_id: &str, body: &Value) -> Result<Value> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/v2/apis/{}/deployments", seg(api_id))))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn list_deployments(&self, api_id: &str) -> Result<Vec<Value>> {
+        self.v2_items(&format!("/v2/apis/{}/deployments", seg(api_id)))
+            .await
+    }
 }

@@ -103,7 +103,7 @@ impl RouteMetrics {
                 .collect()
         };
         let mut out = String::new();
-        let counters: [(&str, &str, fn(&RouteStats) -> u64); 3] = [
+        let counters: [Counter; 3] = [
             (
                 "nimbus_gateway_requests_total",
                 "Requests the gateway answered (API Gateway's Count).",
@@ -126,7 +126,7 @@ impl RouteMetrics {
                 let _ = writeln!(out, "{name}{{{}}} {}", labels(api, stage, route), get(s));
             }
         }
-        let histograms: [(&str, &str, fn(&RouteStats) -> &Histogram); 2] = [
+        let histograms: [HistogramOf; 2] = [
             (
                 "nimbus_gateway_latency_ms",
                 "Time from receiving a request to sending the response (API Gateway's Latency).",
@@ -156,6 +156,11 @@ impl RouteMetrics {
         out
     }
 }
+
+/// A counter's name, help text and value.
+type Counter = (&'static str, &'static str, fn(&RouteStats) -> u64);
+/// A histogram's name, help text and data.
+type HistogramOf = (&'static str, &'static str, fn(&RouteStats) -> &Histogram);
 
 fn labels(api: &str, stage: &str, route: &str) -> String {
     format!(

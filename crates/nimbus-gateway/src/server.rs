@@ -262,7 +262,7 @@ impl Gateway {
             match serde_json::from_str::<DomainDoc>(&doc) {
                 Ok(d) => {
                     let mut mappings = d.mappings;
-                    mappings.sort_by(|a, b| b.api_mapping_key.len().cmp(&a.api_mapping_key.len()));
+                    mappings.sort_by_key(|m| std::cmp::Reverse(m.api_mapping_key.len()));
                     domains.insert(name.to_ascii_lowercase(), mappings);
                 }
                 Err(e) => {

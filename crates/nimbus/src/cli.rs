@@ -78,6 +78,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Show a function's metrics over a window, per minute, as a table with sparklines.
     Metrics(MetricsArgs),
+    /// Manage HTTP APIs (the API gateway): routes, stages, deployments.
+    #[command(subcommand)]
+    Api(ApiCommand),
     /// Report which isolation features and runtimes this machine supports.
     Doctor(DoctorArgs),
     /// Measure cold starts, warm latency, throughput, bursts and memory on a private server,
@@ -272,6 +275,100 @@ pub struct AliasArgs {
     pub weight: Option<String>,
     #[arg(long)]
     pub description: Option<String>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ApiCommand {
+    /// Create an HTTP API with a `$default` stage that deploys every change.
+    Create {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// CORS: allowed origin (repeatable; `*` for any).
+        #[arg(long = "cors-origin", value_name = "ORIGIN")]
+        cors_origins: Vec<String>,
+        /// CORS: allowed methods (repeatable; `*` for any).
+        #[arg(long = "cors-method", value_name = "METHOD")]
+        cors_methods: Vec<String>,
+        /// CORS: allowed request headers (repeatable).
+        #[arg(long = "cors-header", value_name = "HEADER")]
+        cors_headers: Vec<String>,
+    },
+    /// List APIs with their stages and invoke URLs.
+    Ls,
+    /// Delete an API (by id or name) with its routes, stages and deployments.
+    Rm { api: String },
+    /// Manage an API's routes.
+    #[command(subcommand)]
+    Route(RouteCommand),
+    /// List an API's routes and what each is integrated with.
+    Routes { api: String },
+    /// Deploy the API's routes as they are now to a stage (created if new).
+    Deploy {
+        api: String,
+        #[arg(long)]
+        stage: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Stage variable KEY=VALUE (repeatable; replaces the stage's variables).
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+        /// Write access log lines for the stage in this format ($context variables), or
+        /// `default` for Nimbus's JSON format.
+        #[arg(long)]
+        access_log_format: Option<String>,
+    },
+    /// List an API's stages: deployment, invoke URL.
+    Stages { api: String },
+    /// List an API's deployments, newest last.
+    Deployments { api: String },
+    /// Point a stage back at an earlier deployment.
+    Rollback {
+        api: String,
+        #[arg(long)]
+        stage: String,
+        /// The deployment id to serve again.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum RouteCommand {
+    /// Add a route: `route add API "GET /items/{id}" --function items[:alias]`.
+    Add(RouteAddArgs),
+    /// Remove a route by its key or id.
+    Rm { api: String, route: String },
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("integration").required(true).multiple(false)))]
+pub struct RouteAddArgs {
+    /// The API's id or name.
+    pub api: String,
+    /// `METHOD /path` (`{param}`, a last `{proxy+}`, `ANY`) or `$default`.
+    pub route_key: String,
+    /// Integrate with a function: NAME or NAME:QUALIFIER.
+    #[arg(long, group = "integration")]
+    pub function: Option<String>,
+    /// Integrate with an HTTP backend URL (may use `{param}` and `${stageVariables.x}`).
+    #[arg(long, group = "integration")]
+    pub http_url: Option<String>,
+    /// Answer with a fixed response of this status.
+    #[arg(long, group = "integration")]
+    pub mock_status: Option<u16>,
+    /// The fixed response's body (with --mock-status).
+    #[arg(long, requires = "mock_status")]
+    pub mock_body: Option<String>,
+    /// The fixed response's content type (with --mock-status).
+    #[arg(long, requires = "mock_status", default_value = "text/plain")]
+    pub mock_content_type: String,
+    /// Event payload format for --function: 2.0 (default) or 1.0.
+    #[arg(long)]
+    pub payload_format: Option<String>,
+    /// Integration timeout in milliseconds (50-30000).
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -56,6 +56,7 @@ pub async fn run(global: Global, cmd: Command) -> anyhow::Result<()> {
         Command::Concurrency(a) => concurrency(&client, &global, a).await,
         Command::Logs(a) => logs(&client, a).await,
         Command::Metrics(a) => metrics(&client, &global, a).await,
+        Command::Api(a) => crate::api_cmd::run(&client, &global, a).await,
         Command::Up(_) | Command::Doctor(_) | Command::Bench(_) => unreachable!("handled in main"),
     }
 }

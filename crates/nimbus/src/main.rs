@@ -16,6 +16,7 @@ macro_rules! outln {
     }};
 }
 
+mod api_cmd;
 mod bench;
 mod cli;
 mod commands;

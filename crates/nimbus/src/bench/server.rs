@@ -33,7 +33,14 @@ impl Server {
         let exe =
             ExeId::of_path(&exe_path).with_context(|| format!("reading {}", exe_path.display()))?;
         let mut child = tokio::process::Command::new(&exe_path)
-            .args(["up", "--api-addr", "127.0.0.1:0", "--max-instances"])
+            .args([
+                "up",
+                "--api-addr",
+                "127.0.0.1:0",
+                "--gateway-addr",
+                "127.0.0.1:0",
+                "--max-instances",
+            ])
             .arg(max_instances.to_string())
             .arg("--data-dir")
             .arg(&dir)
