@@ -138,6 +138,10 @@ pub struct BenchArgs {
     /// Measure Nimbus only.
     #[arg(long)]
     pub no_peer: bool,
+    /// Measure the API gateway instead: gateway-added latency over the Invoke API, the mock
+    /// integration's throughput beside nginx's, and serverless-offline's HTTP emulation.
+    #[arg(long)]
+    pub gateway: bool,
     /// Only functions whose runtime is one of these (python, node, provided).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,

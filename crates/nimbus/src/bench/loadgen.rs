@@ -35,6 +35,7 @@ pub struct Target {
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+    method: Method,
 }
 
 impl Target {
@@ -71,6 +72,21 @@ impl Target {
             uri,
             headers,
             body: Bytes::from_static(b"{}"),
+            method: Method::POST,
+        })
+    }
+
+    /// `GET {path}` with `Host: {host}` to the server at `addr`: a gateway route, nginx, an
+    /// HTTP emulation.
+    pub fn get(addr: SocketAddr, host: &str, path: &str) -> anyhow::Result<Target> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host)?);
+        Ok(Target {
+            addr,
+            uri: path.parse()?,
+            headers,
+            body: Bytes::new(),
+            method: Method::GET,
         })
     }
 
@@ -85,7 +101,7 @@ impl Target {
 
     fn request(&self) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(self.body.clone()));
-        *req.method_mut() = Method::POST;
+        *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
         req

@@ -109,6 +109,8 @@ pub struct Peer {
     child: tokio::process::Child,
     pgid: i32,
     pub endpoint: String,
+    /// Its HTTP API emulation (`GET /hello` runs the python handler behind an httpApi event).
+    pub http: std::net::SocketAddr,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -158,6 +160,7 @@ impl Peer {
             child,
             pgid: pid as i32,
             endpoint: format!("http://127.0.0.1:{}", ports[1]),
+            http: std::net::SocketAddr::from(([127, 0, 0, 1], ports[0])),
         };
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], ports[1]));
         let until = Instant::now() + Duration::from_secs(90);

@@ -559,13 +559,19 @@ pub const END: &str = "<!-- nimbus bench: end -->";
 /// `existing` with the text between the bench markers replaced by `block` (markers kept), or
 /// with a marked block appended when it has none.
 pub fn replace_block(existing: &str, block: &str) -> String {
-    let block = format!("{BEGIN}\n{}\n{END}", block.trim_end());
-    match existing.find(BEGIN) {
-        Some(b) => match existing[b..].find(END) {
+    replace_between(existing, BEGIN, END, block)
+}
+
+/// Replaces what lies between `begin` and `end` (markers included) with `block` framed by them,
+/// or appends it framed.
+pub fn replace_between(existing: &str, begin: &str, end: &str, block: &str) -> String {
+    let block = format!("{begin}\n{}\n{end}", block.trim_end());
+    match existing.find(begin) {
+        Some(b) => match existing[b..].find(end) {
             Some(e) => format!(
                 "{}{block}{}",
                 &existing[..b],
-                &existing[b + e + END.len()..]
+                &existing[b + e + end.len()..]
             ),
             None => format!("{}{block}\n", &existing[..b]),
         },

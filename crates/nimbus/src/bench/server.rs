@@ -16,6 +16,8 @@ pub struct Server {
     child: tokio::process::Child,
     pub pid: u32,
     pub endpoint: String,
+    /// The gateway listener's address.
+    pub gateway: Option<std::net::SocketAddr>,
     /// The `nimbus` binary, to tell the platform's own processes from the functions'.
     pub exe: ExeId,
     dir: PathBuf,
@@ -64,13 +66,18 @@ impl Server {
             child,
             pid,
             endpoint: String::new(),
+            gateway: None,
             exe,
             dir,
             seen: Default::default(),
         };
         let mut lines = BufReader::new(stdout).lines();
+        let mut gateway = None;
         let endpoint = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await? {
+                if let Some(url) = line.strip_prefix("nimbus gateway listening on http://") {
+                    gateway = url.trim().parse().ok();
+                }
                 if let Some(url) = line.strip_prefix("nimbus listening on ") {
                     return Ok::<_, anyhow::Error>(url.trim().to_string());
                 }
@@ -90,6 +97,7 @@ impl Server {
             }
         });
         server.endpoint = endpoint;
+        server.gateway = gateway;
         Ok(server)
     }
 

@@ -1,0 +1,423 @@
+//! `nimbus bench --gateway`: the API gateway's figures. In one run, under the same load
+//! generator: the python hello invoked directly through the Invoke API and through a gateway
+//! route (the difference is what the gateway adds), the gateway answering a mock integration
+//! (its own ceiling) beside nginx returning a fixed 200, and serverless-offline's HTTP API
+//! emulation running the same python handler.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+
+use super::loadgen::{self, LoadRun, Target};
+use super::report::{self, Lang};
+use super::server::Server;
+use super::{peer, probe, progress, stats, BenchArgs, Interpreters, WARMUP_PER_WORKER};
+use nimbus_client::Client;
+
+pub const BEGIN: &str = "<!-- nimbus bench gateway: begin -->";
+pub const END: &str = "<!-- nimbus bench gateway: end -->";
+
+/// One measured path: its runs per concurrency level, or why it could not be measured.
+struct Measured {
+    label: &'static str,
+    runs: Vec<LoadRun>,
+    error: Option<String>,
+}
+
+impl Measured {
+    fn at(&self, c: usize) -> Option<&LoadRun> {
+        self.runs.iter().find(|r| r.concurrency == c)
+    }
+}
+
+async fn measure(
+    label: &'static str,
+    target: Option<anyhow::Result<Target>>,
+    args: &BenchArgs,
+) -> Measured {
+    let mut path = Measured {
+        label,
+        runs: Vec::new(),
+        error: None,
+    };
+    let target = match target {
+        None => {
+            path.error = Some("not measured".into());
+            return path;
+        }
+        Some(Err(e)) => {
+            path.error = Some(format!("{e:#}"));
+            return path;
+        }
+        Some(Ok(t)) => t,
+    };
+    eprintln!("  {label} ...");
+    if let Err(e) = probe(&target).await {
+        path.error = Some(e);
+        return path;
+    }
+    for &c in &args.concurrency {
+        let run = loadgen::closed_loop(&target, c, WARMUP_PER_WORKER, args.duration).await;
+        eprintln!("    {}", progress(&run));
+        path.runs.push(run);
+    }
+    path
+}
+
+pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let mut notes: Vec<String> = Vec::new();
+    let top = args.concurrency.iter().copied().max().unwrap_or(1);
+    let server = Server::start(top + 8).await?;
+    let gateway = server
+        .gateway
+        .ok_or_else(|| anyhow!("the server under test did not report its gateway address"))?;
+    let client = Client::new(&server.endpoint);
+    let functions = super::functions(args, &mut notes)?;
+    let python = functions
+        .iter()
+        .find(|f| f.lang == Lang::Python)
+        .ok_or_else(|| anyhow!("the gateway bench needs the python hello (--only python)"))?;
+    client
+        .create_function(
+            python.name,
+            &python.code,
+            json!({ "Runtime": python.runtime, "Handler": python.handler, "MemorySize": 256, "Timeout": 30 }),
+        )
+        .await
+        .with_context(|| format!("creating {}", python.name))?;
+    let api = client
+        .create_api(&json!({ "name": "bench", "protocolType": "HTTP" }))
+        .await?;
+    let api_id = api["apiId"]
+        .as_str()
+        .ok_or_else(|| anyhow!("CreateApi returned no apiId"))?
+        .to_string();
+    client
+        .create_stage(
+            &api_id,
+            &json!({ "stageName": "$default", "autoDeploy": true }),
+        )
+        .await?;
+    for (key, integration) in [
+        (
+            "GET /hello",
+            json!({ "integrationType": "AWS_PROXY", "integrationUri": python.name, "payloadFormatVersion": "2.0" }),
+        ),
+        (
+            "GET /mock",
+            json!({ "integrationType": "MOCK", "mockStatusCode": 200, "mockHeaders": { "content-type": "text/plain" }, "mockBody": "hello" }),
+        ),
+    ] {
+        let i = client.create_integration(&api_id, &integration).await?;
+        let id = i["integrationId"].as_str().unwrap_or_default();
+        client
+            .create_route(
+                &api_id,
+                &json!({ "routeKey": key, "target": format!("integrations/{id}") }),
+            )
+            .await?;
+    }
+    let host = format!("{api_id}.execute-api.localhost");
+
+    eprintln!("gateway ...");
+    let direct = measure(
+        "Invoke API → python hello",
+        Some(Target::invoke(&server.endpoint, python.name)),
+        args,
+    )
+    .await;
+    let through = measure(
+        "gateway → python hello",
+        Some(Target::get(gateway, &host, "/hello")),
+        args,
+    )
+    .await;
+    let mock = measure(
+        "gateway, mock integration",
+        Some(Target::get(gateway, &host, "/mock")),
+        args,
+    )
+    .await;
+    let rss_kb = server.rss_kb().ok();
+    notes.extend(server.stop().await);
+
+    eprintln!("nginx ...");
+    let nginx = match Nginx::start() {
+        Ok(n) => {
+            let p = measure(
+                "nginx, fixed 200",
+                Some(Target::get(n.addr, "127.0.0.1", "/")),
+                args,
+            )
+            .await;
+            n.stop();
+            p
+        }
+        Err(e) => Measured {
+            label: "nginx, fixed 200",
+            runs: Vec::new(),
+            error: Some(format!("{e:#}")),
+        },
+    };
+
+    let offline = if args.no_peer {
+        Measured {
+            label: "serverless-offline HTTP API → python hello",
+            runs: Vec::new(),
+            error: Some("skipped (--no-peer)".into()),
+        }
+    } else {
+        eprintln!("serverless-offline ...");
+        offline_http(args, interpreters, &mut notes).await
+    };
+
+    notes.push(format!(
+        "The whole run took {:.0} s.",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(markdown(
+        args,
+        interpreters,
+        &[&direct, &through, &mock, &nginx, &offline],
+        &direct,
+        &through,
+        &mock,
+        &nginx,
+        &offline,
+        rss_kb,
+        &notes,
+    ))
+}
+
+async fn offline_http(
+    args: &BenchArgs,
+    interpreters: &Interpreters,
+    notes: &mut Vec<String>,
+) -> Measured {
+    let label = "serverless-offline HTTP API → python hello";
+    let failed = |e: String| Measured {
+        label,
+        runs: Vec::new(),
+        error: Some(e),
+    };
+    let dir = peer::install_dir();
+    if let Err(e) = peer::install(&dir).await {
+        return failed(format!("installing it failed: {e:#}"));
+    }
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    if let Some(d) = interpreters.python.as_deref().and_then(Path::parent) {
+        path = format!("{}:{path}", d.display());
+    }
+    let p = match peer::Peer::start(&dir, false, &path).await {
+        Ok(p) => p,
+        Err(e) => return failed(format!("{e:#}")),
+    };
+    let measured = measure(
+        label,
+        Some(Target::get(p.http, "127.0.0.1", "/hello")),
+        args,
+    )
+    .await;
+    notes.extend(p.stop().await);
+    measured
+}
+
+/// nginx with a fixed `return 200`, one worker per CPU, access log off: the reference for
+/// what a mature HTTP server does on this machine.
+struct Nginx {
+    child: std::process::Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    fn start() -> anyhow::Result<Nginx> {
+        let exe = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or_else(|| anyhow!("nginx is not installed (apt-get install nginx)"))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = std::env::temp_dir().join(format!("nimbus-bench-nginx-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let conf = format!(
+            "daemon off;\nworker_processes auto;\npid {pid};\nerror_log stderr warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  keepalive_requests 1000000;\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ default_type text/plain; return 200 \"hello\"; }}\n  }}\n}}\n",
+            pid = dir.join("nginx.pid").display(),
+            tmp = dir.display(),
+        );
+        std::fs::write(dir.join("nginx.conf"), conf)?;
+        let child = std::process::Command::new(&exe)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut nginx = Nginx { child, addr, dir };
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                anyhow::bail!("nginx exited ({status}) before listening");
+            }
+            if Instant::now() >= until {
+                nginx.stop_ref();
+                anyhow::bail!("nginx did not listen within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(nginx)
+    }
+
+    fn stop_ref(&mut self) {
+        // SIGQUIT: nginx's graceful stop; its workers follow the master.
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGQUIT);
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    fn stop(mut self) {
+        self.stop_ref();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn markdown(
+    args: &BenchArgs,
+    interpreters: &Interpreters,
+    paths: &[&Measured],
+    direct: &Measured,
+    through: &Measured,
+    mock: &Measured,
+    nginx: &Measured,
+    offline: &Measured,
+    rss_kb: Option<u64>,
+    notes: &[String],
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "### Gateway run of {} on {}\n\n`{}` — each path {} per concurrency level, after {} warm-up requests per connection.\n",
+        super::now_utc(),
+        super::machine(interpreters),
+        super::command_line(),
+        humantime::format_duration(args.duration),
+        WARMUP_PER_WORKER,
+    );
+    let _ = writeln!(
+        md,
+        "| path | concurrency | p50 | p99 | requests/s | failed |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for p in paths {
+        if let Some(e) = &p.error {
+            let _ = writeln!(md, "| {} | | | | | {} |", p.label, e.replace('|', "/"));
+            continue;
+        }
+        for r in &p.runs {
+            let (p50, p99) = r.latency().map_or(("-".into(), "-".into()), |l| {
+                (
+                    format!("{} µs", stats::us(l.p50)),
+                    format!("{} µs", stats::us(l.p99)),
+                )
+            });
+            let _ = writeln!(
+                md,
+                "| {} | {} | {p50} | {p99} | {} | {} |",
+                p.label,
+                r.concurrency,
+                stats::per_sec(r.rate()),
+                r.failures.total()
+            );
+        }
+    }
+    let top = args.concurrency.iter().copied().max().unwrap_or(1);
+    let p50 = |p: &Measured, c: usize| p.at(c).and_then(|r| r.latency()).map(|l| l.p50);
+    let rate = |p: &Measured, c: usize| p.at(c).map(|r| r.rate());
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "pass",
+        Some(false) => "**fail**",
+        None => "not measured",
+    };
+    let _ = writeln!(md, "\n| target | measured | verdict |\n|---|---:|---|");
+    for c in [1, top] {
+        let added = p50(through, c)
+            .zip(p50(direct, c))
+            .map(|(g, d)| g.as_secs_f64() * 1e6 - d.as_secs_f64() * 1e6);
+        let _ = writeln!(
+            md,
+            "| gateway-added latency p50 at c={c} ≤ 100 µs (gateway {} vs Invoke API {}) | {} | {} |",
+            stats::or_dash(p50(through, c), |d| format!("{} µs", stats::us(d))),
+            stats::or_dash(p50(direct, c), |d| format!("{} µs", stats::us(d))),
+            stats::or_dash(added, |a| format!("{a:.0} µs")),
+            verdict(added.map(|a| a <= 100.0)),
+        );
+    }
+    let mock_vs_nginx = rate(mock, top)
+        .zip(rate(nginx, top))
+        .and_then(|(m, n)| stats::ratio(m, n));
+    let _ = writeln!(
+        md,
+        "| mock-integration throughput ≥ 50 % of nginx's, c={top} ({} vs {}) | {} | {} |",
+        stats::or_dash(rate(mock, top), |r| format!("{}/s", stats::per_sec(r))),
+        stats::or_dash(rate(nginx, top), |r| format!("{}/s", stats::per_sec(r))),
+        stats::or_dash(mock_vs_nginx, |r| format!("{:.0} %", r * 100.0)),
+        verdict(mock_vs_nginx.map(|r| r >= 0.5)),
+    );
+    let fn_vs_offline = rate(through, top)
+        .zip(rate(offline, top))
+        .and_then(|(g, o)| stats::ratio(g, o));
+    let _ = writeln!(
+        md,
+        "| function-backed throughput ≥ 10× serverless-offline's, c={top} ({} vs {}) | {} | {} |",
+        stats::or_dash(rate(through, top), |r| format!("{}/s", stats::per_sec(r))),
+        stats::or_dash(rate(offline, top), |r| format!("{}/s", stats::per_sec(r))),
+        stats::or_dash(fn_vs_offline, stats::times),
+        verdict(fn_vs_offline.map(|r| r >= 10.0)),
+    );
+    if let Some(kb) = rss_kb {
+        let _ = writeln!(
+            md,
+            "\nServer RSS after the gateway runs: {}.",
+            stats::kb(kb as f64)
+        );
+    }
+    for n in notes {
+        let _ = writeln!(md, "\n{n}");
+    }
+    md
+}
+
+/// Records the block in `path` between the gateway markers.
+pub fn write(path: &Path, block: &str) -> anyhow::Result<()> {
+    let existing = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    std::fs::write(path, report::replace_between(&existing, BEGIN, END, block))
+        .with_context(|| format!("writing {}", path.display()))
+}
