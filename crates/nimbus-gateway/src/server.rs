@@ -38,6 +38,8 @@ use crate::routing::{RouteKey, RouteTable};
 
 /// API Gateway's payload limit for HTTP APIs.
 pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
+/// API Gateway's limit on the request line and header values of an HTTP API request together.
+pub const MAX_REQUEST_HEAD: usize = 10 * 1024;
 /// The host name suffix that addresses an API by id: `{apiId}.execute-api.localhost`.
 pub const EXECUTE_API_DOMAIN: &str = "execute-api.localhost";
 
@@ -473,6 +475,22 @@ impl Gateway {
         Option<Arc<StageView>>,
         Option<CorsConfiguration>,
     ) {
+        let head = req.uri().to_string().len()
+            + req
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len())
+                .sum::<usize>();
+        if head > MAX_REQUEST_HEAD {
+            return (
+                message(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "Request Header Fields Too Large",
+                ),
+                None,
+                None,
+            );
+        }
         let snap = self.snapshot();
         let host = request_host(&req);
         ctx.domain_name = host.clone();
@@ -752,7 +770,9 @@ fn select_stage<'s>(
                 path
             } else {
                 let key = m.api_mapping_key.trim_matches('/');
-                let after = path.strip_prefix('/')?.strip_prefix(key)?;
+                let Some(after) = path.strip_prefix('/').and_then(|p| p.strip_prefix(key)) else {
+                    continue;
+                };
                 if !(after.is_empty() || after.starts_with('/')) {
                     continue;
                 }
@@ -944,3 +964,170 @@ impl Ctx {
 const REQUEST_TIME: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(name: &str) -> Arc<StageView> {
+        Arc::new(StageView {
+            name: name.into(),
+            deployment: None,
+            variables: BTreeMap::new(),
+            access_log_format: None,
+        })
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut apis = HashMap::new();
+        apis.insert(
+            "abc123".to_string(),
+            ApiView {
+                stages: [("$default", stage("$default")), ("prod", stage("prod"))]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                execute_api_disabled: false,
+            },
+        );
+        apis.insert(
+            "nodefault".to_string(),
+            ApiView {
+                stages: [("dev".to_string(), stage("dev"))].into_iter().collect(),
+                execute_api_disabled: false,
+            },
+        );
+        apis.insert(
+            "hidden".to_string(),
+            ApiView {
+                stages: [("$default".to_string(), stage("$default"))]
+                    .into_iter()
+                    .collect(),
+                execute_api_disabled: true,
+            },
+        );
+        let mapping = |id: &str, api: &str, stage: &str, key: &str| ApiMapping {
+            api_mapping_id: id.into(),
+            api_id: api.into(),
+            stage: stage.into(),
+            api_mapping_key: key.into(),
+        };
+        let mut domains = HashMap::new();
+        // Longest key first, as reload sorts them.
+        domains.insert(
+            "api.example.test".to_string(),
+            vec![
+                mapping("m2", "nodefault", "dev", "v2/beta"),
+                mapping("m1", "abc123", "prod", "v1"),
+                mapping("m0", "abc123", "$default", ""),
+            ],
+        );
+        Snapshot { apis, domains }
+    }
+
+    #[test]
+    fn hosts_and_stage_prefixes_select_the_stage() {
+        let snap = snapshot();
+        let cases: &[(&str, &str, Option<(&str, &str, &str)>)] = &[
+            (
+                "abc123.execute-api.localhost",
+                "/items/1",
+                Some(("abc123", "$default", "/items/1")),
+            ),
+            (
+                "abc123.execute-api.localhost",
+                "/prod/items/1",
+                Some(("abc123", "prod", "/items/1")),
+            ),
+            (
+                "abc123.execute-api.localhost",
+                "/prod",
+                Some(("abc123", "prod", "/")),
+            ),
+            (
+                "abc123.execute-api.localhost",
+                "/production/x",
+                Some(("abc123", "$default", "/production/x")),
+            ),
+            // `$default` is not a path prefix.
+            (
+                "abc123.execute-api.localhost",
+                "/$default/x",
+                Some(("abc123", "$default", "/$default/x")),
+            ),
+            (
+                "abc123.execute-api.us-east-1.amazonaws.com",
+                "/",
+                Some(("abc123", "$default", "/")),
+            ),
+            (
+                "nodefault.execute-api.localhost",
+                "/dev/a",
+                Some(("nodefault", "dev", "/a")),
+            ),
+            ("nodefault.execute-api.localhost", "/a", None),
+            ("hidden.execute-api.localhost", "/", None),
+            ("nope.execute-api.localhost", "/", None),
+            ("abc123.example.com", "/", None),
+            ("localhost", "/", None),
+            ("", "/", None),
+            (
+                "api.example.test",
+                "/v1/items",
+                Some(("abc123", "prod", "/items")),
+            ),
+            ("api.example.test", "/v1", Some(("abc123", "prod", "/"))),
+            (
+                "api.example.test",
+                "/v1x/items",
+                Some(("abc123", "$default", "/v1x/items")),
+            ),
+            (
+                "api.example.test",
+                "/v2/beta/z",
+                Some(("nodefault", "dev", "/z")),
+            ),
+            (
+                "api.example.test",
+                "/other",
+                Some(("abc123", "$default", "/other")),
+            ),
+        ];
+        for (host, path, want) in cases {
+            let got = select_stage(&snap, host, path).map(|(a, s, rest)| (a, s.name.clone(), rest));
+            let want = want.map(|(a, s, r)| (a, s.to_string(), r));
+            assert_eq!(got, want, "{host} {path}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_read_without_port_and_case() {
+        let req = |host: &str| {
+            Request::builder()
+                .uri("/x")
+                .header(HOST, host)
+                .body(Body::empty())
+                .unwrap()
+        };
+        assert_eq!(
+            request_host(&req("ABC.Execute-API.localhost:8080")),
+            "abc.execute-api.localhost"
+        );
+        assert_eq!(request_host(&req("api.example.test.")), "api.example.test");
+        assert_eq!(request_host(&req("[::1]:8080")), "[::1]");
+        let h2 = Request::builder()
+            .uri("http://abc.execute-api.localhost:9/x")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(request_host(&h2), "abc.execute-api.localhost");
+    }
+
+    #[test]
+    fn request_ids_look_like_api_gateways() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 16);
+        assert!(a.ends_with('='));
+        assert_ne!(a, b);
+    }
+}
