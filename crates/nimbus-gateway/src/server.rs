@@ -425,10 +425,9 @@ impl Gateway {
                 .map(str::to_string),
             integration: None,
         };
-        let request_headers = req.headers().clone();
         let (mut resp, stage, cors) = self.route(req, &mut ctx, https).await;
-        if let Some(cors) = &cors {
-            cors.apply(&request_headers, resp.headers_mut());
+        if let Some((cors, request_headers)) = &cors {
+            cors.apply(request_headers, resp.headers_mut());
         }
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             resp.headers_mut().insert("apigw-requestid", v);
@@ -473,7 +472,7 @@ impl Gateway {
     ) -> (
         Response<Body>,
         Option<Arc<StageView>>,
-        Option<CorsConfiguration>,
+        Option<(CorsConfiguration, http::HeaderMap)>,
     ) {
         let head = req.uri().to_string().len()
             + req
@@ -507,9 +506,10 @@ impl Gateway {
                 None,
             );
         };
-        let cors = deployment.cors.clone();
+        // With CORS configured, the request's headers are kept for decorating the response.
+        let cors = deployment.cors.clone().map(|c| (c, req.headers().clone()));
         // API Gateway answers CORS preflights itself, whatever the routes.
-        if let Some(cors) = &cors {
+        if let Some((cors, _)) = &cors {
             if let Some(headers) = cors.preflight(req.method(), req.headers()) {
                 let mut resp = Response::new(Body::empty());
                 *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -1028,7 +1028,9 @@ mod tests {
     #[test]
     fn hosts_and_stage_prefixes_select_the_stage() {
         let snap = snapshot();
-        let cases: &[(&str, &str, Option<(&str, &str, &str)>)] = &[
+        // host, path → (api, stage, rest of the path)
+        type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str, &'a str)>);
+        let cases: &[Case] = &[
             (
                 "abc123.execute-api.localhost",
                 "/items/1",

@@ -90,6 +90,12 @@ impl Target {
         })
     }
 
+    /// The same request with another body (an event).
+    pub fn with_body(mut self, body: Bytes) -> Target {
+        self.body = body;
+        self
+    }
+
     /// Asks for the log tail (`X-Amz-Log-Result`), where a cold start's REPORT line shows.
     pub fn with_log_tail(mut self) -> Target {
         self.headers.insert(

@@ -186,6 +186,21 @@ impl Peer {
         }
     }
 
+    /// Waits until its HTTP API emulation listens (it starts after the Lambda endpoint).
+    pub async fn wait_http(&self, limit: Duration) -> anyhow::Result<()> {
+        let until = Instant::now() + limit;
+        while tokio::net::TcpStream::connect(self.http).await.is_err() {
+            if Instant::now() >= until {
+                bail!(
+                    "its HTTP server did not listen on {} within {limit:?}",
+                    self.http
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     /// How many live processes its group has (itself, shells, python handlers).
     pub fn group_size(&self) -> usize {
         let Ok(dir) = std::fs::read_dir("/proc") else {
