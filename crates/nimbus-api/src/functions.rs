@@ -30,7 +30,7 @@ pub(crate) fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> ApiResul
 
 /// Like [`json_body`], but an empty body is an error too. A type error names the field it is
 /// in (`Timeout: invalid type: string "x", expected u32`), as Lambda's messages do.
-fn json_body_required<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+pub(crate) fn json_body_required<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

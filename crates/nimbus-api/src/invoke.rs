@@ -95,7 +95,23 @@ pub async fn invoke(
             &request_id,
         )),
         "Event" => {
-            state.async_invoker.submit(req);
+            // 202 only once the event is on disk: from here it runs at least once.
+            state
+                .events
+                .accept(
+                    &name,
+                    q.as_ref().map(|q| q.to_string()).as_deref(),
+                    req.payload,
+                    request_id.clone(),
+                )
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceException",
+                        e.to_string(),
+                    )
+                })?;
             Ok(with_request_id(
                 StatusCode::ACCEPTED.into_response(),
                 &request_id,

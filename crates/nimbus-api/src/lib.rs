@@ -7,9 +7,9 @@
 //!
 //! Handlers are thin: they parse wire shapes, call the store and the runtime, and map errors.
 
-mod async_invoke;
 mod auth;
 mod error;
+mod event_config;
 mod functions;
 mod invoke;
 mod nimbus;
@@ -26,7 +26,6 @@ use nimbus_runtime::Runtime;
 use nimbus_store::{BlobStore, Store};
 use nimbus_telemetry::Metrics;
 
-pub use async_invoke::AsyncInvoker;
 pub use error::ApiError;
 pub use sigv4::Credentials;
 
@@ -42,7 +41,8 @@ pub struct ApiInner {
     pub store: Arc<dyn Store>,
     pub blobs: BlobStore,
     pub runtime: Arc<Runtime>,
-    pub async_invoker: AsyncInvoker,
+    /// Durable asynchronous invocation (InvocationType=Event).
+    pub events: nimbus_events::AsyncEvents,
     /// Execution metrics: exported at `/metrics`, read by the series endpoint; the runtime
     /// records into the same registry.
     pub metrics: Metrics,
@@ -120,6 +120,17 @@ pub fn router(state: ApiState) -> Router {
             get(provisioned::get)
                 .put(provisioned::put)
                 .delete(provisioned::delete),
+        )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config",
+            get(event_config::get)
+                .put(event_config::put)
+                .post(event_config::update)
+                .delete(event_config::delete),
+        )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config/list",
+            get(event_config::list),
         )
         .route(
             "/2017-03-31/tags/{arn}",

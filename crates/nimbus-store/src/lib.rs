@@ -12,8 +12,8 @@ pub use blob::{BlobStore, CollectGuard, StoredCode, UploadGuard};
 pub use code::{CodeError, Unpacked, UnzipLimits};
 pub use sqlite::SqliteStore;
 pub use store::{
-    FunctionRecord, GatewayApiDoc, GatewayDeploymentDoc, LogEvent, LogQuery, MetricMinute,
-    NewLogEvent, Page, ProvisionedConfig, Store, StoreError,
+    AsyncEvent, EventInvokeConfig, FunctionRecord, GatewayApiDoc, GatewayDeploymentDoc, LogEvent,
+    LogQuery, MetricMinute, NewAsyncEvent, NewLogEvent, Page, ProvisionedConfig, Store, StoreError,
 };
 
 /// Milliseconds since the Unix epoch, the store's one time unit.

@@ -10,8 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use rusqlite_migration::{Migrations, M};
 
 use crate::store::{
-    FunctionRecord, GatewayApiDoc, GatewayDeploymentDoc, LogEvent, LogQuery, MetricMinute,
-    NewLogEvent, Page, ProvisionedConfig, Store, StoreError,
+    AsyncEvent, EventInvokeConfig, FunctionRecord, GatewayApiDoc, GatewayDeploymentDoc, LogEvent,
+    LogQuery, MetricMinute, NewAsyncEvent, NewLogEvent, Page, ProvisionedConfig, Store, StoreError,
 };
 
 /// Schema history. Append only: a released migration is never edited.
@@ -111,6 +111,33 @@ const MIGRATIONS: &[&str] = &[
         doc TEXT NOT NULL
     );
     "#,
+    // 5: durable asynchronous invocations and their per-function configuration. An event is
+    // due at `next_attempt_ms`; a dispatcher that claims it sets `leased_until_ms`, and a
+    // server that starts clears every lease (the single node's leases died with it).
+    r#"
+    CREATE TABLE async_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL,
+        function TEXT NOT NULL,
+        qualifier TEXT,
+        payload BLOB NOT NULL,
+        received_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        leased_until_ms INTEGER
+    );
+    CREATE INDEX async_events_due ON async_events (next_attempt_ms);
+    CREATE TABLE event_invoke_configs (
+        function TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+        qualifier TEXT NOT NULL,
+        max_retry_attempts INTEGER,
+        max_event_age_s INTEGER,
+        on_success TEXT,
+        on_failure TEXT,
+        last_modified_ms INTEGER NOT NULL,
+        PRIMARY KEY (function, qualifier)
+    );
+    "#,
 ];
 
 /// The SQLite-backed [`Store`]. Calls run on tokio's blocking pool, one connection behind a mutex
@@ -131,6 +158,18 @@ struct MetaCache {
     functions: HashMap<String, FunctionRecord>,
     versions: HashMap<(String, VersionId), FunctionVersion>,
     aliases: HashMap<(String, String), Alias>,
+}
+
+fn event_invoke_config_row(r: &Row<'_>) -> rusqlite::Result<EventInvokeConfig> {
+    Ok(EventInvokeConfig {
+        function: r.get(0)?,
+        qualifier: r.get(1)?,
+        max_retry_attempts: r.get(2)?,
+        max_event_age_s: r.get(3)?,
+        on_success: r.get(4)?,
+        on_failure: r.get(5)?,
+        last_modified_ms: r.get(6)?,
+    })
 }
 
 fn gateway_api_row(r: &Row<'_>) -> rusqlite::Result<GatewayApiDoc> {
@@ -634,6 +673,220 @@ impl Store for SqliteStore {
                         last_modified_ms: r.get(3)?,
                     })
                 })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn enqueue_async_events(&self, events: Vec<NewAsyncEvent>) -> Result<(), StoreError> {
+        self.tx(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                )
+                .map_err(backend)?;
+            for e in &events {
+                stmt.execute(params![
+                    e.request_id,
+                    e.function,
+                    e.qualifier,
+                    e.payload,
+                    e.received_ms,
+                    e.not_before_ms.unwrap_or(e.received_ms)
+                ])
+                .map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_async_events(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AsyncEvent>, StoreError> {
+        self.tx(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE async_events SET leased_until_ms = ?2
+                     WHERE id IN (SELECT id FROM async_events
+                                  WHERE next_attempt_ms <= ?1 AND (leased_until_ms IS NULL OR leased_until_ms <= ?1)
+                                  ORDER BY next_attempt_ms, id LIMIT ?3)
+                     RETURNING id, request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![now_ms, lease_until_ms, limit as i64], |r| {
+                    Ok(AsyncEvent {
+                        id: r.get(0)?,
+                        request_id: r.get(1)?,
+                        function: r.get(2)?,
+                        qualifier: r.get(3)?,
+                        payload: r.get(4)?,
+                        received_ms: r.get(5)?,
+                        attempts: r.get::<_, i64>(6)? as u32,
+                        next_attempt_ms: r.get(7)?,
+                    })
+                })
+                .map_err(backend)?;
+            let mut out = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
+            out.sort_by_key(|e| (e.next_attempt_ms, e.id));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn finish_async_event(&self, id: i64) -> Result<(), StoreError> {
+        self.tx(move |tx| {
+            tx.execute("DELETE FROM async_events WHERE id = ?1", [id])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retry_async_event(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.tx(move |tx| {
+            tx.execute(
+                "UPDATE async_events SET attempts = ?2, next_attempt_ms = ?3, leased_until_ms = NULL WHERE id = ?1",
+                params![id, attempts as i64, next_attempt_ms],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_async_leases(&self) -> Result<u64, StoreError> {
+        self.tx(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE async_events SET leased_until_ms = NULL WHERE leased_until_ms IS NOT NULL",
+                    [],
+                )
+                .map_err(backend)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn next_async_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT MIN(CASE WHEN leased_until_ms IS NULL THEN next_attempt_ms ELSE MAX(next_attempt_ms, leased_until_ms) END) FROM async_events",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn count_async_events(&self) -> Result<u64, StoreError> {
+        self.with(|conn| {
+            conn.query_row("SELECT COUNT(*) FROM async_events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_event_invoke_config(&self, cfg: EventInvokeConfig) -> Result<(), StoreError> {
+        self.tx(move |tx| {
+            require_function(tx, &cfg.function)?;
+            tx.execute(
+                "INSERT INTO event_invoke_configs (function, qualifier, max_retry_attempts, max_event_age_s, on_success, on_failure, last_modified_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (function, qualifier) DO UPDATE SET max_retry_attempts = ?3, max_event_age_s = ?4,
+                     on_success = ?5, on_failure = ?6, last_modified_ms = ?7",
+                params![
+                    cfg.function,
+                    cfg.qualifier,
+                    cfg.max_retry_attempts,
+                    cfg.max_event_age_s,
+                    cfg.on_success,
+                    cfg.on_failure,
+                    cfg.last_modified_ms
+                ],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<EventInvokeConfig, StoreError> {
+        let (function, qualifier) = (function.to_string(), qualifier.to_string());
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT function, qualifier, max_retry_attempts, max_event_age_s, on_success, on_failure, last_modified_ms
+                 FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2",
+                [&function, &qualifier],
+                event_invoke_config_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "EventInvokeConfig for function {function}:{qualifier}"
+                ))
+            })
+        })
+        .await
+    }
+
+    async fn delete_event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<(), StoreError> {
+        let (function, qualifier) = (function.to_string(), qualifier.to_string());
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2",
+                    [&function, &qualifier],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "EventInvokeConfig for function {function}:{qualifier}"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_event_invoke_configs(
+        &self,
+        function: &str,
+    ) -> Result<Vec<EventInvokeConfig>, StoreError> {
+        let function = function.to_string();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT function, qualifier, max_retry_attempts, max_event_age_s, on_success, on_failure, last_modified_ms
+                     FROM event_invoke_configs WHERE function = ?1 ORDER BY qualifier",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([&function], event_invoke_config_row)
                 .map_err(backend)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(backend)
         })

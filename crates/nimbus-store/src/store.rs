@@ -252,6 +252,49 @@ pub trait Store: Send + Sync + 'static {
         function: Option<&str>,
     ) -> Result<Vec<ProvisionedConfig>, StoreError>;
 
+    // Durable asynchronous invocations.
+    /// Stores accepted events, all in one transaction (the caller batches for group commit).
+    async fn enqueue_async_events(&self, events: Vec<NewAsyncEvent>) -> Result<(), StoreError>;
+    /// Leases up to `limit` events due at `now_ms` (not leased, or leased until before now)
+    /// until `lease_until_ms`, oldest due first.
+    async fn claim_async_events(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AsyncEvent>, StoreError>;
+    /// The event is done with (delivered, or dropped): it is deleted.
+    async fn finish_async_event(&self, id: i64) -> Result<(), StoreError>;
+    /// Records an attempt and makes the event due again at `next_attempt_ms`, unleased.
+    async fn retry_async_event(
+        &self,
+        id: i64,
+        attempts: u32,
+        next_attempt_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Clears every lease (a single node starting: the leases died with the last server).
+    async fn release_async_leases(&self) -> Result<u64, StoreError>;
+    /// When the next event falls due (its lease's end if it is leased), if there is one.
+    async fn next_async_due_ms(&self) -> Result<Option<i64>, StoreError>;
+    /// How many events are stored (waiting, leased or scheduled for a retry).
+    async fn count_async_events(&self) -> Result<u64, StoreError>;
+    /// Creates or replaces a function's (qualifier's) asynchronous invocation configuration.
+    async fn put_event_invoke_config(&self, cfg: EventInvokeConfig) -> Result<(), StoreError>;
+    async fn get_event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<EventInvokeConfig, StoreError>;
+    async fn delete_event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<(), StoreError>;
+    async fn list_event_invoke_configs(
+        &self,
+        function: &str,
+    ) -> Result<Vec<EventInvokeConfig>, StoreError>;
+
     // API gateway resources. The gateway crate owns their shape; the store keeps each API as one
     // JSON document with a revision, so every change is a read-modify-write checked against
     // concurrent writers.
@@ -299,6 +342,48 @@ pub trait Store: Send + Sync + 'static {
     async fn put_gateway_domain(&self, domain_name: &str, doc: String) -> Result<(), StoreError>;
     /// `NotFound` when there is no such domain name.
     async fn delete_gateway_domain(&self, domain_name: &str) -> Result<(), StoreError>;
+}
+
+/// An accepted asynchronous invocation, as the accept path hands it to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAsyncEvent {
+    pub request_id: String,
+    pub function: String,
+    /// The qualifier the caller gave (version or alias), if any.
+    pub qualifier: Option<String>,
+    pub payload: Vec<u8>,
+    pub received_ms: i64,
+    /// Not to be run before this time (`None`: at once).
+    pub not_before_ms: Option<i64>,
+}
+
+/// A stored asynchronous invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsyncEvent {
+    pub id: i64,
+    pub request_id: String,
+    pub function: String,
+    pub qualifier: Option<String>,
+    pub payload: Vec<u8>,
+    pub received_ms: i64,
+    /// Attempts made so far (the first run is attempt 1).
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+}
+
+/// A function's (qualifier's) asynchronous invocation configuration; `None` fields take
+/// Lambda's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventInvokeConfig {
+    pub function: String,
+    /// `$LATEST`, a version number or an alias.
+    pub qualifier: String,
+    pub max_retry_attempts: Option<u32>,
+    pub max_event_age_s: Option<u32>,
+    /// Destination ARNs.
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
+    pub last_modified_ms: i64,
 }
 
 /// One API gateway API as stored: its id, the revision of the document and the document.

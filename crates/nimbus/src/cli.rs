@@ -193,6 +193,10 @@ pub struct UpArgs {
     /// Reap instances idle this long (e.g. 300s, 5m).
     #[arg(long)]
     pub idle_timeout: Option<String>,
+    /// The wait before an asynchronous invocation's first retry; each further retry waits twice
+    /// as long (default 1s).
+    #[arg(long)]
+    pub async_retry_base: Option<String>,
     /// Keep logs this long (e.g. 7d).
     #[arg(long)]
     pub log_retention: Option<String>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use nimbus_api::{ApiInner, ApiState, AsyncInvoker, Credentials};
+use nimbus_api::{ApiInner, ApiState, Credentials};
 use nimbus_gateway::{Gateway, PublicEndpoint};
 use nimbus_runtime::peer::{PeerFilter, PeerRule};
 use nimbus_runtime::pool::PoolConfig;
@@ -42,6 +42,8 @@ pub struct Config {
     pub credentials: Vec<Credentials>,
     /// How long in-flight invocations may run on after SIGTERM.
     pub shutdown_grace: Duration,
+    /// The wait before an asynchronous invocation's first retry (doubling after).
+    pub async_retry_base: Duration,
 }
 
 /// The config file's shape (every key optional).
@@ -66,6 +68,7 @@ struct FileConfig {
     access_key: Option<String>,
     secret_key: Option<String>,
     shutdown_grace: Option<String>,
+    async_retry_base: Option<String>,
 }
 
 /// Per-minute metrics are promised for at least a day.
@@ -165,6 +168,13 @@ impl Config {
             shutdown_grace: duration(
                 "shutdown-grace",
                 file.shutdown_grace.as_deref().unwrap_or("10s"),
+            )?,
+            async_retry_base: duration(
+                "--async-retry-base",
+                args.async_retry_base
+                    .as_deref()
+                    .or(file.async_retry_base.as_deref())
+                    .unwrap_or("1s"),
             )?,
         })
     }
@@ -286,11 +296,24 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         scheme,
         port: gateway_addr.port(),
     });
+    let async_metrics = Arc::new(nimbus_events::AsyncMetrics::default());
+    metrics.register(async_metrics.clone());
+    let events = nimbus_events::AsyncEvents::start(
+        store.clone(),
+        runtime.clone(),
+        async_metrics,
+        nimbus_events::AsyncConfig {
+            retry_base: cfg.async_retry_base,
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting asynchronous invocation")?;
     let state = ApiState::new(ApiInner {
         store: store.clone(),
         blobs: blobs.clone(),
         runtime: runtime.clone(),
-        async_invoker: AsyncInvoker::start(runtime.clone()),
+        events: events.clone(),
         metrics: metrics.clone(),
         credentials: cfg.credentials.clone(),
         gateway: gateway.clone(),

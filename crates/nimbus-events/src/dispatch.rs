@@ -1,0 +1,414 @@
+//! Durable asynchronous invocation: the accept path (group commit: one writer task stores every
+//! event queued while the previous batch was committing, in one transaction, and only then
+//! answers each caller) and the dispatcher (claims due events under a lease, runs each with
+//! Lambda's retry policy, event age limit and destinations, deletes it when done with it).
+//!
+//! At least once: an event is deleted only after its outcome (and any destination record) is
+//! stored, so a crash at any moment leaves it to run again; a server that starts clears the
+//! leases its predecessor held.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nimbus_core::Qualifier;
+use nimbus_runtime::{resolve_target, InvokeError, InvokeRequest, Runtime};
+use nimbus_store::{now_ms, AsyncEvent, NewAsyncEvent, Store, StoreError};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+
+use crate::destination::{self, Condition, Destination};
+use crate::metrics::{AsyncMetrics, Dropped};
+use crate::{DEFAULT_MAX_EVENT_AGE_S, DEFAULT_MAX_RETRY_ATTEMPTS};
+
+/// How long a claimed event stays leased: longer than any invocation (Lambda's 900 s maximum
+/// timeout plus start-up). A lease outlives its holder only if the server dies, and a server
+/// that starts clears them all.
+const LEASE_MS: i64 = 16 * 60 * 1000;
+/// Events one transaction stores at most.
+const MAX_BATCH: usize = 2048;
+
+#[derive(Debug, Clone)]
+pub struct AsyncConfig {
+    /// The wait before the first retry; each further retry waits twice as long.
+    pub retry_base: Duration,
+    /// How long a throttled event waits before it is tried again (throttles do not count as
+    /// attempts; the event's age limit still applies).
+    pub throttle_wait: Duration,
+    /// Asynchronous invocations running at once.
+    pub concurrency: usize,
+}
+
+impl Default for AsyncConfig {
+    fn default() -> Self {
+        AsyncConfig {
+            retry_base: Duration::from_secs(1),
+            throttle_wait: Duration::from_millis(500),
+            concurrency: 64,
+        }
+    }
+}
+
+/// Why an event was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("the event could not be stored: {0}")]
+    Store(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+type Ack = oneshot::Sender<Result<(), String>>;
+
+struct Inner {
+    store: Arc<dyn Store>,
+    runtime: Arc<Runtime>,
+    cfg: AsyncConfig,
+    metrics: Arc<AsyncMetrics>,
+    writer: mpsc::UnboundedSender<(NewAsyncEvent, Ack)>,
+    /// Wakes the dispatcher when events were stored.
+    stored: Notify,
+    permits: Arc<Semaphore>,
+}
+
+#[derive(Clone)]
+pub struct AsyncEvents {
+    inner: Arc<Inner>,
+}
+
+impl AsyncEvents {
+    /// Clears leases left by a previous server, then starts the writer and the dispatcher.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        runtime: Arc<Runtime>,
+        metrics: Arc<AsyncMetrics>,
+        cfg: AsyncConfig,
+    ) -> Result<AsyncEvents, StoreError> {
+        let released = store.release_async_leases().await?;
+        if released > 0 {
+            tracing::info!(
+                events = released,
+                "asynchronous events that were running when the last server stopped will run again"
+            );
+        }
+        let (writer, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            store,
+            runtime,
+            permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            cfg,
+            metrics,
+            writer,
+            stored: Notify::new(),
+        });
+        tokio::spawn(write_loop(inner.clone(), rx));
+        tokio::spawn(dispatch_loop(inner.clone()));
+        Ok(AsyncEvents { inner })
+    }
+
+    /// Stores an event; returns once it is committed to the store.
+    pub async fn accept(
+        &self,
+        function: &str,
+        qualifier: Option<&str>,
+        payload: Bytes,
+        request_id: String,
+    ) -> Result<(), AcceptError> {
+        let (ack, done) = oneshot::channel();
+        let event = NewAsyncEvent {
+            request_id,
+            function: function.to_string(),
+            qualifier: qualifier.map(str::to_string),
+            payload: payload.to_vec(),
+            received_ms: now_ms(),
+            not_before_ms: None,
+        };
+        self.inner
+            .writer
+            .send((event, ack))
+            .map_err(|_| AcceptError::ShuttingDown)?;
+        match done.await {
+            Ok(Ok(())) => {
+                self.inner.metrics.received(function, 1);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(AcceptError::Store(e)),
+            Err(_) => Err(AcceptError::ShuttingDown),
+        }
+    }
+}
+
+/// Group commit: whatever queued up while the last batch was being written goes in the next.
+async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(NewAsyncEvent, Ack)>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (events, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let result = inner
+            .store
+            .enqueue_async_events(events)
+            .await
+            .map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "storing asynchronous events failed; their callers are told");
+        }
+        for ack in acks {
+            let _ = ack.send(result.clone());
+        }
+        inner.stored.notify_one();
+    }
+}
+
+async fn dispatch_loop(inner: Arc<Inner>) {
+    loop {
+        // One permit per running event; claim only as many as can start now.
+        let first = match inner.permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let free = inner.permits.available_permits() + 1;
+        let now = now_ms();
+        let claimed = match inner
+            .store
+            .claim_async_events(now, now + LEASE_MS, free)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming asynchronous events failed; retrying");
+                drop(first);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            drop(first);
+            // Sleep until the next event falls due or new ones are stored (at most a second,
+            // so retries scheduled by other means are not missed).
+            let wait = match inner.store.next_async_due_ms().await {
+                Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(1, 1000) as u64),
+                _ => Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = inner.stored.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        let mut permit = Some(first);
+        for event in claimed {
+            let p = match permit.take() {
+                Some(p) => p,
+                None => match inner.permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                run(&inner, event).await;
+                drop(p);
+            });
+        }
+    }
+}
+
+/// One attempt at one event, and what follows from its outcome.
+async fn run(inner: &Inner, e: AsyncEvent) {
+    let qualifier_name = e.qualifier.clone().unwrap_or_else(|| "$LATEST".into());
+    let cfg = match inner
+        .store
+        .get_event_invoke_config(&e.function, &qualifier_name)
+        .await
+    {
+        Ok(c) => Some(c),
+        Err(StoreError::NotFound(_)) => None,
+        Err(err) => {
+            tracing::warn!(error = %err, "reading an event invoke configuration failed; retrying the event");
+            reschedule(inner, &e, e.attempts, inner.cfg.retry_base).await;
+            return;
+        }
+    };
+    let max_retries = cfg
+        .as_ref()
+        .and_then(|c| c.max_retry_attempts)
+        .unwrap_or(DEFAULT_MAX_RETRY_ATTEMPTS);
+    let max_age_ms = cfg
+        .as_ref()
+        .and_then(|c| c.max_event_age_s)
+        .unwrap_or(DEFAULT_MAX_EVENT_AGE_S) as i64
+        * 1000;
+    let on_success = cfg.as_ref().and_then(|c| c.on_success.clone());
+    let on_failure = cfg.as_ref().and_then(|c| c.on_failure.clone());
+    let function_arn = nimbus_core::FunctionRef::qualified_arn(&e.function, &qualifier_name);
+
+    let age_ms = now_ms() - e.received_ms;
+    inner.metrics.age(&e.function, age_ms as f64);
+    if age_ms > max_age_ms {
+        tracing::warn!(function = %e.function, request_id = %e.request_id, age_ms, "asynchronous event dropped: older than its maximum event age");
+        inner
+            .metrics
+            .dropped(&e.function, Dropped::EventAgeExceeded);
+        if let Some(dest) = &on_failure {
+            let record = destination::record(
+                &e.request_id,
+                &function_arn,
+                Condition::EventAgeExceeded,
+                e.attempts,
+                &e.payload,
+                None,
+                time::OffsetDateTime::now_utc(),
+            );
+            deliver(inner, &e.function, dest, record).await;
+        }
+        finish(inner, &e).await;
+        return;
+    }
+
+    let qualifier = match e.qualifier.as_deref().map(Qualifier::parse).transpose() {
+        Ok(q) => q,
+        Err(err) => {
+            tracing::warn!(function = %e.function, error = %err, "asynchronous event dropped: its qualifier is not valid");
+            inner.metrics.dropped(&e.function, Dropped::FunctionGone);
+            finish(inner, &e).await;
+            return;
+        }
+    };
+    let target = match resolve_target(inner.store.as_ref(), &e.function, qualifier.as_ref()).await {
+        Ok(t) => t,
+        Err(StoreError::NotFound(what)) => {
+            tracing::warn!(function = %e.function, request_id = %e.request_id, "asynchronous event dropped: {what} no longer exists");
+            inner.metrics.dropped(&e.function, Dropped::FunctionGone);
+            finish(inner, &e).await;
+            return;
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "resolving an asynchronous event's function failed; retrying the event");
+            reschedule(inner, &e, e.attempts, inner.cfg.retry_base).await;
+            return;
+        }
+    };
+    let req = InvokeRequest {
+        version: target.version,
+        reserved_concurrency: target.reserved,
+        payload: Bytes::from(e.payload.clone()),
+        invoked_arn: target.invoked_arn,
+        client_context: None,
+        // Every attempt keeps the event's request id, as Lambda's retries do.
+        request_id: e.request_id.clone(),
+    };
+    let attempt = e.attempts + 1;
+    match inner.runtime.invoke(req).await {
+        Err(InvokeError::Throttled { .. }) => {
+            // Not an attempt: the event waits for capacity (its age limit still applies).
+            reschedule(inner, &e, e.attempts, inner.cfg.throttle_wait).await;
+        }
+        Err(InvokeError::ShuttingDown) => {
+            // Left leased: the next server clears the lease and runs it.
+        }
+        Ok(outcome) if !outcome.function_error => {
+            if let Some(dest) = &on_success {
+                let record = destination::record(
+                    &e.request_id,
+                    &function_arn,
+                    Condition::Success,
+                    attempt,
+                    &e.payload,
+                    Some(destination::Response {
+                        executed_version: &outcome.executed_version,
+                        function_error: false,
+                        payload: &outcome.payload,
+                    }),
+                    time::OffsetDateTime::now_utc(),
+                );
+                deliver(inner, &e.function, dest, record).await;
+            }
+            finish(inner, &e).await;
+        }
+        Ok(outcome) => {
+            if attempt <= max_retries {
+                // 1×, 2×, 4× the base between attempts.
+                let wait = inner.cfg.retry_base * 2u32.saturating_pow(e.attempts);
+                reschedule(inner, &e, attempt, wait).await;
+                return;
+            }
+            tracing::warn!(function = %e.function, request_id = %e.request_id, attempts = attempt, "asynchronous invocation failed on every attempt");
+            inner
+                .metrics
+                .dropped(&e.function, Dropped::RetriesExhausted);
+            if let Some(dest) = &on_failure {
+                let record = destination::record(
+                    &e.request_id,
+                    &function_arn,
+                    Condition::RetriesExhausted,
+                    attempt,
+                    &e.payload,
+                    Some(destination::Response {
+                        executed_version: &outcome.executed_version,
+                        function_error: true,
+                        payload: &outcome.payload,
+                    }),
+                    time::OffsetDateTime::now_utc(),
+                );
+                deliver(inner, &e.function, dest, record).await;
+            }
+            finish(inner, &e).await;
+        }
+    }
+}
+
+async fn reschedule(inner: &Inner, e: &AsyncEvent, attempts: u32, wait: Duration) {
+    let at = now_ms() + wait.as_millis() as i64;
+    if let Err(err) = inner.store.retry_async_event(e.id, attempts, at).await {
+        // The lease runs out and the event is claimed again: nothing is lost.
+        tracing::error!(error = %err, request_id = %e.request_id, "rescheduling an asynchronous event failed");
+    }
+}
+
+async fn finish(inner: &Inner, e: &AsyncEvent) {
+    if let Err(err) = inner.store.finish_async_event(e.id).await {
+        // It runs again when its lease runs out: at least once, as promised.
+        tracing::error!(error = %err, request_id = %e.request_id, "removing a finished asynchronous event failed");
+    }
+}
+
+/// Sends a record to a destination: an asynchronous invocation of the destination function,
+/// stored before the source event is removed.
+async fn deliver(inner: &Inner, source: &str, arn: &str, record: Vec<u8>) {
+    let delivered = match Destination::parse(arn) {
+        Ok(Destination::Function { name, qualifier }) => {
+            let (ack, done) = oneshot::channel();
+            let event = NewAsyncEvent {
+                request_id: new_request_id(),
+                function: name.clone(),
+                qualifier,
+                payload: record,
+                received_ms: now_ms(),
+                not_before_ms: None,
+            };
+            match inner.writer.send((event, ack)) {
+                Ok(()) => match done.await {
+                    Ok(Ok(())) => {
+                        inner.metrics.received(&name, 1);
+                        true
+                    }
+                    _ => false,
+                },
+                Err(_) => false,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(function = %source, error = %e, "destination delivery failed");
+            false
+        }
+    };
+    inner.metrics.destination(source, delivered);
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,162 @@
+//! Asynchronous invocation metrics, per function, as Lambda names them: AsyncEventsReceived,
+//! AsyncEventAge, AsyncEventsDropped, DestinationDeliveryFailures. Exported at `/metrics`
+//! through the telemetry registry.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use nimbus_telemetry::metrics::{Collector, Exposition, Kind};
+
+#[derive(Default, Clone)]
+struct Counts {
+    received: u64,
+    dropped_retries: u64,
+    dropped_age: u64,
+    dropped_gone: u64,
+    destination_failures: u64,
+    delivered_to_destinations: u64,
+    age_count: u64,
+    age_sum_ms: f64,
+    age_max_ms: f64,
+}
+
+/// Why an event was dropped.
+#[derive(Debug, Clone, Copy)]
+pub enum Dropped {
+    RetriesExhausted,
+    EventAgeExceeded,
+    /// The function (or the qualifier) no longer exists.
+    FunctionGone,
+}
+
+#[derive(Default)]
+pub struct AsyncMetrics {
+    by_function: Mutex<BTreeMap<String, Counts>>,
+}
+
+impl AsyncMetrics {
+    fn with(&self, function: &str, f: impl FnOnce(&mut Counts)) {
+        let mut m = self.by_function.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(function) {
+            Some(c) => f(c),
+            None => f(m.entry(function.to_string()).or_default()),
+        }
+    }
+
+    pub fn received(&self, function: &str, n: u64) {
+        self.with(function, |c| c.received += n);
+    }
+
+    /// The age of an event when it is taken up for an attempt.
+    pub fn age(&self, function: &str, age_ms: f64) {
+        self.with(function, |c| {
+            c.age_count += 1;
+            c.age_sum_ms += age_ms;
+            c.age_max_ms = c.age_max_ms.max(age_ms);
+        });
+    }
+
+    pub fn dropped(&self, function: &str, why: Dropped) {
+        self.with(function, |c| match why {
+            Dropped::RetriesExhausted => c.dropped_retries += 1,
+            Dropped::EventAgeExceeded => c.dropped_age += 1,
+            Dropped::FunctionGone => c.dropped_gone += 1,
+        });
+    }
+
+    pub fn destination(&self, function: &str, delivered: bool) {
+        self.with(function, |c| {
+            if delivered {
+                c.delivered_to_destinations += 1
+            } else {
+                c.destination_failures += 1
+            }
+        });
+    }
+}
+
+impl Collector for AsyncMetrics {
+    fn collect(&self, out: &mut Exposition) {
+        let m = self
+            .by_function
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        out.family(
+            "nimbus_async_events_received_total",
+            "Asynchronous invocations accepted and stored (Lambda's AsyncEventsReceived).",
+            Kind::Counter,
+        );
+        for (f, c) in &m {
+            out.sample(
+                "nimbus_async_events_received_total",
+                &[("function", f)],
+                c.received as f64,
+            );
+        }
+        out.family(
+            "nimbus_async_events_dropped_total",
+            "Asynchronous invocations dropped without success (Lambda's AsyncEventsDropped), by reason.",
+            Kind::Counter,
+        );
+        for (f, c) in &m {
+            for (reason, n) in [
+                ("RetriesExhausted", c.dropped_retries),
+                ("EventAgeExceeded", c.dropped_age),
+                ("FunctionGone", c.dropped_gone),
+            ] {
+                out.sample(
+                    "nimbus_async_events_dropped_total",
+                    &[("function", f), ("reason", reason)],
+                    n as f64,
+                );
+            }
+        }
+        out.family(
+            "nimbus_async_destination_delivery_failures_total",
+            "Records that could not be sent to a destination (Lambda's DestinationDeliveryFailures).",
+            Kind::Counter,
+        );
+        for (f, c) in &m {
+            out.sample(
+                "nimbus_async_destination_delivery_failures_total",
+                &[("function", f)],
+                c.destination_failures as f64,
+            );
+        }
+        out.family(
+            "nimbus_async_destination_deliveries_total",
+            "Records sent to an on-success or on-failure destination.",
+            Kind::Counter,
+        );
+        for (f, c) in &m {
+            out.sample(
+                "nimbus_async_destination_deliveries_total",
+                &[("function", f)],
+                c.delivered_to_destinations as f64,
+            );
+        }
+        out.family(
+            "nimbus_async_event_age_ms",
+            "Time from accepting an event to an attempt to run it (Lambda's AsyncEventAge): sum and count of attempts, and the largest.",
+            Kind::Gauge,
+        );
+        for (f, c) in &m {
+            out.sample(
+                "nimbus_async_event_age_ms_sum",
+                &[("function", f)],
+                c.age_sum_ms,
+            );
+            out.sample(
+                "nimbus_async_event_age_ms_count",
+                &[("function", f)],
+                c.age_count as f64,
+            );
+            out.sample(
+                "nimbus_async_event_age_ms_max",
+                &[("function", f)],
+                c.age_max_ms,
+            );
+        }
+    }
+}
