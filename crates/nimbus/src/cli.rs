@@ -140,8 +140,12 @@ pub struct BenchArgs {
     pub no_peer: bool,
     /// Measure the API gateway instead: gateway-added latency over the Invoke API, the mock
     /// integration's throughput beside nginx's, and serverless-offline's HTTP emulation.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "events")]
     pub gateway: bool,
+    /// Measure durable asynchronous invocation instead: Event accepts per second and how fast
+    /// the accepted events are processed.
+    #[arg(long)]
+    pub events: bool,
     /// Only functions whose runtime is one of these (python, node, provided).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,

@@ -90,6 +90,16 @@ impl Target {
         })
     }
 
+    /// The same invoke made asynchronous (`X-Amz-Invocation-Type: Event`): answered 202 once the
+    /// event is stored.
+    pub fn event(mut self) -> Target {
+        self.headers.insert(
+            HeaderName::from_static("x-amz-invocation-type"),
+            HeaderValue::from_static("Event"),
+        );
+        self
+    }
+
     /// The same request with another body (an event).
     pub fn with_body(mut self, body: Bytes) -> Target {
         self.body = body;
@@ -149,7 +159,7 @@ pub fn classify(
     body: Option<&[u8]>,
 ) -> Result<(), Failure> {
     let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
-    if status != StatusCode::OK {
+    if !status.is_success() {
         let kind = headers
             .get("x-amzn-errortype")
             .map(text)

@@ -6,6 +6,7 @@
 //! serverless-offline, serving the same handlers. Prints one markdown block and, with `--write`,
 //! records it in docs/benchmarks.md. Every process it starts is stopped by PID.
 
+mod events;
 mod gateway;
 mod loadgen;
 mod peer;
@@ -67,6 +68,15 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let interpreters = Interpreters::find();
+    if args.events {
+        let md = events::run(&args, &interpreters).await?;
+        outln!("{md}");
+        if let Some(path) = &args.write {
+            events::write(path, &md)?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     if args.gateway {
         let md = gateway::run(&args, &interpreters).await?;
         outln!("{md}");
