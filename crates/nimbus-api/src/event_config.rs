@@ -144,6 +144,7 @@ pub async fn put(
     };
     apply(&state, &mut cfg, input).await?;
     state.store.put_event_invoke_config(cfg.clone()).await?;
+    state.events.config_changed(&cfg.function);
     Ok(Json(config_json(&cfg)))
 }
 
@@ -174,6 +175,7 @@ pub async fn update(
     };
     apply(&state, &mut cfg, input).await?;
     state.store.put_event_invoke_config(cfg.clone()).await?;
+    state.events.config_changed(&cfg.function);
     Ok(Json(config_json(&cfg)))
 }
 
@@ -212,6 +214,7 @@ pub async fn delete(
                 FunctionRef::qualified_arn(&function, &qualifier)
             ))
         })?;
+    state.events.config_changed(&function);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -381,6 +381,7 @@ pub async fn delete_function(
             state.store.delete_function(&name).await?;
             state.runtime.forget_provisioned(&name);
             state.metrics.forget_function(&name);
+            state.events.config_changed(&name);
             tracing::info!(function = %name, "function deleted");
         }
         Some(Qualifier::Version(n)) => {

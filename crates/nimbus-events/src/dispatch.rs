@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use nimbus_core::Qualifier;
 use nimbus_runtime::{resolve_target, InvokeError, InvokeRequest, Runtime};
-use nimbus_store::{now_ms, AsyncEvent, NewAsyncEvent, Store, StoreError};
+use nimbus_store::{now_ms, AsyncEvent, EventInvokeConfig, NewAsyncEvent, Store, StoreError};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use crate::destination::{self, Condition, Destination};
@@ -65,6 +65,12 @@ struct Inner {
     cfg: AsyncConfig,
     metrics: Arc<AsyncMetrics>,
     writer: mpsc::UnboundedSender<(NewAsyncEvent, Ack)>,
+    /// Events done with, deleted in batches by one task.
+    finisher: mpsc::UnboundedSender<i64>,
+    /// Event invoke configurations as last read, by (function, qualifier); forgotten when the
+    /// API changes one.
+    configs:
+        std::sync::Mutex<std::collections::HashMap<(String, String), Option<EventInvokeConfig>>>,
     /// Wakes the dispatcher when events were stored.
     stored: Notify,
     permits: Arc<Semaphore>,
@@ -91,7 +97,10 @@ impl AsyncEvents {
             );
         }
         let (writer, rx) = mpsc::unbounded_channel();
+        let (finisher, done_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
+            finisher,
+            configs: Default::default(),
             store,
             runtime,
             permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
@@ -101,8 +110,18 @@ impl AsyncEvents {
             stored: Notify::new(),
         });
         tokio::spawn(write_loop(inner.clone(), rx));
+        tokio::spawn(finish_loop(inner.store.clone(), done_rx));
         tokio::spawn(dispatch_loop(inner.clone()));
         Ok(AsyncEvents { inner })
+    }
+
+    /// Forgets the cached event invoke configurations of `function` (after the API changed one).
+    pub fn config_changed(&self, function: &str) {
+        self.inner
+            .configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(f, _), _| f != function);
     }
 
     /// Stores an event; returns once it is committed to the store.
@@ -163,6 +182,23 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(NewAsync
     }
 }
 
+/// Deletes finished events in batches: whatever finished while the last batch was committing.
+async fn finish_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<i64>) {
+    while let Some(first) = rx.recv().await {
+        let mut ids = vec![first];
+        while ids.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(id) => ids.push(id),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = store.finish_async_events(ids).await {
+            // They run again when their leases run out: at least once, as promised.
+            tracing::error!(error = %e, "removing finished asynchronous events failed");
+        }
+    }
+}
+
 async fn dispatch_loop(inner: Arc<Inner>) {
     loop {
         // One permit per running event; claim only as many as can start now.
@@ -220,17 +256,35 @@ async fn dispatch_loop(inner: Arc<Inner>) {
 /// One attempt at one event, and what follows from its outcome.
 async fn run(inner: &Inner, e: AsyncEvent) {
     let qualifier_name = e.qualifier.clone().unwrap_or_else(|| "$LATEST".into());
-    let cfg = match inner
-        .store
-        .get_event_invoke_config(&e.function, &qualifier_name)
-        .await
-    {
-        Ok(c) => Some(c),
-        Err(StoreError::NotFound(_)) => None,
-        Err(err) => {
-            tracing::warn!(error = %err, "reading an event invoke configuration failed; retrying the event");
-            reschedule(inner, &e, e.attempts, inner.cfg.retry_base).await;
-            return;
+    let key = (e.function.clone(), qualifier_name.clone());
+    let cached = inner
+        .configs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    let cfg = match cached {
+        Some(c) => c,
+        None => {
+            let read = match inner
+                .store
+                .get_event_invoke_config(&e.function, &qualifier_name)
+                .await
+            {
+                Ok(c) => Some(c),
+                Err(StoreError::NotFound(_)) => None,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading an event invoke configuration failed; retrying the event");
+                    reschedule(inner, &e, e.attempts, inner.cfg.retry_base).await;
+                    return;
+                }
+            };
+            inner
+                .configs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, read.clone());
+            read
         }
     };
     let max_retries = cfg
@@ -265,7 +319,7 @@ async fn run(inner: &Inner, e: AsyncEvent) {
             );
             deliver(inner, &e.function, dest, record).await;
         }
-        finish(inner, &e).await;
+        finish(inner, &e);
         return;
     }
 
@@ -274,7 +328,7 @@ async fn run(inner: &Inner, e: AsyncEvent) {
         Err(err) => {
             tracing::warn!(function = %e.function, error = %err, "asynchronous event dropped: its qualifier is not valid");
             inner.metrics.dropped(&e.function, Dropped::FunctionGone);
-            finish(inner, &e).await;
+            finish(inner, &e);
             return;
         }
     };
@@ -283,7 +337,7 @@ async fn run(inner: &Inner, e: AsyncEvent) {
         Err(StoreError::NotFound(what)) => {
             tracing::warn!(function = %e.function, request_id = %e.request_id, "asynchronous event dropped: {what} no longer exists");
             inner.metrics.dropped(&e.function, Dropped::FunctionGone);
-            finish(inner, &e).await;
+            finish(inner, &e);
             return;
         }
         Err(err) => {
@@ -327,7 +381,7 @@ async fn run(inner: &Inner, e: AsyncEvent) {
                 );
                 deliver(inner, &e.function, dest, record).await;
             }
-            finish(inner, &e).await;
+            finish(inner, &e);
         }
         Ok(outcome) => {
             if attempt <= max_retries {
@@ -356,7 +410,7 @@ async fn run(inner: &Inner, e: AsyncEvent) {
                 );
                 deliver(inner, &e.function, dest, record).await;
             }
-            finish(inner, &e).await;
+            finish(inner, &e);
         }
     }
 }
@@ -369,11 +423,9 @@ async fn reschedule(inner: &Inner, e: &AsyncEvent, attempts: u32, wait: Duration
     }
 }
 
-async fn finish(inner: &Inner, e: &AsyncEvent) {
-    if let Err(err) = inner.store.finish_async_event(e.id).await {
-        // It runs again when its lease runs out: at least once, as promised.
-        tracing::error!(error = %err, request_id = %e.request_id, "removing a finished asynchronous event failed");
-    }
+fn finish(inner: &Inner, e: &AsyncEvent) {
+    // Deleted with the next batch; if the server dies first, it runs again (at least once).
+    let _ = inner.finisher.send(e.id);
 }
 
 /// Sends a record to a destination: an asynchronous invocation of the destination function,

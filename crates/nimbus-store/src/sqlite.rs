@@ -740,10 +740,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn finish_async_event(&self, id: i64) -> Result<(), StoreError> {
+    async fn finish_async_events(&self, ids: Vec<i64>) -> Result<(), StoreError> {
         self.tx(move |tx| {
-            tx.execute("DELETE FROM async_events WHERE id = ?1", [id])
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM async_events WHERE id = ?1")
                 .map_err(backend)?;
+            for id in ids {
+                stmt.execute([id]).map_err(backend)?;
+            }
             Ok(())
         })
         .await

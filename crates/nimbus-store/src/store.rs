@@ -263,8 +263,8 @@ pub trait Store: Send + Sync + 'static {
         lease_until_ms: i64,
         limit: usize,
     ) -> Result<Vec<AsyncEvent>, StoreError>;
-    /// The event is done with (delivered, or dropped): it is deleted.
-    async fn finish_async_event(&self, id: i64) -> Result<(), StoreError>;
+    /// The events are done with (delivered, or dropped): they are deleted, in one transaction.
+    async fn finish_async_events(&self, ids: Vec<i64>) -> Result<(), StoreError>;
     /// Records an attempt and makes the event due again at `next_attempt_ms`, unleased.
     async fn retry_async_event(
         &self,

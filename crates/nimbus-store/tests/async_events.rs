@@ -72,7 +72,7 @@ async fn events_are_claimed_once_under_a_lease_and_retried_when_due() {
         .find(|e| e.request_id == "b")
         .expect("b is due again");
     assert_eq!(b.attempts, 1);
-    store.finish_async_event(b.id).await.unwrap();
+    store.finish_async_events(vec![b.id]).await.unwrap();
     assert_eq!(store.count_async_events().await.unwrap(), 2);
 }
 
