@@ -1027,22 +1027,22 @@ def test_route_metrics_count_statuses_and_latencies(server, echo_fn):
         ("nimbus_gateway_requests_total", st, "GET /x"): 3,
         ("nimbus_gateway_4xx_total", st, "GET /x"): 0,
         ("nimbus_gateway_5xx_total", st, "GET /x"): 0,
-        ("nimbus_gateway_latency_ms_count", st, "GET /x"): 3,
-        ("nimbus_gateway_integration_latency_ms_count", st, "GET /x"): 0,  # a mock calls nothing
+        ("nimbus_gateway_latency_seconds_count", st, "GET /x"): 3,
+        ("nimbus_gateway_integration_latency_seconds_count", st, "GET /x"): 0,  # a mock calls nothing
         ("nimbus_gateway_requests_total", st, "-"): 2,
         ("nimbus_gateway_4xx_total", st, "-"): 2,
         ("nimbus_gateway_5xx_total", st, "-"): 0,
-        ("nimbus_gateway_latency_ms_count", st, "-"): 2,
+        ("nimbus_gateway_latency_seconds_count", st, "-"): 2,
         ("nimbus_gateway_requests_total", st, "GET /fn/{x}"): 3,
         ("nimbus_gateway_4xx_total", st, "GET /fn/{x}"): 0,
         ("nimbus_gateway_5xx_total", st, "GET /fn/{x}"): 2,
-        ("nimbus_gateway_latency_ms_count", st, "GET /fn/{x}"): 3,
-        ("nimbus_gateway_integration_latency_ms_count", st, "GET /fn/{x}"): 3,
+        ("nimbus_gateway_latency_seconds_count", st, "GET /fn/{x}"): 3,
+        ("nimbus_gateway_integration_latency_seconds_count", st, "GET /fn/{x}"): 3,
     }
     got = {k: s.get(k) for k in expected}
     assert got == expected, s
-    assert s[("nimbus_gateway_latency_ms_sum", st, "GET /x")] >= 0
-    assert s[("nimbus_gateway_integration_latency_ms_sum", st, "GET /fn/{x}")] > 0
+    assert s[("nimbus_gateway_latency_seconds_sum", st, "GET /x")] >= 0
+    assert s[("nimbus_gateway_integration_latency_seconds_sum", st, "GET /fn/{x}")] > 0
     # Requests for unknown APIs are not counted under any API; a deleted API's series go.
     call(server, "GET", "/x", "nosuchapi5.execute-api.localhost")
     assert 'api="nosuchapi5"' not in requests.get(server.endpoint + "/metrics", timeout=10).text

@@ -83,11 +83,7 @@ pub async fn prometheus(State(state): State<ApiState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        {
-            let mut text = state.metrics.render_prometheus();
-            text.push_str(&state.gateway.metrics.render_prometheus());
-            text
-        },
+        state.metrics.render_prometheus(),
     )
         .into_response()
 }

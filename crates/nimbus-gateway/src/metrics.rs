@@ -1,33 +1,12 @@
 //! Per-route metrics as API Gateway reports them for HTTP APIs (Count, 4XX, 5XX, Latency,
-//! IntegrationLatency), by API, stage and route, rendered in Prometheus's text format.
+//! IntegrationLatency), by API, stage and route. A telemetry [`Collector`]: they are written
+//! into the same `/metrics` scrape as the functions' metrics, with the same histogram layout.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Histogram bucket upper bounds, in milliseconds.
-const BUCKETS_MS: [f64; 14] = [
-    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, 30000.0,
-];
-
-#[derive(Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS_MS.len()],
-    count: u64,
-    sum_ms: f64,
-}
-
-impl Histogram {
-    fn record(&mut self, d: Duration) {
-        let ms = d.as_secs_f64() * 1e3;
-        if let Some(i) = BUCKETS_MS.iter().position(|b| ms <= *b) {
-            self.counts[i] += 1;
-        }
-        self.count += 1;
-        self.sum_ms += ms;
-    }
-}
+use nimbus_telemetry::metrics::{Collector, Exposition, Histogram, Kind, DURATION_BOUNDS_S};
 
 #[derive(Default, Clone)]
 struct RouteStats {
@@ -50,13 +29,13 @@ pub struct Observation<'a> {
     pub integration_latency: Option<Duration>,
 }
 
+/// API → stage → route → stats; nested so a request looks its series up without allocating.
+type Series = BTreeMap<String, BTreeMap<String, BTreeMap<String, RouteStats>>>;
+
 #[derive(Default)]
 pub struct RouteMetrics {
-    /// API → stage → route → stats; nested so a request looks its series up without allocating.
     stats: Mutex<Series>,
 }
-
-type Series = BTreeMap<String, BTreeMap<String, BTreeMap<String, RouteStats>>>;
 
 fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
     if !map.contains_key(key) {
@@ -87,22 +66,29 @@ impl RouteMetrics {
         stats.remove(api_id);
     }
 
-    /// The metrics in Prometheus's text exposition format.
-    pub fn render_prometheus(&self) -> String {
-        let stats: Vec<((String, String, String), RouteStats)> = {
-            let series = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-            series
-                .iter()
-                .flat_map(|(api, stages)| {
-                    stages.iter().flat_map(move |(stage, routes)| {
-                        routes.iter().map(move |(route, s)| {
-                            ((api.clone(), stage.clone(), route.clone()), s.clone())
-                        })
+    fn snapshot(&self) -> Vec<((String, String, String), RouteStats)> {
+        let series = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        series
+            .iter()
+            .flat_map(|(api, stages)| {
+                stages.iter().flat_map(move |(stage, routes)| {
+                    routes.iter().map(move |(route, s)| {
+                        ((api.clone(), stage.clone(), route.clone()), s.clone())
                     })
                 })
-                .collect()
-        };
-        let mut out = String::new();
+            })
+            .collect()
+    }
+}
+
+/// A counter's name, help text and value.
+type Counter = (&'static str, &'static str, fn(&RouteStats) -> u64);
+/// A histogram's name, help text and data.
+type HistogramOf = (&'static str, &'static str, fn(&RouteStats) -> &Histogram);
+
+impl Collector for RouteMetrics {
+    fn collect(&self, out: &mut Exposition) {
+        let stats = self.snapshot();
         let counters: [Counter; 3] = [
             (
                 "nimbus_gateway_requests_total",
@@ -121,60 +107,40 @@ impl RouteMetrics {
             ),
         ];
         for (name, help, get) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            out.family(name, help, Kind::Counter);
             for ((api, stage, route), s) in &stats {
-                let _ = writeln!(out, "{name}{{{}}} {}", labels(api, stage, route), get(s));
+                let labels = [
+                    ("api", api.as_str()),
+                    ("stage", stage.as_str()),
+                    ("route", route.as_str()),
+                ];
+                out.sample(name, &labels, get(s) as f64);
             }
         }
         let histograms: [HistogramOf; 2] = [
             (
-                "nimbus_gateway_latency_ms",
-                "Time from receiving a request to sending the response (API Gateway's Latency).",
+                "nimbus_gateway_latency_seconds",
+                "Time from receiving a request to sending the response head (API Gateway's Latency).",
                 |s| &s.latency,
             ),
             (
-                "nimbus_gateway_integration_latency_ms",
+                "nimbus_gateway_integration_latency_seconds",
                 "Time the integration took (API Gateway's IntegrationLatency).",
                 |s| &s.integration_latency,
             ),
         ];
         for (name, help, get) in histograms {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            out.family(name, help, Kind::Histogram);
             for ((api, stage, route), s) in &stats {
-                let h = get(s);
-                let l = labels(api, stage, route);
-                let mut cumulative = 0;
-                for (b, n) in BUCKETS_MS.iter().zip(h.counts.iter()) {
-                    cumulative += n;
-                    let _ = writeln!(out, "{name}_bucket{{{l},le=\"{b}\"}} {cumulative}");
-                }
-                let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(out, "{name}_sum{{{l}}} {:.3}", h.sum_ms);
-                let _ = writeln!(out, "{name}_count{{{l}}} {}", h.count);
+                let labels = [
+                    ("api", api.as_str()),
+                    ("stage", stage.as_str()),
+                    ("route", route.as_str()),
+                ];
+                out.histogram(name, &labels, get(s), &DURATION_BOUNDS_S);
             }
         }
-        out
     }
-}
-
-/// A counter's name, help text and value.
-type Counter = (&'static str, &'static str, fn(&RouteStats) -> u64);
-/// A histogram's name, help text and data.
-type HistogramOf = (&'static str, &'static str, fn(&RouteStats) -> &Histogram);
-
-fn labels(api: &str, stage: &str, route: &str) -> String {
-    format!(
-        "api=\"{}\",stage=\"{}\",route=\"{}\"",
-        escape(api),
-        escape(stage),
-        escape(route)
-    )
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -194,22 +160,25 @@ mod tests {
                 integration_latency: integ.map(Duration::from_millis),
             });
         }
-        let text = m.render_prometheus();
+        let mut out = Exposition::new();
+        m.collect(&mut out);
+        let text = out.finish();
         let l = r#"api="a1",stage="$default",route="GET /items/{id}""#;
         for want in [
             format!("nimbus_gateway_requests_total{{{l}}} 4"),
             format!("nimbus_gateway_4xx_total{{{l}}} 1"),
             format!("nimbus_gateway_5xx_total{{{l}}} 1"),
-            format!("nimbus_gateway_latency_ms_count{{{l}}} 4"),
-            format!("nimbus_gateway_latency_ms_bucket{{{l},le=\"2.5\"}} 0"),
-            format!("nimbus_gateway_latency_ms_bucket{{{l},le=\"5\"}} 4"),
-            format!("nimbus_gateway_integration_latency_ms_count{{{l}}} 3"),
-            format!("nimbus_gateway_integration_latency_ms_bucket{{{l},le=\"1\"}} 1"),
-            format!("nimbus_gateway_integration_latency_ms_sum{{{l}}} 44.000"),
+            format!("nimbus_gateway_latency_seconds_count{{{l}}} 4"),
+            format!("nimbus_gateway_latency_seconds_bucket{{{l},le=\"0.0025\"}} 0"),
+            format!("nimbus_gateway_latency_seconds_bucket{{{l},le=\"0.005\"}} 4"),
+            format!("nimbus_gateway_integration_latency_seconds_count{{{l}}} 3"),
+            format!("nimbus_gateway_integration_latency_seconds_bucket{{{l},le=\"0.001\"}} 1"),
         ] {
             assert!(text.contains(&want), "missing {want} in\n{text}");
         }
         m.forget_api("a1");
-        assert!(!m.render_prometheus().contains("a1"));
+        let mut out = Exposition::new();
+        m.collect(&mut out);
+        assert!(!out.finish().contains("a1"));
     }
 }

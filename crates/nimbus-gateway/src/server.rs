@@ -165,7 +165,7 @@ pub struct Gateway {
     compiled: Mutex<HashMap<String, Arc<Deployment>>>,
     reload_lock: tokio::sync::Mutex<()>,
     pub access_logs: AccessLogs,
-    pub metrics: RouteMetrics,
+    pub metrics: Arc<RouteMetrics>,
     endpoint: RwLock<Option<PublicEndpoint>>,
 }
 
@@ -180,7 +180,7 @@ impl Gateway {
             compiled: Mutex::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             access_logs: AccessLogs::start(log_dir),
-            metrics: RouteMetrics::default(),
+            metrics: Arc::new(RouteMetrics::default()),
             endpoint: RwLock::new(None),
         })
     }

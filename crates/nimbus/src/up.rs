@@ -282,6 +282,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         runtime.clone(),
         data_dir.join("gateway-logs"),
     );
+    metrics.register(gateway.metrics.clone());
     // Bound before the management API so the invoke URLs it reports carry the real port.
     let gateway_listener = tokio::net::TcpListener::bind(&cfg.gateway_addr)
         .await
