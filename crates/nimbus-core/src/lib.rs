@@ -1,11 +1,13 @@
 //! Nimbus domain types and rules: what a function, a version and an alias are, which names and
-//! values are valid, and the limits Lambda users expect. This crate does no I/O.
+//! values are valid, the limits Lambda users expect, and EventBridge schedule expressions. This
+//! crate does no I/O.
 
 mod error;
 mod function;
 mod limits;
 mod names;
 mod runtime;
+pub mod schedule;
 
 pub use error::CoreError;
 pub use function::{
@@ -17,3 +19,4 @@ pub use names::{
     Qualifier, ACCOUNT_ID, REGION,
 };
 pub use runtime::Runtime;
+pub use schedule::{parse_time_zone, ScheduleError, ScheduleExpression};
