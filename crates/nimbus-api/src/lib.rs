@@ -14,6 +14,7 @@ mod functions;
 mod invoke;
 mod nimbus;
 pub mod provisioned;
+mod schedules;
 pub use nimbus_sigv4 as sigv4;
 mod wire;
 
@@ -43,6 +44,8 @@ pub struct ApiInner {
     pub runtime: Arc<Runtime>,
     /// Durable asynchronous invocation (InvocationType=Event).
     pub events: nimbus_events::AsyncEvents,
+    /// Fires schedules; told when the API changes one.
+    pub scheduler: nimbus_events::Scheduler,
     /// Execution metrics: exported at `/metrics`, read by the series endpoint; the runtime
     /// records into the same registry.
     pub metrics: Metrics,
@@ -147,6 +150,22 @@ pub fn router(state: ApiState) -> Router {
         // from a server without credentials.
         .route("/metrics", get(nimbus::prometheus))
         .route("/nimbus/v1/status", get(nimbus::status))
+        .route(
+            "/nimbus/v1/schedules",
+            get(schedules::list).post(schedules::create),
+        )
+        .route(
+            "/nimbus/v1/schedules/{name}",
+            get(schedules::get).delete(schedules::delete),
+        )
+        .route(
+            "/nimbus/v1/schedules/{name}/enable",
+            post(schedules::enable),
+        )
+        .route(
+            "/nimbus/v1/schedules/{name}/disable",
+            post(schedules::disable),
+        )
         // API Gateway v2's management API (HTTP APIs, routes, integrations, stages, ...).
         .merge(nimbus_gateway::admin::router(state.gateway.clone()))
         .fallback(nimbus::unknown_operation)

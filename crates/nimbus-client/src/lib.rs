@@ -646,4 +646,40 @@ impl Client {
         self.v2_items(&format!("/v2/apis/{}/deployments", seg(api_id)))
             .await
     }
+
+    // ---- schedules ----
+
+    pub async fn create_schedule(&self, body: &Value) -> Result<Value> {
+        self.json(self.http.post(self.url("/nimbus/v1/schedules")).json(body))
+            .await
+    }
+
+    pub async fn list_schedules(&self) -> Result<Vec<Value>> {
+        let v = self
+            .json(self.http.get(self.url("/nimbus/v1/schedules")))
+            .await?;
+        Ok(v.get("schedules")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    pub async fn delete_schedule(&self, name: &str) -> Result<()> {
+        self.json(
+            self.http
+                .delete(self.url(&format!("/nimbus/v1/schedules/{}", seg(name)))),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Enables (`true`) or disables a schedule.
+    pub async fn set_schedule_enabled(&self, name: &str, enabled: bool) -> Result<Value> {
+        let verb = if enabled { "enable" } else { "disable" };
+        self.json(
+            self.http
+                .post(self.url(&format!("/nimbus/v1/schedules/{}/{verb}", seg(name)))),
+        )
+        .await
+    }
 }

@@ -124,6 +124,13 @@ impl AsyncEvents {
             .retain(|(f, _), _| f != function);
     }
 
+    /// An event was stored by other means (a schedule firing): counts it and wakes the
+    /// dispatcher.
+    pub fn stored(&self, function: &str) {
+        self.inner.metrics.received(function, 1);
+        self.inner.stored.notify_one();
+    }
+
     /// Stores an event; returns once it is committed to the store.
     pub async fn accept(
         &self,

@@ -1,14 +1,17 @@
 //! Nimbus's event-driven side. Today: durable asynchronous invocation ([`AsyncEvents`]):
 //! an accepted event is on disk before the caller gets 202, a dispatcher runs it at least once
 //! with Lambda's retry policy, event age limit and destinations ([`destination`]).
-//! Schedules, queues and event source mappings join this crate next.
+//! [`schedules`]: EventBridge rate/cron schedules that fire functions through it.
+//! Queues and event source mappings join this crate next.
 
 pub mod destination;
 mod dispatch;
 mod metrics;
+pub mod schedules;
 
 pub use dispatch::{AcceptError, AsyncConfig, AsyncEvents};
 pub use metrics::AsyncMetrics;
+pub use schedules::Scheduler;
 
 /// Lambda's defaults for asynchronous invocation.
 pub const DEFAULT_MAX_RETRY_ATTEMPTS: u32 = 2;

@@ -13,7 +13,8 @@ pub use code::{CodeError, Unpacked, UnzipLimits};
 pub use sqlite::SqliteStore;
 pub use store::{
     AsyncEvent, EventInvokeConfig, FunctionRecord, GatewayApiDoc, GatewayDeploymentDoc, LogEvent,
-    LogQuery, MetricMinute, NewAsyncEvent, NewLogEvent, Page, ProvisionedConfig, Store, StoreError,
+    LogQuery, MetricMinute, NewAsyncEvent, NewLogEvent, Page, ProvisionedConfig, ScheduleRecord,
+    Store, StoreError,
 };
 
 /// Milliseconds since the Unix epoch, the store's one time unit.

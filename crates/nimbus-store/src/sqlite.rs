@@ -11,7 +11,8 @@ use rusqlite_migration::{Migrations, M};
 
 use crate::store::{
     AsyncEvent, EventInvokeConfig, FunctionRecord, GatewayApiDoc, GatewayDeploymentDoc, LogEvent,
-    LogQuery, MetricMinute, NewAsyncEvent, NewLogEvent, Page, ProvisionedConfig, Store, StoreError,
+    LogQuery, MetricMinute, NewAsyncEvent, NewLogEvent, Page, ProvisionedConfig, ScheduleRecord,
+    Store, StoreError,
 };
 
 /// Schema history. Append only: a released migration is never edited.
@@ -138,6 +139,21 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (function, qualifier)
     );
     "#,
+    // 6: schedules. `next_fire_ms` is the period a schedule fires for next; firing moves it on
+    // in the same transaction that stores the asynchronous event, so a period fires once.
+    r#"
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        expression TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        function TEXT NOT NULL,
+        input TEXT,
+        enabled INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        next_fire_ms INTEGER,
+        last_fire_ms INTEGER
+    );
+    "#,
 ];
 
 /// The SQLite-backed [`Store`]. Calls run on tokio's blocking pool, one connection behind a mutex
@@ -158,6 +174,20 @@ struct MetaCache {
     functions: HashMap<String, FunctionRecord>,
     versions: HashMap<(String, VersionId), FunctionVersion>,
     aliases: HashMap<(String, String), Alias>,
+}
+
+fn schedule_row(r: &Row<'_>) -> rusqlite::Result<ScheduleRecord> {
+    Ok(ScheduleRecord {
+        name: r.get(0)?,
+        expression: r.get(1)?,
+        timezone: r.get(2)?,
+        function: r.get(3)?,
+        input: r.get(4)?,
+        enabled: r.get(5)?,
+        created_ms: r.get(6)?,
+        next_fire_ms: r.get(7)?,
+        last_fire_ms: r.get(8)?,
+    })
 }
 
 fn event_invoke_config_row(r: &Row<'_>) -> rusqlite::Result<EventInvokeConfig> {
@@ -893,6 +923,119 @@ impl Store for SqliteStore {
                 .query_map([&function], event_invoke_config_row)
                 .map_err(backend)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn create_schedule(&self, s: ScheduleRecord) -> Result<(), StoreError> {
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "INSERT INTO schedules (name, expression, timezone, function, input, enabled, created_ms, next_fire_ms, last_fire_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (name) DO NOTHING",
+                    params![s.name, s.expression, s.timezone, s.function, s.input, s.enabled, s.created_ms, s.next_fire_ms, s.last_fire_ms],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("schedule {} already exists", s.name)));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name, expression, timezone, function, input, enabled, created_ms, next_fire_ms, last_fire_ms
+                     FROM schedules ORDER BY name",
+                )
+                .map_err(backend)?;
+            let rows = stmt.query_map([], schedule_row).map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn get_schedule(&self, name: &str) -> Result<ScheduleRecord, StoreError> {
+        let name = name.to_string();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT name, expression, timezone, function, input, enabled, created_ms, next_fire_ms, last_fire_ms
+                 FROM schedules WHERE name = ?1",
+                [&name],
+                schedule_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::NotFound(format!("schedule {name}")))
+        })
+        .await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.tx(move |tx| {
+            let n = tx
+                .execute("DELETE FROM schedules WHERE name = ?1", [&name])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("schedule {name}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_schedule_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+        next_fire_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE schedules SET enabled = ?2, next_fire_ms = ?3 WHERE name = ?1",
+                    params![name, enabled, next_fire_ms],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("schedule {name}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn fire_schedule(
+        &self,
+        name: &str,
+        period_ms: i64,
+        next_fire_ms: Option<i64>,
+        event: NewAsyncEvent,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE schedules SET last_fire_ms = ?2, next_fire_ms = ?3
+                     WHERE name = ?1 AND enabled = 1 AND next_fire_ms = ?2",
+                    params![name, period_ms, next_fire_ms],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5)",
+                params![event.request_id, event.function, event.qualifier, event.payload, event.received_ms],
+            )
+            .map_err(backend)?;
+            Ok(true)
         })
         .await
     }

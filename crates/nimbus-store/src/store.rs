@@ -295,6 +295,30 @@ pub trait Store: Send + Sync + 'static {
         function: &str,
     ) -> Result<Vec<EventInvokeConfig>, StoreError>;
 
+    // Schedules.
+    /// `Conflict` when the name is taken.
+    async fn create_schedule(&self, s: ScheduleRecord) -> Result<(), StoreError>;
+    async fn list_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
+    async fn get_schedule(&self, name: &str) -> Result<ScheduleRecord, StoreError>;
+    async fn delete_schedule(&self, name: &str) -> Result<(), StoreError>;
+    async fn set_schedule_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+        next_fire_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
+    /// Fires the period `period_ms` of an enabled schedule whose next fire it is: in one
+    /// transaction, moves the schedule on to `next_fire_ms` and stores `event` for asynchronous
+    /// invocation. `false` (and nothing stored) when the period is no longer due (fired
+    /// already, the schedule disabled, changed or deleted): a period fires at most once.
+    async fn fire_schedule(
+        &self,
+        name: &str,
+        period_ms: i64,
+        next_fire_ms: Option<i64>,
+        event: NewAsyncEvent,
+    ) -> Result<bool, StoreError>;
+
     // API gateway resources. The gateway crate owns their shape; the store keeps each API as one
     // JSON document with a revision, so every change is a read-modify-write checked against
     // concurrent writers.
@@ -384,6 +408,24 @@ pub struct EventInvokeConfig {
     pub on_success: Option<String>,
     pub on_failure: Option<String>,
     pub last_modified_ms: i64,
+}
+
+/// A schedule: an EventBridge expression in a time zone, firing a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    pub name: String,
+    pub expression: String,
+    /// An IANA zone name (`UTC` by default).
+    pub timezone: String,
+    /// `name` or `name:qualifier`.
+    pub function: String,
+    /// A fixed event (JSON) instead of EventBridge's Scheduled Event.
+    pub input: Option<String>,
+    pub enabled: bool,
+    pub created_ms: i64,
+    /// The period that fires next (`None`: no fire time left, or disabled).
+    pub next_fire_ms: Option<i64>,
+    pub last_fire_ms: Option<i64>,
 }
 
 /// One API gateway API as stored: its id, the revision of the document and the document.

@@ -78,6 +78,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Show a function's metrics over a window, per minute, as a table with sparklines.
     Metrics(MetricsArgs),
+    /// Schedules: EventBridge rate/cron expressions that invoke a function.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Manage HTTP APIs (the API gateway): routes, stages, deployments.
     #[command(subcommand)]
     Api(ApiCommand),
@@ -343,6 +346,37 @@ pub enum ApiCommand {
         #[arg(long)]
         to: String,
     },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ScheduleCommand {
+    /// `schedule add NAME --expr 'rate(5 minutes)' --function F [--input JSON] [--tz ZONE]`.
+    Add {
+        name: String,
+        /// `rate(N minute|minutes|hour|hours|day|days)` or `cron(min hour dom month dow year)`.
+        #[arg(long)]
+        expr: String,
+        /// The function (NAME or NAME:QUALIFIER) to invoke asynchronously.
+        #[arg(long)]
+        function: String,
+        /// A fixed event (JSON) instead of EventBridge's Scheduled Event.
+        #[arg(long)]
+        input: Option<String>,
+        /// The IANA time zone cron expressions are read in (default UTC).
+        #[arg(long)]
+        tz: Option<String>,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// List schedules with their next fire times.
+    Ls,
+    /// Delete a schedule.
+    Rm { name: String },
+    /// Enable a schedule (it fires from the next period after now).
+    Enable { name: String },
+    /// Disable a schedule.
+    Disable { name: String },
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -57,6 +57,7 @@ pub async fn run(global: Global, cmd: Command) -> anyhow::Result<()> {
         Command::Logs(a) => logs(&client, a).await,
         Command::Metrics(a) => metrics(&client, &global, a).await,
         Command::Api(a) => crate::api_cmd::run(&client, &global, a).await,
+        Command::Schedule(a) => schedule(&client, &global, a).await,
         Command::Up(_) | Command::Doctor(_) | Command::Bench(_) => unreachable!("handled in main"),
     }
 }
@@ -556,5 +557,100 @@ async fn concurrency(
         &["QUALIFIER", "REQUESTED", "ALLOCATED", "STATUS", "REASON"],
         &rows,
     );
+    Ok(())
+}
+
+async fn schedule(
+    client: &Client,
+    global: &Global,
+    cmd: crate::cli::ScheduleCommand,
+) -> anyhow::Result<()> {
+    use crate::cli::ScheduleCommand as S;
+    let shown = match cmd {
+        S::Add {
+            name,
+            expr,
+            function,
+            input,
+            tz,
+            disabled,
+        } => {
+            let mut body = json!({ "name": name, "expression": expr, "function": function, "enabled": !disabled });
+            if let Some(i) = input {
+                let v: Value = serde_json::from_str(&i)
+                    .map_err(|e| anyhow!("--input is not valid JSON: {e}"))?;
+                body["input"] = v;
+            }
+            if let Some(z) = tz {
+                body["timezone"] = json!(z);
+            }
+            client.create_schedule(&body).await?
+        }
+        S::Ls => {
+            let list = client.list_schedules().await?;
+            if global.json {
+                print_json(&Value::Array(list));
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            s(v, "name"),
+                            s(v, "expression"),
+                            s(v, "timezone"),
+                            s(v, "function"),
+                            if v["enabled"].as_bool() == Some(true) {
+                                "yes"
+                            } else {
+                                "no"
+                            }
+                            .into(),
+                            s(v, "nextFire"),
+                            s(v, "lastFire"),
+                        ]
+                    })
+                    .collect();
+                table::print(
+                    &[
+                        "NAME",
+                        "EXPRESSION",
+                        "TZ",
+                        "FUNCTION",
+                        "ENABLED",
+                        "NEXT FIRE",
+                        "LAST FIRE",
+                    ],
+                    &rows,
+                );
+            }
+            return Ok(());
+        }
+        S::Rm { name } => {
+            client.delete_schedule(&name).await?;
+            outln!("deleted schedule {name}");
+            return Ok(());
+        }
+        S::Enable { name } => client.set_schedule_enabled(&name, true).await?,
+        S::Disable { name } => client.set_schedule_enabled(&name, false).await?,
+    };
+    if global.json {
+        print_json(&shown);
+    } else {
+        outln!(
+            "schedule {} ({}, {}) -> {}; next fire {}",
+            s(&shown, "name"),
+            s(&shown, "expression"),
+            if shown["enabled"].as_bool() == Some(true) {
+                "enabled"
+            } else {
+                "disabled"
+            },
+            s(&shown, "function"),
+            match s(&shown, "nextFire") {
+                t if t.is_empty() => "none".to_string(),
+                t => t,
+            }
+        );
+    }
     Ok(())
 }

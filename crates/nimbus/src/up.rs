@@ -314,6 +314,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         store: store.clone(),
         blobs: blobs.clone(),
         runtime: runtime.clone(),
+        scheduler: nimbus_events::Scheduler::start(store.clone(), events.clone()),
         events: events.clone(),
         metrics: metrics.clone(),
         credentials: cfg.credentials.clone(),
