@@ -161,3 +161,61 @@ async fn event_invoke_configs_belong_to_existing_functions() {
         Err(StoreError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn a_schedule_period_fires_once() {
+    use nimbus_store::ScheduleRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("nimbus.db")).unwrap();
+    let s = ScheduleRecord {
+        name: "every-minute".into(),
+        expression: "rate(1 minute)".into(),
+        timezone: "UTC".into(),
+        function: "f".into(),
+        input: None,
+        enabled: true,
+        created_ms: 0,
+        next_fire_ms: Some(60_000),
+        last_fire_ms: None,
+    };
+    store.create_schedule(s.clone()).await.unwrap();
+    assert!(matches!(
+        store.create_schedule(s.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store
+        .fire_schedule("every-minute", 60_000, Some(120_000), event("p1", 61_000))
+        .await
+        .unwrap());
+    // The same period again (a second scheduler, a restart that read the old row): refused,
+    // and no second event stored.
+    assert!(!store
+        .fire_schedule(
+            "every-minute",
+            60_000,
+            Some(120_000),
+            event("p1-again", 61_500)
+        )
+        .await
+        .unwrap());
+    assert_eq!(store.count_async_events().await.unwrap(), 1);
+    let got = store.get_schedule("every-minute").await.unwrap();
+    assert_eq!(
+        (got.last_fire_ms, got.next_fire_ms),
+        (Some(60_000), Some(120_000))
+    );
+    // A disabled schedule does not fire.
+    store
+        .set_schedule_enabled("every-minute", false, None)
+        .await
+        .unwrap();
+    assert!(!store
+        .fire_schedule("every-minute", 120_000, Some(180_000), event("p2", 121_000))
+        .await
+        .unwrap());
+    store.delete_schedule("every-minute").await.unwrap();
+    assert!(matches!(
+        store.delete_schedule("every-minute").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
