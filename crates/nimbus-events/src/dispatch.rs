@@ -308,7 +308,9 @@ async fn run(inner: &Inner, e: AsyncEvent) {
     let function_arn = nimbus_core::FunctionRef::qualified_arn(&e.function, &qualifier_name);
 
     let age_ms = now_ms() - e.received_ms;
-    inner.metrics.age(&e.function, age_ms as f64);
+    inner
+        .metrics
+        .age(&e.function, Duration::from_millis(age_ms.max(0) as u64));
     if age_ms > max_age_ms {
         tracing::warn!(function = %e.function, request_id = %e.request_id, age_ms, "asynchronous event dropped: older than its maximum event age");
         inner

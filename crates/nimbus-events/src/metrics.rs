@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use nimbus_telemetry::metrics::{Collector, Exposition, Kind};
+use std::time::Duration;
+
+use nimbus_telemetry::metrics::{Collector, Exposition, Histogram, Kind, DURATION_BOUNDS_S};
 
 #[derive(Default, Clone)]
 struct Counts {
@@ -15,9 +17,7 @@ struct Counts {
     dropped_gone: u64,
     destination_failures: u64,
     delivered_to_destinations: u64,
-    age_count: u64,
-    age_sum_ms: f64,
-    age_max_ms: f64,
+    age: Histogram,
 }
 
 /// Why an event was dropped.
@@ -48,12 +48,8 @@ impl AsyncMetrics {
     }
 
     /// The age of an event when it is taken up for an attempt.
-    pub fn age(&self, function: &str, age_ms: f64) {
-        self.with(function, |c| {
-            c.age_count += 1;
-            c.age_sum_ms += age_ms;
-            c.age_max_ms = c.age_max_ms.max(age_ms);
-        });
+    pub fn age(&self, function: &str, age: Duration) {
+        self.with(function, |c| c.age.record(age));
     }
 
     pub fn dropped(&self, function: &str, why: Dropped) {
@@ -137,25 +133,16 @@ impl Collector for AsyncMetrics {
             );
         }
         out.family(
-            "nimbus_async_event_age_ms",
-            "Time from accepting an event to an attempt to run it (Lambda's AsyncEventAge): sum and count of attempts, and the largest.",
-            Kind::Gauge,
+            "nimbus_async_event_age_seconds",
+            "Time from accepting an event to each attempt to run it (Lambda's AsyncEventAge).",
+            Kind::Histogram,
         );
         for (f, c) in &m {
-            out.sample(
-                "nimbus_async_event_age_ms_sum",
+            out.histogram(
+                "nimbus_async_event_age_seconds",
                 &[("function", f)],
-                c.age_sum_ms,
-            );
-            out.sample(
-                "nimbus_async_event_age_ms_count",
-                &[("function", f)],
-                c.age_count as f64,
-            );
-            out.sample(
-                "nimbus_async_event_age_ms_max",
-                &[("function", f)],
-                c.age_max_ms,
+                &c.age,
+                &DURATION_BOUNDS_S,
             );
         }
     }
