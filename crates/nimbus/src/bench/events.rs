@@ -5,15 +5,11 @@
 //! and the rate at which accepted events were processed end to end.
 
 use std::fmt::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
 use nimbus_client::Client;
-use serde_json::json;
 
 use super::loadgen::{self, LoadRun, Target};
-use super::report::{self, Lang};
 use super::server::Server;
 use super::{progress, stats, BenchArgs, Interpreters};
 
@@ -35,20 +31,8 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
     let top = args.concurrency.iter().copied().max().unwrap_or(1);
     let server = Server::start(top + 8).await?;
     let client = Client::new(&server.endpoint);
-    let functions = super::functions(args, &mut notes)?;
-    let python = functions
-        .iter()
-        .find(|f| f.lang == Lang::Python)
-        .ok_or_else(|| anyhow!("the events bench needs the python hello (--only python)"))?;
-    client
-        .create_function(
-            python.name,
-            &python.code,
-            json!({ "Runtime": python.runtime, "Handler": python.handler, "MemorySize": 256, "Timeout": 30 }),
-        )
-        .await
-        .with_context(|| format!("creating {}", python.name))?;
-    let target = Target::invoke(&server.endpoint, python.name)?.event();
+    let python = super::create_python_hello(&client, args, &mut notes, "events").await?;
+    let target = Target::invoke(&server.endpoint, python)?.event();
     let mut levels = Vec::new();
     eprintln!("asynchronous invocation ...");
     for &c in &args.concurrency {
@@ -128,15 +112,4 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
         let _ = writeln!(md, "\n{n}");
     }
     Ok(md)
-}
-
-/// Records the block in `path` between the events markers.
-pub fn write(path: &Path, block: &str) -> anyhow::Result<()> {
-    let existing = match std::fs::read_to_string(path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    std::fs::write(path, report::replace_between(&existing, BEGIN, END, block))
-        .with_context(|| format!("writing {}", path.display()))
 }

@@ -16,7 +16,6 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use super::loadgen::{self, LoadRun, Target};
-use super::report::{self, Lang};
 use super::server::Server;
 use super::{peer, probe, progress, stats, BenchArgs, Interpreters, WARMUP_PER_WORKER};
 use nimbus_client::Client;
@@ -36,6 +35,14 @@ struct Measured {
 }
 
 impl Measured {
+    fn failed(label: &'static str, error: String) -> Measured {
+        Measured {
+            label,
+            runs: Vec::new(),
+            error: Some(error),
+        }
+    }
+
     fn at(&self, c: usize) -> Option<&LoadRun> {
         self.runs.iter().find(|r| r.concurrency == c)
     }
@@ -43,29 +50,21 @@ impl Measured {
 
 async fn measure(
     label: &'static str,
-    target: Option<anyhow::Result<Target>>,
+    target: anyhow::Result<Target>,
     args: &BenchArgs,
 ) -> Measured {
+    let target = match target {
+        Err(e) => return Measured::failed(label, format!("{e:#}")),
+        Ok(t) => t,
+    };
     let mut path = Measured {
         label,
         runs: Vec::new(),
         error: None,
     };
-    let target = match target {
-        None => {
-            path.error = Some("not measured".into());
-            return path;
-        }
-        Some(Err(e)) => {
-            path.error = Some(format!("{e:#}"));
-            return path;
-        }
-        Some(Ok(t)) => t,
-    };
     eprintln!("  {label} ...");
     if let Err(e) = probe(&target).await {
-        path.error = Some(e);
-        return path;
+        return Measured::failed(label, e);
     }
     for &c in &args.concurrency {
         let run = loadgen::closed_loop(&target, c, WARMUP_PER_WORKER, args.duration).await;
@@ -84,19 +83,7 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
         .gateway
         .ok_or_else(|| anyhow!("the server under test did not report its gateway address"))?;
     let client = Client::new(&server.endpoint);
-    let functions = super::functions(args, &mut notes)?;
-    let python = functions
-        .iter()
-        .find(|f| f.lang == Lang::Python)
-        .ok_or_else(|| anyhow!("the gateway bench needs the python hello (--only python)"))?;
-    client
-        .create_function(
-            python.name,
-            &python.code,
-            json!({ "Runtime": python.runtime, "Handler": python.handler, "MemorySize": 256, "Timeout": 30 }),
-        )
-        .await
-        .with_context(|| format!("creating {}", python.name))?;
+    let python = super::create_python_hello(&client, args, &mut notes, "gateway").await?;
     client
         .create_function(
             ECHO,
@@ -121,7 +108,7 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
     for (key, integration) in [
         (
             "GET /hello",
-            json!({ "integrationType": "AWS_PROXY", "integrationUri": python.name, "payloadFormatVersion": "2.0" }),
+            json!({ "integrationType": "AWS_PROXY", "integrationUri": python, "payloadFormatVersion": "2.0" }),
         ),
         (
             "GET /hello/event",
@@ -149,19 +136,19 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
     let event = gateway_event(gateway, &host).await;
     let direct = measure(
         "Invoke API → python hello",
-        Some(event.and_then(|e| Ok(Target::invoke(&server.endpoint, python.name)?.with_body(e)))),
+        event.and_then(|e| Ok(Target::invoke(&server.endpoint, python)?.with_body(e))),
         args,
     )
     .await;
     let through = measure(
         "gateway → python hello",
-        Some(Target::get(gateway, &host, "/hello")),
+        Target::get(gateway, &host, "/hello"),
         args,
     )
     .await;
     let mock = measure(
         "gateway, mock integration",
-        Some(Target::get(gateway, &host, "/mock")),
+        Target::get(gateway, &host, "/mock"),
         args,
     )
     .await;
@@ -180,11 +167,10 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
                 runs: r.warm,
                 error: r.error,
             },
-            None => Measured {
-                label: "floor: python hello behind a bare Runtime API relay",
-                runs: Vec::new(),
-                error: Some("no python interpreter".into()),
-            },
+            None => Measured::failed(
+                "floor: python hello behind a bare Runtime API relay",
+                "no python interpreter".into(),
+            ),
         }
     };
 
@@ -193,26 +179,21 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
         Ok(n) => {
             let p = measure(
                 "nginx, fixed 200",
-                Some(Target::get(n.addr, "127.0.0.1", "/")),
+                Target::get(n.addr, "127.0.0.1", "/"),
                 args,
             )
             .await;
             n.stop();
             p
         }
-        Err(e) => Measured {
-            label: "nginx, fixed 200",
-            runs: Vec::new(),
-            error: Some(format!("{e:#}")),
-        },
+        Err(e) => Measured::failed("nginx, fixed 200", format!("{e:#}")),
     };
 
     let offline = if args.no_peer {
-        Measured {
-            label: "serverless-offline HTTP API → python hello",
-            runs: Vec::new(),
-            error: Some("skipped (--no-peer)".into()),
-        }
+        Measured::failed(
+            "serverless-offline HTTP API → python hello",
+            "skipped (--no-peer)".into(),
+        )
     } else {
         eprintln!("serverless-offline ...");
         offline_http(args, interpreters, &mut notes).await
@@ -225,7 +206,6 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
     Ok(markdown(
         args,
         interpreters,
-        &[&direct, &through, &floor, &mock, &nginx, &offline],
         &direct,
         &through,
         &floor,
@@ -264,11 +244,7 @@ async fn offline_http(
     notes: &mut Vec<String>,
 ) -> Measured {
     let label = "serverless-offline HTTP API → python hello";
-    let failed = |e: String| Measured {
-        label,
-        runs: Vec::new(),
-        error: Some(e),
-    };
+    let failed = |e: String| Measured::failed(label, e);
     let dir = peer::install_dir();
     if let Err(e) = peer::install(&dir).await {
         return failed(format!("installing it failed: {e:#}"));
@@ -285,12 +261,7 @@ async fn offline_http(
         notes.extend(p.stop().await);
         return failed(format!("{e:#}"));
     }
-    let measured = measure(
-        label,
-        Some(Target::get(p.http, "127.0.0.1", "/hello")),
-        args,
-    )
-    .await;
+    let measured = measure(label, Target::get(p.http, "127.0.0.1", "/hello"), args).await;
     notes.extend(p.stop().await);
     measured
 }
@@ -373,7 +344,6 @@ impl Nginx {
 fn markdown(
     args: &BenchArgs,
     interpreters: &Interpreters,
-    paths: &[&Measured],
     direct: &Measured,
     through: &Measured,
     floor: &Measured,
@@ -398,7 +368,7 @@ fn markdown(
         "| path | concurrency | p50 | p99 | requests/s | failed |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
-    for p in paths {
+    for p in [direct, through, floor, mock, nginx, offline] {
         if let Some(e) = &p.error {
             let _ = writeln!(md, "| {} | | | | | {} |", p.label, e.replace('|', "/"));
             continue;
@@ -495,15 +465,4 @@ fn markdown(
         let _ = writeln!(md, "\n{n}");
     }
     md
-}
-
-/// Records the block in `path` between the gateway markers.
-pub fn write(path: &Path, block: &str) -> anyhow::Result<()> {
-    let existing = match std::fs::read_to_string(path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    std::fs::write(path, report::replace_between(&existing, BEGIN, END, block))
-        .with_context(|| format!("writing {}", path.display()))
 }

@@ -72,7 +72,7 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
         let md = events::run(&args, &interpreters).await?;
         outln!("{md}");
         if let Some(path) = &args.write {
-            events::write(path, &md)?;
+            write_between(path, events::BEGIN, events::END, &md)?;
             eprintln!("wrote {}", path.display());
         }
         return Ok(());
@@ -81,7 +81,7 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
         let md = gateway::run(&args, &interpreters).await?;
         outln!("{md}");
         if let Some(path) = &args.write {
-            gateway::write(path, &md)?;
+            write_between(path, gateway::BEGIN, gateway::END, &md)?;
             eprintln!("wrote {}", path.display());
         }
         return Ok(());
@@ -141,13 +141,45 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn write_block(path: &Path, block: &str) -> anyhow::Result<()> {
+    write_between(path, report::BEGIN, report::END, block)
+}
+
+/// Records `block` in the file at `path` between the markers `begin` and `end` (appended,
+/// framed by them, when the file has none).
+fn write_between(path: &Path, begin: &str, end: &str, block: &str) -> anyhow::Result<()> {
     let existing = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    std::fs::write(path, report::replace_block(&existing, block))
+    std::fs::write(path, report::replace_between(&existing, begin, end, block))
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Creates the python hello on the server under test (256 MB, 30 s) and returns its name;
+/// `suite` names the run that needs it, for the error when `--only` left it out.
+async fn create_python_hello(
+    client: &Client,
+    args: &BenchArgs,
+    notes: &mut Vec<String>,
+    suite: &str,
+) -> anyhow::Result<&'static str> {
+    let functions = functions(args, notes)?;
+    let python = functions
+        .iter()
+        .find(|f| f.lang == Lang::Python)
+        .ok_or_else(|| {
+            anyhow::anyhow!("the {suite} bench needs the python hello (--only python)")
+        })?;
+    client
+        .create_function(
+            python.name,
+            &python.code,
+            json!({ "Runtime": python.runtime, "Handler": python.handler, "MemorySize": 256, "Timeout": 30 }),
+        )
+        .await
+        .with_context(|| format!("creating {}", python.name))?;
+    Ok(python.name)
 }
 
 /// The load generator against a trivial local server, at c=1 and the top concurrency.

@@ -556,14 +556,8 @@ impl Report {
 pub const BEGIN: &str = "<!-- nimbus bench: begin -->";
 pub const END: &str = "<!-- nimbus bench: end -->";
 
-/// `existing` with the text between the bench markers replaced by `block` (markers kept), or
+/// `existing` with the text between `begin` and `end` replaced by `block` (markers kept), or
 /// with a marked block appended when it has none.
-pub fn replace_block(existing: &str, block: &str) -> String {
-    replace_between(existing, BEGIN, END, block)
-}
-
-/// Replaces what lies between `begin` and `end` (markers included) with `block` framed by them,
-/// or appends it framed.
 pub fn replace_between(existing: &str, begin: &str, end: &str, block: &str) -> String {
     let block = format!("{begin}\n{}\n{end}", block.trim_end());
     match existing.find(begin) {
@@ -583,6 +577,11 @@ pub fn replace_between(existing: &str, begin: &str, end: &str, block: &str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The main bench block's markers.
+    fn replace_block(existing: &str, block: &str) -> String {
+        replace_between(existing, BEGIN, END, block)
+    }
     use crate::bench::loadgen::Failure;
 
     fn run(c: usize, ok: u64, secs: u64, lat_us: &[u64]) -> LoadRun {
