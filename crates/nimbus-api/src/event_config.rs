@@ -65,6 +65,34 @@ async fn target(
     Ok((function, qualifier))
 }
 
+/// A configuration with nothing set (Lambda's defaults).
+fn empty(function: String, qualifier: String) -> EventInvokeConfig {
+    EventInvokeConfig {
+        function,
+        qualifier,
+        max_retry_attempts: None,
+        max_event_age_s: None,
+        on_success: None,
+        on_failure: None,
+        last_modified_ms: 0,
+    }
+}
+
+/// Stores a configuration and tells the dispatcher, which caches them.
+async fn save(state: &ApiState, cfg: &EventInvokeConfig) -> ApiResult<Json<Value>> {
+    state.store.put_event_invoke_config(cfg.clone()).await?;
+    state.events.config_changed(&cfg.function);
+    Ok(Json(config_json(cfg)))
+}
+
+/// Lambda's answer for a function without a configuration.
+fn no_config(function: &str, qualifier: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "The function {} doesn't have an EventInvokeConfig",
+        FunctionRef::qualified_arn(function, qualifier)
+    ))
+}
+
 fn config_json(c: &EventInvokeConfig) -> Value {
     let dest = |d: &Option<String>| match d {
         Some(arn) => json!({ "Destination": arn }),
@@ -133,19 +161,9 @@ pub async fn put(
 ) -> ApiResult<Json<Value>> {
     let (function, qualifier) = target(&state, &name, &params).await?;
     let input: ConfigInput = json_body_required(&body)?;
-    let mut cfg = EventInvokeConfig {
-        function,
-        qualifier,
-        max_retry_attempts: None,
-        max_event_age_s: None,
-        on_success: None,
-        on_failure: None,
-        last_modified_ms: 0,
-    };
+    let mut cfg = empty(function, qualifier);
     apply(&state, &mut cfg, input).await?;
-    state.store.put_event_invoke_config(cfg.clone()).await?;
-    state.events.config_changed(&cfg.function);
-    Ok(Json(config_json(&cfg)))
+    save(&state, &cfg).await
 }
 
 pub async fn update(
@@ -162,21 +180,11 @@ pub async fn update(
         .await
     {
         Ok(c) => c,
-        Err(nimbus_store::StoreError::NotFound(_)) => EventInvokeConfig {
-            function,
-            qualifier,
-            max_retry_attempts: None,
-            max_event_age_s: None,
-            on_success: None,
-            on_failure: None,
-            last_modified_ms: 0,
-        },
+        Err(nimbus_store::StoreError::NotFound(_)) => empty(function, qualifier),
         Err(e) => return Err(e.into()),
     };
     apply(&state, &mut cfg, input).await?;
-    state.store.put_event_invoke_config(cfg.clone()).await?;
-    state.events.config_changed(&cfg.function);
-    Ok(Json(config_json(&cfg)))
+    save(&state, &cfg).await
 }
 
 pub async fn get(
@@ -189,12 +197,7 @@ pub async fn get(
         .store
         .get_event_invoke_config(&function, &qualifier)
         .await
-        .map_err(|_| {
-            ApiError::not_found(format!(
-                "The function {} doesn't have an EventInvokeConfig",
-                FunctionRef::qualified_arn(&function, &qualifier)
-            ))
-        })?;
+        .map_err(|_| no_config(&function, &qualifier))?;
     Ok(Json(config_json(&cfg)))
 }
 
@@ -208,12 +211,7 @@ pub async fn delete(
         .store
         .delete_event_invoke_config(&function, &qualifier)
         .await
-        .map_err(|_| {
-            ApiError::not_found(format!(
-                "The function {} doesn't have an EventInvokeConfig",
-                FunctionRef::qualified_arn(&function, &qualifier)
-            ))
-        })?;
+        .map_err(|_| no_config(&function, &qualifier))?;
     state.events.config_changed(&function);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -139,22 +139,30 @@ impl AsyncEvents {
         payload: Bytes,
         request_id: String,
     ) -> Result<(), AcceptError> {
-        let (ack, done) = oneshot::channel();
-        let event = NewAsyncEvent {
-            request_id,
-            function: function.to_string(),
-            qualifier: qualifier.map(str::to_string),
-            payload: payload.to_vec(),
-            received_ms: now_ms(),
-            not_before_ms: None,
-        };
         self.inner
-            .writer
+            .store_event(NewAsyncEvent {
+                request_id,
+                function: function.to_string(),
+                qualifier: qualifier.map(str::to_string),
+                payload: payload.to_vec(),
+                received_ms: now_ms(),
+                not_before_ms: None,
+            })
+            .await
+    }
+}
+
+impl Inner {
+    /// Hands an event to the writer and waits until its batch is committed; counts it.
+    async fn store_event(&self, event: NewAsyncEvent) -> Result<(), AcceptError> {
+        let function = event.function.clone();
+        let (ack, done) = oneshot::channel();
+        self.writer
             .send((event, ack))
             .map_err(|_| AcceptError::ShuttingDown)?;
         match done.await {
             Ok(Ok(())) => {
-                self.inner.metrics.received(function, 1);
+                self.metrics.received(&function, 1);
                 Ok(())
             }
             Ok(Err(e)) => Err(AcceptError::Store(e)),
@@ -441,35 +449,21 @@ fn finish(inner: &Inner, e: &AsyncEvent) {
 /// stored before the source event is removed.
 async fn deliver(inner: &Inner, source: &str, arn: &str, record: Vec<u8>) {
     let delivered = match Destination::parse(arn) {
-        Ok(Destination::Function { name, qualifier }) => {
-            let (ack, done) = oneshot::channel();
-            let event = NewAsyncEvent {
-                request_id: new_request_id(),
-                function: name.clone(),
+        Ok(Destination::Function { name, qualifier }) => inner
+            .store_event(NewAsyncEvent {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                function: name,
                 qualifier,
                 payload: record,
                 received_ms: now_ms(),
                 not_before_ms: None,
-            };
-            match inner.writer.send((event, ack)) {
-                Ok(()) => match done.await {
-                    Ok(Ok(())) => {
-                        inner.metrics.received(&name, 1);
-                        true
-                    }
-                    _ => false,
-                },
-                Err(_) => false,
-            }
-        }
+            })
+            .await
+            .is_ok(),
         Err(e) => {
             tracing::warn!(function = %source, error = %e, "destination delivery failed");
             false
         }
     };
     inner.metrics.destination(source, delivered);
-}
-
-fn new_request_id() -> String {
-    uuid::Uuid::new_v4().to_string()
 }

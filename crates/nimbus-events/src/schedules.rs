@@ -104,6 +104,7 @@ async fn run(store: Arc<dyn Store>, events: crate::AsyncEvents, wake: Arc<Notify
     loop {
         let now = now_ms();
         let mut soonest: Option<i64> = None;
+        let mut retry_soon = false;
         match store.list_schedules().await {
             Ok(all) => {
                 for s in all.into_iter().filter(|s| s.enabled) {
@@ -137,6 +138,7 @@ async fn run(store: Arc<dyn Store>, events: crate::AsyncEvents, wake: Arc<Notify
                         }
                         Ok(false) => {}
                         Err(e) => {
+                            retry_soon = true;
                             tracing::error!(schedule = %s.name, error = %e, "firing a schedule failed; it is tried again")
                         }
                     }
@@ -145,11 +147,18 @@ async fn run(store: Arc<dyn Store>, events: crate::AsyncEvents, wake: Arc<Notify
                     }
                 }
             }
-            Err(e) => tracing::error!(error = %e, "reading schedules failed"),
+            Err(e) => {
+                retry_soon = true;
+                tracing::error!(error = %e, "reading schedules failed");
+            }
         }
-        let wait = soonest
-            .map(|t| (t - now_ms()).clamp(1, 1000))
-            .unwrap_or(1000) as u64;
+        // Schedules change only through the API, which wakes this task, or by firing here: it
+        // sleeps until the next fire (a minute at most, a second after a store failure).
+        let wait = match (soonest, retry_soon) {
+            (_, true) => 1000,
+            (Some(t), false) => (t - now_ms()).clamp(1, 60_000),
+            (None, false) => 60_000,
+        } as u64;
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}

@@ -5,19 +5,8 @@ use nimbus_client::Client;
 use serde_json::{json, Value};
 
 use crate::cli::{ApiCommand, Global, RouteAddArgs, RouteCommand};
+use crate::commands::{print_json, s};
 use crate::table;
-
-fn s(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
-
-fn print_json(v: &Value) {
-    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
 
 /// The API an argument names: an id, or else a unique name.
 async fn api_id(client: &Client, api: &str) -> anyhow::Result<String> {

@@ -14,7 +14,8 @@ use crate::cli::{
 };
 use crate::{metrics_view, table};
 
-fn s(v: &Value, key: &str) -> String {
+/// A field of an API answer as text (`""` when absent or null).
+pub(crate) fn s(v: &Value, key: &str) -> String {
     match v.get(key) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -22,7 +23,7 @@ fn s(v: &Value, key: &str) -> String {
     }
 }
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
