@@ -30,12 +30,9 @@ struct ScheduleInput {
 }
 
 fn iso(ms: Option<i64>) -> Value {
-    ms.and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or(Value::Null, Value::String)
+    ms.map_or(Value::Null, |ms| {
+        Value::String(nimbus_telemetry::utc_timestamp(ms, "Z"))
+    })
 }
 
 fn schedule_json(s: &ScheduleRecord) -> Value {

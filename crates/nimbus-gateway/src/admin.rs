@@ -190,13 +190,7 @@ fn new_id(len: usize) -> String {
 }
 
 fn iso(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    nimbus_telemetry::utc_timestamp(ms, "Z")
 }
 
 async fn load(gw: &Gateway, api_id: &str) -> AdminResult<(ApiDoc, u64)> {
