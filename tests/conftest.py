@@ -93,6 +93,18 @@ class NimbusServer:
             config=cfg,
         )
 
+    def sqs_client(self, **config):
+        """A boto3 `sqs` client for the built-in queues (same address as the Lambda API)."""
+        cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=60, connect_timeout=5, **config)
+        return boto3.client(
+            "sqs",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=cfg,
+        )
+
     def cli(self, *args, check=True, timeout=60, input=None):
         """Runs the CLI against this server; returns the CompletedProcess."""
         env = dict(os.environ, NIMBUS_ENDPOINT=self.endpoint)
