@@ -304,6 +304,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         store.clone(),
         runtime.clone(),
         async_metrics,
+        queues.clone(),
         nimbus_events::AsyncConfig {
             retry_base: cfg.async_retry_base,
             ..Default::default()
