@@ -135,15 +135,25 @@ async fn apply(state: &ApiState, cfg: &mut EventInvokeConfig, input: ConfigInput
             match given.destination.filter(|s| !s.is_empty()) {
                 None => *slot = None,
                 Some(arn) => {
-                    let Destination::Function { name, .. } =
-                        Destination::parse(&arn).map_err(|e| {
-                            ApiError::invalid(format!("DestinationConfig.{field}: {e}"))
-                        })?;
-                    state.store.get_function(&name).await.map_err(|_| {
-                        ApiError::invalid(format!(
-                            "DestinationConfig.{field}: the destination function {name} does not exist"
-                        ))
+                    let dest = Destination::parse(&arn).map_err(|e| {
+                        ApiError::invalid(format!("DestinationConfig.{field}: {e}"))
                     })?;
+                    match dest {
+                        Destination::Function { name, .. } => {
+                            state.store.get_function(&name).await.map_err(|_| {
+                                ApiError::invalid(format!(
+                                    "DestinationConfig.{field}: the destination function {name} does not exist"
+                                ))
+                            })?;
+                        }
+                        Destination::Queue { name } => {
+                            state.queues.queue(&name).await.map_err(|_| {
+                                ApiError::invalid(format!(
+                                    "DestinationConfig.{field}: the destination queue {name} does not exist"
+                                ))
+                            })?;
+                        }
+                    }
                     *slot = Some(arn);
                 }
             }

@@ -12,9 +12,11 @@ mod error;
 mod event_config;
 mod functions;
 mod invoke;
+mod mappings;
 mod nimbus;
 pub mod provisioned;
 mod schedules;
+mod sqs;
 pub use nimbus_sigv4 as sigv4;
 mod wire;
 
@@ -53,6 +55,10 @@ pub struct ApiInner {
     pub credentials: Vec<Credentials>,
     /// The API gateway, whose resources the `/v2/...` routes manage.
     pub gateway: Arc<nimbus_gateway::Gateway>,
+    /// Built-in queues, served in SQS's JSON protocol at `POST /`.
+    pub queues: nimbus_events::queues::Queues,
+    /// Event source mappings (queues polled into functions).
+    pub mappings: nimbus_events::mappings::Mappings,
 }
 
 impl std::ops::Deref for ApiState {
@@ -166,6 +172,22 @@ pub fn router(state: ApiState) -> Router {
             "/nimbus/v1/schedules/{name}/disable",
             post(schedules::disable),
         )
+        .route(
+            "/2015-03-31/event-source-mappings/",
+            get(mappings::list).post(mappings::create),
+        )
+        .route(
+            "/2015-03-31/event-source-mappings",
+            get(mappings::list).post(mappings::create),
+        )
+        .route(
+            "/2015-03-31/event-source-mappings/{uuid}",
+            get(mappings::get)
+                .put(mappings::update)
+                .delete(mappings::delete),
+        )
+        // Amazon SQS's JSON 1.0 protocol: the operation is in X-Amz-Target.
+        .route("/", post(sqs::handle))
         // API Gateway v2's management API (HTTP APIs, routes, integrations, stages, ...).
         .merge(nimbus_gateway::admin::router(state.gateway.clone()))
         .fallback(nimbus::unknown_operation)

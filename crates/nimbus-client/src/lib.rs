@@ -87,6 +87,10 @@ impl Client {
     }
 
     fn sign(&self, req: &mut reqwest::Request) {
+        self.sign_for(req, "lambda")
+    }
+
+    fn sign_for(&self, req: &mut reqwest::Request, service: &str) {
         let Some(creds) = &self.credentials else {
             return;
         };
@@ -113,7 +117,7 @@ impl Client {
             &body,
             creds,
             "us-east-1",
-            "lambda",
+            service,
             std::time::SystemTime::now(),
         );
     }
@@ -679,6 +683,97 @@ impl Client {
         self.json(
             self.http
                 .post(self.url(&format!("/nimbus/v1/schedules/{}/{verb}", seg(name)))),
+        )
+        .await
+    }
+
+    // ---- queues (SQS's JSON protocol) and event source mappings ----
+
+    /// One SQS operation (`AmazonSQS.<op>`) with its JSON input; errors carry SQS's code.
+    pub async fn sqs(&self, op: &str, input: &Value) -> Result<Value> {
+        let mut req = self
+            .http
+            .post(self.url("/"))
+            .header("x-amz-target", format!("AmazonSQS.{op}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-amz-json-1.0")
+            .body(input.to_string())
+            .build()
+            .map_err(|e| ClientError::Other(format!("could not build the request: {e}")))?;
+        self.sign_for(&mut req, "sqs");
+        let resp = self
+            .http
+            .execute(req)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        let query_code = resp
+            .headers()
+            .get("x-amzn-query-error")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string);
+        let text = resp.text().await.map_err(|e| self.unreachable(e))?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let code = query_code
+            .or_else(|| {
+                body.get("__type")
+                    .and_then(Value::as_str)
+                    .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
+            })
+            .unwrap_or_else(|| "Error".into());
+        let message = body
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or(text);
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        })
+    }
+
+    /// The URL of queue `name` (GetQueueUrl).
+    pub async fn queue_url(&self, name: &str) -> Result<String> {
+        let v = self
+            .sqs("GetQueueUrl", &serde_json::json!({ "QueueName": name }))
+            .await?;
+        Ok(v.get("QueueUrl")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    pub async fn create_event_source_mapping(&self, body: &Value) -> Result<Value> {
+        self.json(
+            self.http
+                .post(self.url("/2015-03-31/event-source-mappings/"))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn list_event_source_mappings(&self, source_arn: Option<&str>) -> Result<Vec<Value>> {
+        let mut req = self
+            .http
+            .get(self.url("/2015-03-31/event-source-mappings/"));
+        if let Some(arn) = source_arn {
+            req = req.query(&[("EventSourceArn", arn)]);
+        }
+        let v = self.json(req).await?;
+        Ok(v.get("EventSourceMappings")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    pub async fn delete_event_source_mapping(&self, uuid: &str) -> Result<Value> {
+        self.json(
+            self.http
+                .delete(self.url(&format!("/2015-03-31/event-source-mappings/{}", seg(uuid)))),
         )
         .await
     }

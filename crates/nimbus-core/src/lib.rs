@@ -8,6 +8,7 @@ mod limits;
 mod names;
 mod runtime;
 pub mod schedule;
+pub mod sqs;
 
 pub use error::CoreError;
 pub use function::{

@@ -12,6 +12,8 @@ pub enum Destination {
         name: String,
         qualifier: Option<String>,
     },
+    /// `arn:aws:sqs:REGION:ACCOUNT:NAME`: a built-in queue, sent the record as a message body.
+    Queue { name: String },
 }
 
 /// Why an ARN cannot be a destination (the message names the ARN and the reason).
@@ -22,13 +24,20 @@ pub struct DestinationError(pub String);
 impl Destination {
     pub fn parse(arn: &str) -> Result<Destination, DestinationError> {
         if arn.starts_with("arn:aws:sqs:") {
-            return Err(DestinationError(format!(
-                "destination {arn} is a queue; queue destinations are not supported yet (use a function)"
-            )));
+            return match nimbus_core::sqs::queue_name_from_arn(arn) {
+                Some(name) if nimbus_core::sqs::validate_queue_name(name).is_ok() => {
+                    Ok(Destination::Queue {
+                        name: name.to_string(),
+                    })
+                }
+                _ => Err(DestinationError(format!(
+                    "destination {arn:?} is not a queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)"
+                ))),
+            };
         }
         if arn.starts_with("arn:aws:sns:") || arn.starts_with("arn:aws:events:") {
             return Err(DestinationError(format!(
-                "destination {arn}: SNS topics and EventBridge buses are not supported; use a function"
+                "destination {arn}: SNS topics and EventBridge buses are not supported; use a function or a queue"
             )));
         }
         let r = nimbus_core::FunctionRef::parse(arn).map_err(|e| {
@@ -130,9 +139,16 @@ mod tests {
                 qualifier: Some("live".into())
             })
         );
+        assert_eq!(
+            Destination::parse("arn:aws:sqs:us-east-1:000000000000:failures"),
+            Ok(Destination::Queue {
+                name: "failures".into()
+            })
+        );
         for bad in [
             "sink",
-            "arn:aws:sqs:us-east-1:000000000000:q",
+            "arn:aws:sqs:us-east-1:000000000000:",
+            "arn:aws:sqs:us-east-1:000000000000:bad name",
             "arn:aws:sns:us-east-1:000000000000:t",
             "arn:aws:lambda:us-east-1:0:layer:x",
             "",

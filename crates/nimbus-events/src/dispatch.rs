@@ -61,6 +61,8 @@ type Ack = oneshot::Sender<Result<(), String>>;
 
 struct Inner {
     store: Arc<dyn Store>,
+    /// Queue destinations.
+    queues: crate::queues::Queues,
     runtime: Arc<Runtime>,
     cfg: AsyncConfig,
     metrics: Arc<AsyncMetrics>,
@@ -87,6 +89,7 @@ impl AsyncEvents {
         store: Arc<dyn Store>,
         runtime: Arc<Runtime>,
         metrics: Arc<AsyncMetrics>,
+        queues: crate::queues::Queues,
         cfg: AsyncConfig,
     ) -> Result<AsyncEvents, StoreError> {
         let released = store.release_async_leases().await?;
@@ -101,6 +104,7 @@ impl AsyncEvents {
         let inner = Arc::new(Inner {
             finisher,
             configs: Default::default(),
+            queues,
             store,
             runtime,
             permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
@@ -460,6 +464,27 @@ async fn deliver(inner: &Inner, source: &str, arn: &str, record: Vec<u8>) {
             })
             .await
             .is_ok(),
+        Ok(Destination::Queue { name }) => {
+            let body = String::from_utf8_lossy(&record).into_owned();
+            let entry = crate::queues::SendEntry {
+                body,
+                ..Default::default()
+            };
+            match inner.queues.send(&name, vec![entry]).await {
+                Ok(mut r) => match r.pop() {
+                    Some(Ok(_)) => true,
+                    Some(Err(e)) => {
+                        tracing::warn!(function = %source, queue = %name, error = %e.message, "destination delivery failed");
+                        false
+                    }
+                    None => false,
+                },
+                Err(e) => {
+                    tracing::warn!(function = %source, queue = %name, error = %e.message, "destination delivery failed");
+                    false
+                }
+            }
+        }
         Err(e) => {
             tracing::warn!(function = %source, error = %e, "destination delivery failed");
             false

@@ -6,7 +6,9 @@
 
 pub mod destination;
 mod dispatch;
+pub mod mappings;
 mod metrics;
+pub mod queues;
 pub mod schedules;
 
 pub use dispatch::{AcceptError, AsyncConfig, AsyncEvents};

@@ -5,11 +5,16 @@
 
 mod blob;
 pub mod code;
+mod queues;
 mod sqlite;
 mod store;
 
 pub use blob::{BlobStore, CollectGuard, StoredCode, UploadGuard};
 pub use code::{CodeError, Unpacked, UnzipLimits};
+pub use queues::{
+    Dedup, EventSourceMappingDoc, HandleOutcome, NewMessage, QueueCounts, QueueMessage, QueueOp,
+    QueueOpResult, QueueRecord, Redrive, Sent,
+};
 pub use sqlite::SqliteStore;
 pub use store::{
     AsyncEvent, EventInvokeConfig, FunctionRecord, GatewayApiDoc, GatewayDeploymentDoc, LogEvent,

@@ -9,6 +9,9 @@ use nimbus_core::{Alias, AliasRouting, FunctionConfig, FunctionVersion, VersionI
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use rusqlite_migration::{Migrations, M};
 
+use crate::queues::{
+    self, EventSourceMappingDoc, QueueCounts, QueueOp, QueueOpResult, QueueRecord,
+};
 use crate::store::{
     AsyncEvent, EventInvokeConfig, FunctionRecord, GatewayApiDoc, GatewayDeploymentDoc, LogEvent,
     LogQuery, MetricMinute, NewAsyncEvent, NewLogEvent, Page, ProvisionedConfig, ScheduleRecord,
@@ -154,6 +157,8 @@ const MIGRATIONS: &[&str] = &[
         last_fire_ms INTEGER
     );
     "#,
+    // 7: queues, their messages, FIFO deduplication keys, event source mappings.
+    crate::queues::MIGRATION,
 ];
 
 /// The SQLite-backed [`Store`]. Calls run on tokio's blocking pool, one connection behind a mutex
@@ -218,7 +223,7 @@ fn gateway_deployment_row(r: &Row<'_>) -> rusqlite::Result<GatewayDeploymentDoc>
     })
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
@@ -1284,6 +1289,89 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn create_queue(&self, queue: QueueRecord) -> Result<(), StoreError> {
+        self.tx(move |tx| queues::create_queue(tx, &queue)).await
+    }
+
+    async fn get_queue(&self, name: &str) -> Result<QueueRecord, StoreError> {
+        let name = name.to_owned();
+        self.with(move |conn| queues::get_queue(conn, &name)).await
+    }
+
+    async fn list_queues(&self, prefix: &str) -> Result<Vec<QueueRecord>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.with(move |conn| queues::list_queues(conn, &prefix))
+            .await
+    }
+
+    async fn update_queue(
+        &self,
+        name: &str,
+        attributes: Option<String>,
+        tags: Option<BTreeMap<String, String>>,
+        modified_ms: i64,
+    ) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.tx(move |tx| {
+            queues::update_queue(tx, &name, attributes.as_deref(), tags.as_ref(), modified_ms)
+        })
+        .await
+    }
+
+    async fn delete_queue(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.tx(move |tx| queues::delete_queue(tx, &name)).await
+    }
+
+    async fn queue_ops(
+        &self,
+        ops: Vec<QueueOp>,
+    ) -> Result<Vec<Result<QueueOpResult, StoreError>>, StoreError> {
+        self.tx(move |tx| {
+            let mut out = Vec::with_capacity(ops.len());
+            for op in &ops {
+                match queues::apply(tx, op) {
+                    Err(StoreError::Backend(e)) => return Err(StoreError::Backend(e)),
+                    r => out.push(r),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn queue_counts(&self, name: &str, now_ms: i64) -> Result<QueueCounts, StoreError> {
+        let name = name.to_owned();
+        self.with(move |conn| queues::queue_counts(conn, &name, now_ms))
+            .await
+    }
+
+    async fn expire_queue_messages(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.tx(move |tx| queues::expire_messages(tx, now_ms)).await
+    }
+
+    async fn put_event_source_mapping(&self, m: EventSourceMappingDoc) -> Result<(), StoreError> {
+        self.tx(move |tx| queues::put_mapping(tx, &m)).await
+    }
+
+    async fn get_event_source_mapping(
+        &self,
+        uuid: &str,
+    ) -> Result<EventSourceMappingDoc, StoreError> {
+        let uuid = uuid.to_owned();
+        self.with(move |conn| queues::get_mapping(conn, &uuid))
+            .await
+    }
+
+    async fn list_event_source_mappings(&self) -> Result<Vec<EventSourceMappingDoc>, StoreError> {
+        self.with(|conn| queues::list_mappings(conn)).await
+    }
+
+    async fn delete_event_source_mapping(&self, uuid: &str) -> Result<(), StoreError> {
+        let uuid = uuid.to_owned();
+        self.tx(move |tx| queues::delete_mapping(tx, &uuid)).await
     }
 
     async fn set_tags(&self, name: &str, tags: BTreeMap<String, String>) -> Result<(), StoreError> {

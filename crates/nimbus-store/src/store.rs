@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use nimbus_core::{Alias, FunctionVersion, VersionId};
 
+use crate::queues::{EventSourceMappingDoc, QueueCounts, QueueOp, QueueOpResult, QueueRecord};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The named thing does not exist; the string says what ("function hello", "alias live of hello").
@@ -318,6 +320,40 @@ pub trait Store: Send + Sync + 'static {
         next_fire_ms: Option<i64>,
         event: NewAsyncEvent,
     ) -> Result<bool, StoreError>;
+
+    // Queues (see `queues.rs`).
+    /// `Conflict` when the name is taken.
+    async fn create_queue(&self, queue: QueueRecord) -> Result<(), StoreError>;
+    async fn get_queue(&self, name: &str) -> Result<QueueRecord, StoreError>;
+    /// Queues whose names start with `prefix`, by name.
+    async fn list_queues(&self, prefix: &str) -> Result<Vec<QueueRecord>, StoreError>;
+    /// Replaces the attributes document (moving `modified_ms` on) and/or the tags.
+    async fn update_queue(
+        &self,
+        name: &str,
+        attributes: Option<String>,
+        tags: Option<BTreeMap<String, String>>,
+        modified_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Deletes the queue and its messages.
+    async fn delete_queue(&self, name: &str) -> Result<(), StoreError>;
+    /// Applies the ops in order in one transaction. The outer error fails them all (nothing
+    /// committed); an inner one is that op's own (an unknown queue) and the others still apply.
+    async fn queue_ops(
+        &self,
+        ops: Vec<QueueOp>,
+    ) -> Result<Vec<Result<QueueOpResult, StoreError>>, StoreError>;
+    async fn queue_counts(&self, name: &str, now_ms: i64) -> Result<QueueCounts, StoreError>;
+    /// Deletes messages past their retention; returns how many.
+    async fn expire_queue_messages(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Creates or replaces an event source mapping.
+    async fn put_event_source_mapping(&self, m: EventSourceMappingDoc) -> Result<(), StoreError>;
+    async fn get_event_source_mapping(
+        &self,
+        uuid: &str,
+    ) -> Result<EventSourceMappingDoc, StoreError>;
+    async fn list_event_source_mappings(&self) -> Result<Vec<EventSourceMappingDoc>, StoreError>;
+    async fn delete_event_source_mapping(&self, uuid: &str) -> Result<(), StoreError>;
 
     // API gateway resources. The gateway crate owns their shape; the store keeps each API as one
     // JSON document with a revision, so every change is a read-modify-write checked against

@@ -297,12 +297,14 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         scheme,
         port: gateway_addr.port(),
     });
+    let queues = nimbus_events::queues::Queues::start(store.clone());
     let async_metrics = Arc::new(nimbus_events::AsyncMetrics::default());
     metrics.register(async_metrics.clone());
     let events = nimbus_events::AsyncEvents::start(
         store.clone(),
         runtime.clone(),
         async_metrics,
+        queues.clone(),
         nimbus_events::AsyncConfig {
             retry_base: cfg.async_retry_base,
             ..Default::default()
@@ -310,6 +312,10 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
     )
     .await
     .context("starting asynchronous invocation")?;
+    let mappings =
+        nimbus_events::mappings::Mappings::start(store.clone(), runtime.clone(), queues.clone())
+            .await
+            .context("starting event source mappings")?;
     let state = ApiState::new(ApiInner {
         store: store.clone(),
         blobs: blobs.clone(),
@@ -319,6 +325,8 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         credentials: cfg.credentials.clone(),
         gateway: gateway.clone(),
+        queues: queues.clone(),
+        mappings,
     });
     if cfg.with_examples {
         crate::examples::deploy(&store, &blobs)
