@@ -171,7 +171,11 @@ impl AsyncEvents {
         let inner = self.inner.clone();
         let function = function.to_string();
         tokio::spawn(async move {
-            match inner.store.release_held_async_events(&function, now_ms()).await {
+            match inner
+                .store
+                .release_held_async_events(&function, now_ms())
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(function = %function, events = n, "held asynchronous events released");
@@ -199,7 +203,11 @@ impl Inner {
         {
             return Ok(c.clone());
         }
-        let read = match self.store.get_event_invoke_config(function, qualifier).await {
+        let read = match self
+            .store
+            .get_event_invoke_config(function, qualifier)
+            .await
+        {
             Ok(c) => Some(c),
             Err(StoreError::NotFound(_)) => None,
             Err(e) => return Err(e),

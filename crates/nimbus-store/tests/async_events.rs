@@ -240,7 +240,10 @@ async fn held_events_wait_until_released_or_their_time() {
     assert_eq!(due[0].request_id, "free");
     assert_eq!(store.next_async_due_ms().await.unwrap(), Some(2000));
     // ...an event claimed while its function was paused is held too...
-    store.hold_async_events(vec![(due[0].id, 80_000)]).await.unwrap();
+    store
+        .hold_async_events(vec![(due[0].id, 80_000)])
+        .await
+        .unwrap();
     assert!(store
         .claim_async_events(5000, 6000, 10)
         .await
@@ -248,7 +251,20 @@ async fn held_events_wait_until_released_or_their_time() {
         .is_empty());
     assert_eq!(store.next_async_due_ms().await.unwrap(), Some(80_000));
     // ...and releasing the function makes both due at once, other functions' events untouched.
-    assert_eq!(store.release_held_async_events("other", 5000).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .release_held_async_events("other", 5000)
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(store.release_held_async_events("f", 5000).await.unwrap(), 2);
-    assert_eq!(store.claim_async_events(5000, 6000, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .claim_async_events(5000, 6000, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
