@@ -199,6 +199,24 @@ def test_an_event_older_than_its_maximum_age_is_dropped_to_on_failure(fast):
     assert f'nimbus_async_destination_deliveries_total{{function="{fn}"}} 1' in text
 
 
+def test_a_paused_function_holds_its_events_until_its_concurrency_changes(fast):
+    """Reserved concurrency 0 (Lambda's "throttle") keeps accepted events waiting, not failing
+    and not retried in a loop; removing it runs them at once."""
+    lam = fast.lambda_client()
+    fn = create(lam, OK)
+    async_invoke(lam, fn, {"before": 1})
+    lam.put_function_concurrency(FunctionName=fn, ReservedConcurrentExecutions=0)
+    ids = [async_invoke(lam, fn, {"n": i}) for i in range(3)]
+    time.sleep(1.5)
+    ran = [e["message"] for e in log_messages(fast, fn, "attempt")]
+    assert not any(i in m for i in ids for m in ran), ran
+    lam.delete_function_concurrency(FunctionName=fn)
+    assert wait_until(lambda: all(any(i in e["message"] for e in log_messages(fast, fn, "attempt")) for i in ids), 10)
+    # Each ran once: holding is not an attempt.
+    for i in ids:
+        assert len([e for e in log_messages(fast, fn, "attempt") if i in e["message"]]) == 1
+
+
 def test_oversized_async_events_are_refused_and_not_stored(lam):
     fn = create(lam, OK)
     with pytest.raises(ClientError) as e:

@@ -614,6 +614,7 @@ pub async fn put_concurrency(
         .store
         .set_reserved_concurrency(&function, Some(n))
         .await?;
+    state.events.concurrency_changed(&function);
     Ok(Json(
         serde_json::json!({ "ReservedConcurrentExecutions": n }),
     ))
@@ -640,6 +641,7 @@ pub async fn delete_concurrency(
         .store
         .set_reserved_concurrency(&function, None)
         .await?;
+    state.events.concurrency_changed(&function);
     Ok(StatusCode::NO_CONTENT)
 }
 

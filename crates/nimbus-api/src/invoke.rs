@@ -103,6 +103,7 @@ pub async fn invoke(
                     q.as_ref().map(|q| q.to_string()).as_deref(),
                     req.payload,
                     request_id.clone(),
+                    req.reserved_concurrency == Some(0),
                 )
                 .await
                 .map_err(|e| {

@@ -756,18 +756,29 @@ impl Client {
         .await
     }
 
+    /// Every mapping (all pages), optionally of one queue.
     pub async fn list_event_source_mappings(&self, source_arn: Option<&str>) -> Result<Vec<Value>> {
-        let mut req = self
-            .http
-            .get(self.url("/2015-03-31/event-source-mappings/"));
-        if let Some(arn) = source_arn {
-            req = req.query(&[("EventSourceArn", arn)]);
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut req = self
+                .http
+                .get(self.url("/2015-03-31/event-source-mappings/"));
+            if let Some(arn) = source_arn {
+                req = req.query(&[("EventSourceArn", arn)]);
+            }
+            if let Some(m) = &marker {
+                req = req.query(&[("Marker", m.as_str())]);
+            }
+            let v = self.json(req).await?;
+            if let Some(items) = v.get("EventSourceMappings").and_then(Value::as_array) {
+                out.extend(items.iter().cloned());
+            }
+            match v.get("NextMarker").and_then(Value::as_str) {
+                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                _ => return Ok(out),
+            }
         }
-        let v = self.json(req).await?;
-        Ok(v.get("EventSourceMappings")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default())
     }
 
     pub async fn delete_event_source_mapping(&self, uuid: &str) -> Result<Value> {

@@ -135,28 +135,102 @@ impl AsyncEvents {
         self.inner.stored.notify_one();
     }
 
-    /// Stores an event; returns once it is committed to the store.
+    /// Stores an event; returns once it is committed to the store. An event for a paused
+    /// function (reserved concurrency 0) is stored held: it waits, costing nothing, until the
+    /// function's concurrency changes or it passes its maximum age.
     pub async fn accept(
         &self,
         function: &str,
         qualifier: Option<&str>,
         payload: Bytes,
         request_id: String,
+        paused: bool,
     ) -> Result<(), AcceptError> {
+        let received_ms = now_ms();
+        let not_before_ms = if paused {
+            Some(self.inner.expiry_ms(function, qualifier, received_ms).await)
+        } else {
+            None
+        };
         self.inner
             .store_event(NewAsyncEvent {
                 request_id,
                 function: function.to_string(),
                 qualifier: qualifier.map(str::to_string),
                 payload: payload.to_vec(),
-                received_ms: now_ms(),
-                not_before_ms: None,
+                received_ms,
+                not_before_ms,
+                held: paused,
             })
             .await
+    }
+
+    /// The function's reserved concurrency changed: events held while it was paused are due
+    /// now.
+    pub fn concurrency_changed(&self, function: &str) {
+        let inner = self.inner.clone();
+        let function = function.to_string();
+        tokio::spawn(async move {
+            match inner
+                .store
+                .release_held_async_events(&function, now_ms())
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(function = %function, events = n, "held asynchronous events released");
+                    inner.stored.notify_one();
+                }
+                Err(e) => tracing::error!(error = %e, "releasing held asynchronous events failed"),
+            }
+        });
     }
 }
 
 impl Inner {
+    /// The event invoke configuration of (function, qualifier), cached until the API changes it.
+    async fn config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<Option<EventInvokeConfig>, StoreError> {
+        let key = (function.to_string(), qualifier.to_string());
+        if let Some(c) = self
+            .configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(c.clone());
+        }
+        let read = match self
+            .store
+            .get_event_invoke_config(function, qualifier)
+            .await
+        {
+            Ok(c) => Some(c),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        self.configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, read.clone());
+        Ok(read)
+    }
+
+    /// When an event received at `received_ms` passes its maximum age.
+    async fn expiry_ms(&self, function: &str, qualifier: Option<&str>, received_ms: i64) -> i64 {
+        let max_age_s = self
+            .config(function, qualifier.unwrap_or("$LATEST"))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.max_event_age_s)
+            .unwrap_or(DEFAULT_MAX_EVENT_AGE_S);
+        received_ms + max_age_s as i64 * 1000 + 1
+    }
+
     /// Hands an event to the writer and waits until its batch is committed; counts it.
     async fn store_event(&self, event: NewAsyncEvent) -> Result<(), AcceptError> {
         let function = event.function.clone();
@@ -275,35 +349,12 @@ async fn dispatch_loop(inner: Arc<Inner>) {
 /// One attempt at one event, and what follows from its outcome.
 async fn run(inner: &Inner, e: AsyncEvent) {
     let qualifier_name = e.qualifier.clone().unwrap_or_else(|| "$LATEST".into());
-    let key = (e.function.clone(), qualifier_name.clone());
-    let cached = inner
-        .configs
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&key)
-        .cloned();
-    let cfg = match cached {
-        Some(c) => c,
-        None => {
-            let read = match inner
-                .store
-                .get_event_invoke_config(&e.function, &qualifier_name)
-                .await
-            {
-                Ok(c) => Some(c),
-                Err(StoreError::NotFound(_)) => None,
-                Err(err) => {
-                    tracing::warn!(error = %err, "reading an event invoke configuration failed; retrying the event");
-                    reschedule(inner, &e, e.attempts, inner.cfg.retry_base).await;
-                    return;
-                }
-            };
-            inner
-                .configs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key, read.clone());
-            read
+    let cfg = match inner.config(&e.function, &qualifier_name).await {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::warn!(error = %err, "reading an event invoke configuration failed; retrying the event");
+            reschedule(inner, &e, e.attempts, inner.cfg.retry_base).await;
+            return;
         }
     };
     let max_retries = cfg
@@ -367,6 +418,14 @@ async fn run(inner: &Inner, e: AsyncEvent) {
             return;
         }
     };
+    if target.reserved == Some(0) {
+        // Paused: held until the concurrency changes or the event is too old.
+        let until = e.received_ms + max_age_ms + 1;
+        if let Err(err) = inner.store.hold_async_events(vec![(e.id, until)]).await {
+            tracing::error!(error = %err, request_id = %e.request_id, "holding an asynchronous event failed");
+        }
+        return;
+    }
     let req = InvokeRequest {
         version: target.version,
         reserved_concurrency: target.reserved,
@@ -461,6 +520,7 @@ async fn deliver(inner: &Inner, source: &str, arn: &str, record: Vec<u8>) {
                 payload: record,
                 received_ms: now_ms(),
                 not_before_ms: None,
+                held: false,
             })
             .await
             .is_ok(),

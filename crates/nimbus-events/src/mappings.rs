@@ -215,6 +215,7 @@ fn record_result(inner: &Inner, uuid: &str, result: &str) {
 }
 
 async fn poll_loop(inner: Arc<Inner>, m: Mapping, mut stopped: watch::Receiver<bool>) {
+    let mut failures = 0u32;
     loop {
         if *stopped.borrow() {
             return;
@@ -224,12 +225,21 @@ async fn poll_loop(inner: Arc<Inner>, m: Mapping, mut stopped: watch::Receiver<b
             _ = stopped.changed() => return,
         };
         let batch = match batch {
-            Ok(b) => b,
+            Ok(b) => {
+                failures = 0;
+                b
+            }
             Err(e) => {
+                // Logged once per run of failures; the poller backs off (1 s doubling to a
+                // minute) so a deleted queue costs nothing while its mapping remains.
+                if failures == 0 {
+                    tracing::warn!(uuid = %m.uuid, queue = %m.queue, error = %e.message, "polling a queue failed; retrying with backoff");
+                }
                 record_result(&inner, &m.uuid, &format!("PROBLEM: {}", e.message));
-                tracing::warn!(uuid = %m.uuid, queue = %m.queue, error = %e.message, "polling a queue failed");
+                let wait = Duration::from_secs(1 << failures.min(6));
+                failures += 1;
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stopped.changed() => return,
                 }
                 continue;

@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 const MAX_BATCH: usize = 1024;
 /// FIFO deduplication window.
 const DEDUP_WINDOW_MS: i64 = 5 * 60 * 1000;
+/// SQS's minimum time between two purges of a queue.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// How often messages past their retention are deleted.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -95,6 +97,8 @@ struct Inner {
     writer: mpsc::UnboundedSender<(QueueOp, Reply)>,
     queues: Mutex<HashMap<String, Arc<QueueInfo>>>,
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    /// When each queue was last purged (SQS allows one purge per 60 s).
+    purged: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// The queue engine. Cheap to clone.
@@ -150,6 +154,7 @@ impl Queues {
             writer,
             queues: Mutex::default(),
             waiters: Mutex::default(),
+            purged: Mutex::default(),
         });
         tokio::spawn(write_loop(inner.clone(), rx));
         tokio::spawn(expiry_loop(inner.store.clone()));
@@ -362,6 +367,11 @@ impl Queues {
             .await
             .map_err(store_error)?;
         self.forget(name);
+        self.inner
+            .purged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         if let Some(w) = self
             .inner
             .waiters
@@ -374,8 +384,20 @@ impl Queues {
         Ok(())
     }
 
-    /// PurgeQueue: deletes every message; returns how many.
+    /// PurgeQueue: deletes every message; returns how many. A second purge within 60 s is
+    /// refused (PurgeQueueInProgress), as SQS does.
     pub async fn purge(&self, name: &str) -> Result<u64, SqsError> {
+        self.queue(name).await?;
+        {
+            let mut purged = self.inner.purged.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            if let Some(at) = purged.get(name) {
+                if now.duration_since(*at) < PURGE_INTERVAL {
+                    return Err(SqsError::purge_queue_in_progress(name));
+                }
+            }
+            purged.insert(name.to_string(), now);
+        }
         match self
             .run(QueueOp::Purge {
                 queue: name.to_string(),

@@ -130,6 +130,7 @@ async fn run(store: Arc<dyn Store>, events: crate::AsyncEvents, wake: Arc<Notify
                         payload,
                         received_ms: now,
                         not_before_ms: None,
+                        held: false,
                     };
                     match store.fire_schedule(&s.name, due, next, event).await {
                         Ok(true) => {

@@ -159,6 +159,12 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 7: queues, their messages, FIFO deduplication keys, event source mappings.
     crate::queues::MIGRATION,
+    // 8: asynchronous events held while their function is paused (reserved concurrency 0):
+    // due only when they pass their maximum age, released when the concurrency changes.
+    r#"
+    ALTER TABLE async_events ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX async_events_held ON async_events (function) WHERE held = 1;
+    "#,
 ];
 
 /// The SQLite-backed [`Store`]. Calls run on tokio's blocking pool, one connection behind a mutex
@@ -718,8 +724,8 @@ impl Store for SqliteStore {
         self.tx(move |tx| {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                    "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, held)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
                 )
                 .map_err(backend)?;
             for e in &events {
@@ -729,7 +735,8 @@ impl Store for SqliteStore {
                     e.qualifier,
                     e.payload,
                     e.received_ms,
-                    e.not_before_ms.unwrap_or(e.received_ms)
+                    e.not_before_ms.unwrap_or(e.received_ms),
+                    e.held
                 ])
                 .map_err(backend)?;
             }
@@ -801,6 +808,40 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn hold_async_events(&self, held: Vec<(i64, i64)>) -> Result<(), StoreError> {
+        self.tx(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE async_events SET held = 1, next_attempt_ms = ?2, leased_until_ms = NULL WHERE id = ?1",
+                )
+                .map_err(backend)?;
+            for (id, until) in held {
+                stmt.execute(params![id, until]).map_err(backend)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_held_async_events(
+        &self,
+        function: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let function = function.to_owned();
+        self.tx(move |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE async_events SET held = 0, next_attempt_ms = MIN(next_attempt_ms, ?2)
+                     WHERE function = ?1 AND held = 1",
+                    params![function, now_ms],
+                )
+                .map_err(backend)?;
+            Ok(n as u64)
         })
         .await
     }

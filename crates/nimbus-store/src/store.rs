@@ -274,6 +274,15 @@ pub trait Store: Send + Sync + 'static {
         attempts: u32,
         next_attempt_ms: i64,
     ) -> Result<(), StoreError>;
+    /// Holds events of a paused function (reserved concurrency 0): each is due again only at
+    /// its given time (when it passes its maximum age), unleased.
+    async fn hold_async_events(&self, held: Vec<(i64, i64)>) -> Result<(), StoreError>;
+    /// The function is no longer paused: its held events are due at `now_ms`.
+    async fn release_held_async_events(
+        &self,
+        function: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
     /// Clears every lease (a single node starting: the leases died with the last server).
     async fn release_async_leases(&self) -> Result<u64, StoreError>;
     /// When the next event falls due (its lease's end if it is leased), if there is one.
@@ -415,6 +424,8 @@ pub struct NewAsyncEvent {
     pub received_ms: i64,
     /// Not to be run before this time (`None`: at once).
     pub not_before_ms: Option<i64>,
+    /// Stored held: its function is paused (see `hold_async_events`).
+    pub held: bool,
 }
 
 /// A stored asynchronous invocation.

@@ -16,6 +16,7 @@ fn event(id: &str, received_ms: i64) -> NewAsyncEvent {
         payload: format!("{{\"id\":\"{id}\"}}").into_bytes(),
         received_ms,
         not_before_ms: None,
+        held: false,
     }
 }
 
@@ -218,4 +219,52 @@ async fn a_schedule_period_fires_once() {
         store.delete_schedule("every-minute").await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn held_events_wait_until_released_or_their_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("nimbus.db")).unwrap();
+    let held = NewAsyncEvent {
+        not_before_ms: Some(90_000),
+        held: true,
+        ..event("held", 100)
+    };
+    store
+        .enqueue_async_events(vec![held, event("free", 100)])
+        .await
+        .unwrap();
+    // Only the free one is due; the held one waits for its time...
+    let due = store.claim_async_events(1000, 2000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].request_id, "free");
+    assert_eq!(store.next_async_due_ms().await.unwrap(), Some(2000));
+    // ...an event claimed while its function was paused is held too...
+    store
+        .hold_async_events(vec![(due[0].id, 80_000)])
+        .await
+        .unwrap();
+    assert!(store
+        .claim_async_events(5000, 6000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.next_async_due_ms().await.unwrap(), Some(80_000));
+    // ...and releasing the function makes both due at once, other functions' events untouched.
+    assert_eq!(
+        store
+            .release_held_async_events("other", 5000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.release_held_async_events("f", 5000).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .claim_async_events(5000, 6000, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }

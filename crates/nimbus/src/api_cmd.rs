@@ -5,7 +5,7 @@ use nimbus_client::Client;
 use serde_json::{json, Value};
 
 use crate::cli::{ApiCommand, Global, RouteAddArgs, RouteCommand};
-use crate::commands::{print_json, s};
+use crate::commands::{key_values, print_json, s};
 use crate::table;
 
 /// The API an argument names: an id, or else a unique name.
@@ -27,17 +27,6 @@ async fn api_id(client: &Client, api: &str) -> anyhow::Result<String> {
                 .join(", ")
         ),
     }
-}
-
-fn key_values(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
-    pairs
-        .iter()
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-                .ok_or_else(|| anyhow!("{p:?} is not KEY=VALUE"))
-        })
-        .collect()
 }
 
 pub async fn run(client: &Client, global: &Global, cmd: ApiCommand) -> anyhow::Result<()> {
@@ -179,7 +168,7 @@ pub async fn run(client: &Client, global: &Global, cmd: ApiCommand) -> anyhow::R
             let deployment_id = s(&deployment, "deploymentId");
             let mut stage_body = json!({ "deploymentId": deployment_id });
             if !vars.is_empty() {
-                stage_body["stageVariables"] = Value::Object(key_values(&vars)?);
+                stage_body["stageVariables"] = Value::Object(key_values("var", &vars)?);
             }
             if let Some(f) = &access_log_format {
                 let format = if f == "default" {

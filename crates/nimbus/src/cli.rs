@@ -84,6 +84,9 @@ pub enum Command {
     /// Manage HTTP APIs (the API gateway): routes, stages, deployments.
     #[command(subcommand)]
     Api(ApiCommand),
+    /// Queues (SQS-compatible): create, inspect, send, receive, and attach them to functions.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Report which isolation features and runtimes this machine supports.
     Doctor(DoctorArgs),
     /// Measure cold starts, warm latency, throughput, bursts and memory on a private server,
@@ -377,6 +380,105 @@ pub enum ScheduleCommand {
     Enable { name: String },
     /// Disable a schedule.
     Disable { name: String },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum QueueCommand {
+    /// Create a queue (a NAME ending in .fifo makes a FIFO queue).
+    Create {
+        name: String,
+        /// Queue attribute KEY=VALUE, e.g. VisibilityTimeout=60 (repeatable).
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
+        /// Tag KEY=VALUE (repeatable).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+    },
+    /// List queues (whose names start with PREFIX) with their message counts.
+    Ls { prefix: Option<String> },
+    /// Show every attribute of a queue, after setting those given with --set.
+    Attrs {
+        name: String,
+        /// Set attribute KEY=VALUE first (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Delete a queue and its messages.
+    Rm { name: String },
+    /// Delete every message in a queue.
+    Purge { name: String },
+    /// Send a message and print its id.
+    Send(QueueSendArgs),
+    /// Receive messages and print each one's id, receive count and body.
+    Receive(QueueReceiveArgs),
+    /// Make a function consume a queue (CreateEventSourceMapping) and print the mapping's UUID.
+    Attach(QueueAttachArgs),
+    /// List event source mappings (of queue NAME).
+    Mappings { name: Option<String> },
+    /// Delete an event source mapping by its UUID.
+    Detach { uuid: String },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct QueueSendArgs {
+    pub name: String,
+    /// The message body; `-` reads it from standard input (as it is, newlines included).
+    pub body: String,
+    /// MessageGroupId (required by FIFO queues).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// MessageDeduplicationId (FIFO queues without content-based deduplication need one).
+    #[arg(long)]
+    pub dedup: Option<String>,
+    /// Seconds before the message can be received (0-900).
+    #[arg(long, value_name = "SECONDS")]
+    pub delay: Option<u32>,
+    /// String message attribute NAME=VALUE (repeatable).
+    #[arg(long = "attr", value_name = "NAME=VALUE")]
+    pub attrs: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct QueueReceiveArgs {
+    pub name: String,
+    /// At most this many messages (1-10).
+    #[arg(long, default_value_t = 1)]
+    pub max: u32,
+    /// Wait up to this many seconds for a message to arrive (0-20; default: the queue's
+    /// ReceiveMessageWaitTimeSeconds).
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<u32>,
+    /// Hide the received messages from other receivers this long (0-43200; default: the
+    /// queue's VisibilityTimeout).
+    #[arg(long, value_name = "SECONDS")]
+    pub visibility: Option<u32>,
+    /// Delete the messages once printed.
+    #[arg(long)]
+    pub delete: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct QueueAttachArgs {
+    /// The queue to consume.
+    pub name: String,
+    /// The function (NAME or NAME:QUALIFIER) to invoke with batches of messages.
+    #[arg(long)]
+    pub function: String,
+    /// Messages per batch at most (default 10).
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// Seconds to gather a batch before invoking (MaximumBatchingWindowInSeconds, 0-300).
+    #[arg(long, value_name = "SECONDS")]
+    pub window: Option<u32>,
+    /// At most this many concurrent invocations for the queue (ScalingConfig, 2-1000).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// The function reports failed messages itself (ReportBatchItemFailures).
+    #[arg(long)]
+    pub report_failures: bool,
+    /// Create the mapping disabled.
+    #[arg(long)]
+    pub disabled: bool,
 }
 
 #[derive(Subcommand, Debug, Clone)]

@@ -58,17 +58,25 @@ pub async fn run(global: Global, cmd: Command) -> anyhow::Result<()> {
         Command::Logs(a) => logs(&client, a).await,
         Command::Metrics(a) => metrics(&client, &global, a).await,
         Command::Api(a) => crate::api_cmd::run(&client, &global, a).await,
+        Command::Queue(a) => crate::queue_cmd::run(&client, &global, a).await,
         Command::Schedule(a) => schedule(&client, &global, a).await,
         Command::Up(_) | Command::Doctor(_) | Command::Bench(_) => unreachable!("handled in main"),
     }
 }
 
-fn parse_env(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+/// The values of a repeatable `--FLAG KEY=VALUE` option as a map; a later KEY wins.
+pub(crate) fn key_values(
+    flag: &str,
+    pairs: &[String],
+) -> anyhow::Result<serde_json::Map<String, Value>> {
     let mut map = serde_json::Map::new();
     for p in pairs {
         let (k, v) = p
             .split_once('=')
-            .ok_or_else(|| anyhow!("--env {p:?} must look like KEY=VALUE"))?;
+            .ok_or_else(|| anyhow!("--{flag} {p:?} must look like KEY=VALUE"))?;
+        if k.is_empty() {
+            bail!("--{flag} {p:?} has no KEY before the '='");
+        }
         map.insert(k.to_string(), Value::String(v.to_string()));
     }
     Ok(map)
@@ -97,7 +105,7 @@ async fn deploy(client: &Client, global: &Global, a: DeployArgs) -> anyhow::Resu
         config["Timeout"] = t.into();
     }
     if !a.env.is_empty() {
-        config["Environment"] = json!({ "Variables": parse_env(&a.env)? });
+        config["Environment"] = json!({ "Variables": key_values("env", &a.env)? });
     }
     if let Some(d) = &a.description {
         config["Description"] = d.clone().into();

@@ -22,6 +22,7 @@ mod cli;
 mod commands;
 mod examples;
 mod metrics_view;
+mod queue_cmd;
 mod table;
 mod up;
 
