@@ -26,6 +26,8 @@ const MAX_BATCH: usize = 1024;
 const DEDUP_WINDOW_MS: i64 = 5 * 60 * 1000;
 /// SQS's minimum time between two purges of a queue.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// SQS's wait before a deleted queue's name can be used again.
+const RECREATE_AFTER: Duration = Duration::from_secs(60);
 /// How often messages past their retention are deleted.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -99,6 +101,8 @@ struct Inner {
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     /// When each queue was last purged (SQS allows one purge per 60 s).
     purged: Mutex<HashMap<String, std::time::Instant>>,
+    /// When queues were deleted (a name can be created again 60 s after).
+    deleted: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// The queue engine. Cheap to clone.
@@ -155,6 +159,7 @@ impl Queues {
             queues: Mutex::default(),
             waiters: Mutex::default(),
             purged: Mutex::default(),
+            deleted: Mutex::default(),
         });
         tokio::spawn(write_loop(inner.clone(), rx));
         tokio::spawn(expiry_loop(inner.store.clone()));
@@ -228,9 +233,20 @@ impl Queues {
         self.check_redrive(&attrs).await?;
         match self.queue(name).await {
             Ok(existing) if existing.attributes == attrs => return Ok(existing),
-            Ok(_) => return Err(SqsError::queue_name_exists(name)),
+            Ok(existing) => return Err(name_exists(name, &existing.attributes, &attrs)),
             Err(e) if e.code == SqsError::queue_does_not_exist().code => {}
             Err(e) => return Err(e),
+        }
+        if let Some(at) = self
+            .inner
+            .deleted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            if at.elapsed() < RECREATE_AFTER {
+                return Err(SqsError::queue_deleted_recently(name));
+            }
         }
         let now = now_ms();
         let rec = QueueRecord {
@@ -248,7 +264,7 @@ impl Queues {
                 return if existing.attributes == attrs {
                     Ok(existing)
                 } else {
-                    Err(SqsError::queue_name_exists(name))
+                    Err(name_exists(name, &existing.attributes, &attrs))
                 };
             }
             Err(e) => return Err(internal(e)),
@@ -372,6 +388,10 @@ impl Queues {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
+        let mut deleted = self.inner.deleted.lock().unwrap_or_else(|p| p.into_inner());
+        deleted.retain(|_, at| at.elapsed() < RECREATE_AFTER);
+        deleted.insert(name.to_string(), std::time::Instant::now());
+        drop(deleted);
         if let Some(w) = self
             .inner
             .waiters
@@ -622,6 +642,23 @@ impl Queues {
         self.waiter(name).notify_waiters();
         Ok(out)
     }
+}
+
+/// QueueNameExists naming the first attribute whose value differs, as SQS does.
+fn name_exists(name: &str, existing: &QueueAttributes, asked: &QueueAttributes) -> SqsError {
+    let (old, new) = (existing.to_map(), asked.to_map());
+    let differs = old
+        .keys()
+        .chain(new.keys())
+        .find(|k| old.get(*k) != new.get(*k))
+        .cloned();
+    let mut e = SqsError::queue_name_exists(name);
+    if let Some(attr) = differs {
+        e.message = format!(
+            "A queue already exists with the same name ({name}) and a different value for attribute {attr}"
+        );
+    }
+    e
 }
 
 fn info_from_record(rec: QueueRecord) -> Result<QueueInfo, SqsError> {
