@@ -164,6 +164,7 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE async_events ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX async_events_held ON async_events (function) WHERE held = 1;
+    CREATE INDEX async_events_leased ON async_events (leased_until_ms) WHERE leased_until_ms IS NOT NULL;
     "#,
 ];
 
@@ -861,12 +862,28 @@ impl Store for SqliteStore {
 
     async fn next_async_due_ms(&self) -> Result<Option<i64>, StoreError> {
         self.with(|conn| {
-            conn.query_row(
-                "SELECT MIN(CASE WHEN leased_until_ms IS NULL THEN next_attempt_ms ELSE MAX(next_attempt_ms, leased_until_ms) END) FROM async_events",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .map_err(backend)
+            // Two index walks, not a scan: the earliest unleased event, and the earliest lease
+            // to run out (a leased event is due again only then).
+            let unleased: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT next_attempt_ms FROM async_events WHERE leased_until_ms IS NULL
+                     ORDER BY next_attempt_ms LIMIT 1",
+                )
+                .map_err(backend)?
+                .query_row([], |r| r.get(0))
+                .optional()
+                .map_err(backend)?;
+            let lease_end: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT MIN(leased_until_ms) FROM async_events WHERE leased_until_ms IS NOT NULL",
+                )
+                .map_err(backend)?
+                .query_row([], |r| r.get(0))
+                .map_err(backend)?;
+            Ok(match (unleased, lease_end) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })
         })
         .await
     }
