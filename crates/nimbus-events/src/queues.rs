@@ -573,14 +573,12 @@ impl Queues {
         name: &str,
         handles: &[String],
     ) -> Result<Vec<Result<(), SqsError>>, SqsError> {
-        self.queue(name).await?;
+        let q = self.queue(name).await?;
         let mut out: Vec<Result<(), SqsError>> = Vec::with_capacity(handles.len());
         let mut valid = Vec::new();
-        let mut slots = Vec::new();
         for h in handles {
             match decode_handle(name, h) {
                 Ok(pair) => {
-                    slots.push(out.len());
                     out.push(Ok(()));
                     valid.push(pair);
                 }
@@ -593,8 +591,11 @@ impl Queues {
                 handles: valid,
             })
             .await?;
+            // A FIFO delete may unlock a group whose next message a long poll is waiting for.
+            if q.attributes.fifo_queue {
+                self.waiter(name).notify_waiters();
+            }
         }
-        let _ = slots;
         Ok(out)
     }
 

@@ -154,7 +154,9 @@ pub enum QueueOpResult {
         messages: Vec<QueueMessage>,
         /// Messages moved to the dead-letter queue by this receive.
         moved: u32,
-        /// When nothing was received: when the next message becomes visible, if one exists.
+        /// When nothing was received: when the next invisible message becomes visible, if one
+        /// does (a FIFO message held back by its group's lock is not counted: a delete or
+        /// visibility change releases it).
         next_visible_ms: Option<i64>,
     },
     Handles(Vec<HandleOutcome>),
@@ -648,7 +650,7 @@ fn receive(
     }
     let next_visible_ms = if messages.is_empty() {
         conn.prepare_cached(
-            "SELECT MIN(visible_ms) FROM queue_messages WHERE queue = ?1 AND expires_ms > ?2",
+            "SELECT MIN(visible_ms) FROM queue_messages WHERE queue = ?1 AND visible_ms > ?2 AND expires_ms > ?2",
         )
         .map_err(backend)?
         .query_row(params![queue, now_ms], |r| r.get::<_, Option<i64>>(0))

@@ -252,8 +252,10 @@ async fn fifo_groups_are_locked_while_a_message_is_in_flight_and_duplicates_are_
     // g1 is locked while g1-a is in flight: only g2 is served.
     let (got, _, _) = receive_with(&store, "f.fifo", 10, 110, true, None).await;
     assert_eq!(bodies(&got), ["g2-a"]);
-    let (got, _, _) = receive_with(&store, "f.fifo", 10, 120, true, None).await;
+    let (got, _, next) = receive_with(&store, "f.fifo", 10, 120, true, None).await;
     assert!(got.is_empty());
+    // g1-b is visible but held back by its group: the next change is g1-a's visibility ending.
+    assert_eq!(next, Some(200));
     // When the visibility ends, everything comes back in send order (g1-a before g1-b).
     let (got, _, _) = receive_with(&store, "f.fifo", 10, 300, true, None).await;
     assert_eq!(bodies(&got), ["g1-a", "g2-a", "g1-b"]);
