@@ -191,6 +191,22 @@ def test_failed_messages_come_back_and_reach_the_dead_letter_queue(server, lam):
     assert m["LastProcessingResult"].startswith("PROBLEM"), m
 
 
+def test_a_fifo_queue_is_delivered_in_order_within_each_group(server, lam):
+    sqs = sqs_client(server)
+    name = unique("order") + ".fifo"
+    url = sqs.create_queue(QueueName=name, Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"})["QueueUrl"]
+    fn = create(lam, SINK)
+    for i in range(12):
+        sqs.send_message(QueueUrl=url, MessageBody=f"{'ab'[i % 2]}-{i}", MessageGroupId="ab"[i % 2])
+    lam.create_event_source_mapping(EventSourceArn=QARN.format(name), FunctionName=fn, BatchSize=3)
+    assert wait_until(lambda: len(delivered(server, fn)) >= 12, 30), delivered(server, fn)
+    got = delivered(server, fn)
+    for group in "ab":
+        seen = [int(r["body"].split("-")[1]) for r in got if r["attributes"]["MessageGroupId"] == group]
+        assert seen == sorted(seen) and len(seen) == 6, (group, seen)
+    assert all("SequenceNumber" in r["attributes"] and "MessageDeduplicationId" in r["attributes"] for r in got)
+
+
 def test_a_disabled_mapping_leaves_messages_in_the_queue(server, lam):
     sqs = sqs_client(server)
     qname, url = new_queue(sqs)
