@@ -159,7 +159,7 @@ mod tests {
     impl Step for Stock {
         async fn step(&mut self) -> Result<Moved, String> {
             self.calls += 1;
-            if self.fail_every > 0 && self.calls % self.fail_every == 0 {
+            if self.fail_every > 0 && self.calls.is_multiple_of(self.fail_every) {
                 return Err("injected".into());
             }
             tokio::task::yield_now().await;
