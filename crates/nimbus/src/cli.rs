@@ -146,12 +146,17 @@ pub struct BenchArgs {
     pub no_peer: bool,
     /// Measure the API gateway instead: gateway-added latency over the Invoke API, the mock
     /// integration's throughput beside nginx's, and serverless-offline's HTTP emulation.
-    #[arg(long, conflicts_with = "events")]
+    #[arg(long, conflicts_with_all = ["events", "queues"])]
     pub gateway: bool,
     /// Measure durable asynchronous invocation instead: Event accepts per second and how fast
-    /// the accepted events are processed.
-    #[arg(long)]
+    /// the accepted events are processed, beside the store's raw insert rate.
+    #[arg(long, conflicts_with = "queues")]
     pub events: bool,
+    /// Measure the queues instead: SendMessage, SendMessageBatch, receive + delete and a
+    /// round over SQS's JSON protocol beside the same store operations made in-process, and an
+    /// event source mapping draining a preloaded queue into the python hello.
+    #[arg(long)]
+    pub queues: bool,
     /// Only functions whose runtime is one of these (python, node, provided).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,

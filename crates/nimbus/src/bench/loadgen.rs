@@ -42,13 +42,7 @@ impl Target {
     /// A synchronous invoke of `function` with the event `{}` on the server at `endpoint`
     /// (`http://127.0.0.1:PORT`).
     pub fn invoke(endpoint: &str, function: &str) -> anyhow::Result<Target> {
-        let host = endpoint
-            .strip_prefix("http://")
-            .ok_or_else(|| anyhow!("endpoint {endpoint:?} is not http://HOST:PORT"))?
-            .trim_end_matches('/');
-        let addr: SocketAddr = host
-            .parse()
-            .with_context(|| format!("endpoint {endpoint:?} is not http://IP:PORT"))?;
+        let (host, addr) = host_and_addr(endpoint)?;
         if function.is_empty()
             || !function
                 .bytes()
@@ -72,6 +66,35 @@ impl Target {
             uri,
             headers,
             body: Bytes::from_static(b"{}"),
+            method: Method::POST,
+        })
+    }
+
+    /// One SQS operation as botocore sends it over the AWS JSON 1.0 protocol: `POST /` with
+    /// `X-Amz-Target: AmazonSQS.{operation}`, `Content-Type: application/x-amz-json-1.0` and
+    /// `x-amzn-query-mode: true`, unsigned (the server under test has no credentials). The body
+    /// is set per request (`with_body`).
+    pub fn sqs(endpoint: &str, operation: &str) -> anyhow::Result<Target> {
+        let (host, addr) = host_and_addr(endpoint)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host)?);
+        headers.insert(
+            HeaderName::from_static("x-amz-target"),
+            HeaderValue::from_str(&format!("AmazonSQS.{operation}"))?,
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-amz-json-1.0"),
+        );
+        headers.insert(
+            HeaderName::from_static("x-amzn-query-mode"),
+            HeaderValue::from_static("true"),
+        );
+        Ok(Target {
+            addr,
+            uri: Uri::from_static("/"),
+            headers,
+            body: Bytes::new(),
             method: Method::POST,
         })
     }
@@ -122,6 +145,18 @@ impl Target {
         *req.headers_mut() = self.headers.clone();
         req
     }
+}
+
+/// `http://IP:PORT` as the Host header's value and the socket address.
+fn host_and_addr(endpoint: &str) -> anyhow::Result<(&str, SocketAddr)> {
+    let host = endpoint
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("endpoint {endpoint:?} is not http://HOST:PORT"))?
+        .trim_end_matches('/');
+    let addr: SocketAddr = host
+        .parse()
+        .with_context(|| format!("endpoint {endpoint:?} is not http://IP:PORT"))?;
+    Ok((host, addr))
 }
 
 /// Why a request did not count as served.
@@ -619,6 +654,21 @@ mod tests {
         assert!(Target::invoke("127.0.0.1:9070", "f").is_err());
         assert!(Target::invoke("http://localhost:9070", "f").is_err());
         assert!(Target::invoke("http://127.0.0.1:9070", "a/b").is_err());
+    }
+
+    #[test]
+    fn sqs_targets_carry_botocores_headers() {
+        let t = Target::sqs("http://127.0.0.1:9070", "SendMessage")
+            .unwrap()
+            .with_body(Bytes::from_static(b"{}"));
+        let req = t.request();
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri().path(), "/");
+        assert_eq!(req.headers()["x-amz-target"], "AmazonSQS.SendMessage");
+        assert_eq!(req.headers()["content-type"], "application/x-amz-json-1.0");
+        assert_eq!(req.headers()["x-amzn-query-mode"], "true");
+        assert_eq!(req.headers()["host"], "127.0.0.1:9070");
+        assert!(Target::sqs("127.0.0.1:9070", "SendMessage").is_err());
     }
 
     #[test]

@@ -11,10 +11,13 @@ mod gateway;
 mod loadgen;
 mod peer;
 mod procfs;
+mod queues;
+mod raw;
 mod relay;
 mod report;
 mod server;
 mod stats;
+mod steps;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -73,6 +76,15 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
         outln!("{md}");
         if let Some(path) = &args.write {
             write_between(path, events::BEGIN, events::END, &md)?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
+    if args.queues {
+        let md = queues::run(&args, &interpreters).await?;
+        outln!("{md}");
+        if let Some(path) = &args.write {
+            write_between(path, queues::BEGIN, queues::END, &md)?;
             eprintln!("wrote {}", path.display());
         }
         return Ok(());
