@@ -69,6 +69,7 @@ impl Step for Enqueue {
                     payload: b"{}".to_vec(),
                     received_ms: now,
                     not_before_ms: None,
+                    held: false,
                 }
             })
             .collect();
