@@ -62,6 +62,17 @@ impl Op {
         }
     }
 
+    /// HTTP calls one step makes, and the messages it moves when it does (a consume moves up
+    /// to 10), for the floor arithmetic at c=1.
+    fn calls_and_items(self) -> (f64, f64) {
+        match self {
+            Op::Send => (1.0, 1.0),
+            Op::SendBatch => (1.0, 10.0),
+            Op::Consume => (2.0, 10.0),
+            Op::Round => (3.0, 1.0),
+        }
+    }
+
     fn unit(self) -> &'static str {
         match self {
             Op::Send | Op::SendBatch => "messages sent",
@@ -107,9 +118,20 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
     let server = Server::start(top + 8).await?;
     let client = Client::new(&server.endpoint);
     let mut http = Vec::new();
+    let mut floors = Vec::new();
     for &c in &args.concurrency {
         eprintln!("queues over HTTP, c={c} ...");
         let url = create_queue(&client, &format!("bench-c{c}")).await?;
+        // The HTTP floor: a call that reads the cached queue and writes nothing.
+        let floor = Target::sqs(&server.endpoint, "GetQueueUrl")?.with_body(Bytes::from(
+            format!("{{\"QueueName\": \"bench-c{c}\"}}").into_bytes(),
+        ));
+        let floor = super::loadgen::closed_loop(&floor, c, 0, args.duration).await;
+        eprintln!(
+            "    GetQueueUrl (the HTTP floor): {}",
+            super::progress(&floor)
+        );
+        floors.push(floor);
         let round_url = create_queue(&client, &format!("bench-round-c{c}")).await?;
         for op in Op::ALL {
             let queue = if op == Op::Round { &round_url } else { &url };
@@ -176,7 +198,14 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
         "The whole run took {:.0} s.",
         started.elapsed().as_secs_f64()
     ));
-    Ok(markdown(args, interpreters, &rows, &mappings, &notes))
+    Ok(markdown(
+        args,
+        interpreters,
+        &rows,
+        &floors,
+        &mappings,
+        &notes,
+    ))
 }
 
 fn progress(r: &StepRun) -> String {
@@ -637,6 +666,7 @@ fn markdown(
     args: &BenchArgs,
     interpreters: &Interpreters,
     rows: &[Row],
+    floors: &[super::loadgen::LoadRun],
     mappings: &[Mapping],
     notes: &[String],
 ) -> String {
@@ -675,6 +705,26 @@ fn markdown(
             r.http.failed() + r.raw.failed() + r.batched.as_ref().map_or(0, StepRun::failed),
         );
     }
+    if !floors.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n| the HTTP floor: GetQueueUrl (reads the cached queue, writes nothing) | c | calls/s | p50 | p99 |\n|---|---:|---:|---:|---:|"
+        );
+        for f in floors {
+            let (p50, p99) = f.latency().map_or(("—".into(), "—".into()), |l| {
+                (
+                    format!("{} µs", stats::us(l.p50)),
+                    format!("{} µs", stats::us(l.p99)),
+                )
+            });
+            let _ = writeln!(
+                md,
+                "| | {} | {} | {p50} | {p99} |",
+                f.concurrency,
+                stats::per_sec(f.rate())
+            );
+        }
+    }
     if !mappings.is_empty() {
         let _ = writeln!(
             md,
@@ -704,6 +754,33 @@ fn markdown(
             r.concurrency,
             stats::times(x),
             if x <= 2.0 { "pass" } else { "**fail**" }
+        );
+    }
+    // At c=1 every step pays the HTTP floor once per call on top of the store's own time: the
+    // best HTTP can do is raw time + calls × floor time, whatever the server does.
+    let floor1 = floors
+        .iter()
+        .find(|f| f.concurrency == 1)
+        .filter(|f| f.rate() > 0.0);
+    for r in rows.iter().filter(|r| r.concurrency == 1) {
+        let (Some(f), Some(x)) = (floor1, r.raw_over_http()) else {
+            continue;
+        };
+        let raw = r.raw.items_per_sec();
+        if x <= 2.0 || raw <= 0.0 {
+            continue;
+        }
+        let (calls, items) = r.op.calls_and_items();
+        let best = 1.0 / (1.0 / raw + calls / items / f.rate());
+        let bound = raw / best;
+        let _ = writeln!(
+            md,
+            "\nAt c=1 a {} step makes {calls} HTTP call(s) for {items} message(s): with the floor's {}/s and the store's {}/s, no server could come closer than {} of the raw rate, so within 2× is {}.",
+            r.op.label(),
+            stats::per_sec(f.rate()),
+            stats::per_sec(raw),
+            stats::times(bound),
+            if bound > 2.0 { "out of reach at c=1 on this machine" } else { "reachable: the gap is the server's" }
         );
     }
     for r in rows {
