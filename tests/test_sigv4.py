@@ -133,3 +133,23 @@ def test_cli_signs_with_the_configured_credentials(authed, tmp_path):
     wrong = authed.cli("--access-key", "AK", "--secret-key", "nope", "ls", check=False)
     assert wrong.returncode != 0 and "InvalidSignatureException" in wrong.stderr
     assert len(wrong.stderr.strip().splitlines()) == 1
+
+
+def test_sqs_requests_are_verified_and_refused_in_sqs_terms(authed):
+    def sqs(key="AK", secret="SK"):
+        return boto3.client("sqs", endpoint_url=authed.endpoint, region_name="us-east-1",
+                            aws_access_key_id=key, aws_secret_access_key=secret,
+                            config=Config(retries={"max_attempts": 1}))
+    url = sqs().create_queue(QueueName=unique("signed"))["QueueUrl"]
+    assert sqs().send_message(QueueUrl=url, MessageBody="ok")["MessageId"]
+    for key, secret, code in [("AK", "wrong", "SignatureDoesNotMatch"), ("NOPE", "SK", "InvalidClientTokenId")]:
+        with pytest.raises(ClientError) as e:
+            sqs(key, secret).send_message(QueueUrl=url, MessageBody="refused")
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert e.value.response["Error"]["Code"] == code, e.value.response["Error"]
+    # Unsigned SQS calls are refused too; nothing refused was stored.
+    status, headers, body = raw(authed.endpoint + "/", "POST", b"{}", {
+        "X-Amz-Target": "AmazonSQS.ListQueues", "Content-Type": "application/x-amz-json-1.0"})
+    assert status == 403 and headers.get("x-amzn-query-error", "").startswith("MissingAuthenticationToken")
+    got = sqs().receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in got] == ["ok"]

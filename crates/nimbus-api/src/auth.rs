@@ -39,6 +39,9 @@ pub async fn verify_sigv4(State(state): State<ApiState>, req: Request, next: Nex
             .map(|c| c.secret_access_key.clone())
     };
     if let Err(e) = verify(&signed, lookup, std::time::SystemTime::now()) {
+        if crate::sqs::is_sqs_request(&parts.headers) {
+            return crate::sqs::auth_error(&e);
+        }
         return ApiError::new(StatusCode::FORBIDDEN, e.code(), e.to_string()).into_response();
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))

@@ -53,6 +53,33 @@ fn error_response(e: &SqsError) -> Response {
     resp
 }
 
+/// Whether a request is for the SQS API (its errors then take SQS's shape).
+pub(crate) fn is_sqs_request(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("AmazonSQS."))
+}
+
+/// A refused signature in SQS's words (403; the query codes SQS answers with).
+pub(crate) fn auth_error(e: &crate::sigv4::SigV4Error) -> Response {
+    use crate::sigv4::SigV4Error as E;
+    let code = match e {
+        E::Missing => "MissingAuthenticationToken",
+        E::Malformed(_) => "IncompleteSignature",
+        E::UnknownAccessKey(_) => "InvalidClientTokenId",
+        E::SignatureMismatch | E::PayloadHashMismatch | E::Expired(_) => "SignatureDoesNotMatch",
+    };
+    let mut resp = error_response(&SqsError {
+        code,
+        query_code: code,
+        sender_fault: true,
+        message: e.to_string(),
+    });
+    *resp.status_mut() = StatusCode::FORBIDDEN;
+    resp
+}
+
 fn serialization(msg: impl Into<String>) -> SqsError {
     SqsError {
         code: "SerializationException",
