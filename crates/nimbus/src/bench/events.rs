@@ -24,6 +24,9 @@ pub const END: &str = "<!-- nimbus bench events: end -->";
 /// How long the run waits for the dispatcher to finish a level's events.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 
+/// Events (and synchronous invokes) timed one at a time for the end-to-end latency.
+const E2E_EVENTS: usize = 300;
+
 /// A raw insert run also stops after this many events, so its table stays bounded.
 const MAX_RAW_EVENTS: u64 = 200_000;
 
@@ -138,6 +141,14 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
             raw_batched: None,
         });
     }
+    eprintln!("end-to-end latency, one event at a time ...");
+    let e2e = super::e2e::measure(&client, "python3", E2E_EVENTS).await?;
+    if e2e.lost > 0 {
+        notes.push(format!(
+            "{} events of the latency run did not reach the function within 10 s.",
+            e2e.lost
+        ));
+    }
     notes.extend(server.stop().await);
     // After the server has stopped, so the two never share the cores.
     eprintln!("the store's raw insert rate ...");
@@ -215,6 +226,20 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
             );
         }
     }
+    let lat = |l: &Option<stats::Latency>| {
+        l.as_ref().map_or(("—".to_string(), "—".to_string()), |l| {
+            (
+                format!("{} µs", stats::us(l.p50)),
+                format!("{} µs", stats::us(l.p99)),
+            )
+        })
+    };
+    let (a50, a99) = lat(&e2e.asynchronous);
+    let (s50, s99) = lat(&e2e.synchronous);
+    let _ = writeln!(
+        md,
+        "\nEnd to end, one at a time to a warm python function whose first act is an HTTP callback to the bench (sent → callback received; {E2E_EVENTS} of each after a warm-up):\n\n| invocation | p50 | p99 |\n|---|---:|---:|\n| `Event` (stored, then dispatched) | {a50} | {a99} |\n| `RequestResponse`, same function and callback | {s50} | {s99} |"
+    );
     let _ = writeln!(
         md,
         "\nThe store alone (`Store::enqueue_async_events` in-process on a fresh database, after the server stopped):\n\n| concurrency | inserts/s, one event per call | inserts/s, c events per call |\n|---:|---:|---:|"

@@ -6,6 +6,7 @@
 //! serverless-offline, serving the same handlers. Prints one markdown block and, with `--write`,
 //! records it in docs/benchmarks.md. Every process it starts is stopped by PID.
 
+mod e2e;
 mod events;
 mod gateway;
 mod loadgen;

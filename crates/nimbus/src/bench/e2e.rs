@@ -1,0 +1,168 @@
+//! End-to-end asynchronous latency: from sending an `Event` invoke to the function's code
+//! running, timed by a callback the function makes to a listener in the bench as its first
+//! act. One event at a time (the next is sent once the previous one has called back), so the
+//! function stays warm and nothing queues. Beside it, the same function invoked synchronously
+//! and timed the same way: the difference is what the durable path (commit, dispatcher
+//! wake-up, claim) adds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use nimbus_client::Client;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use super::stats::Latency;
+
+const FUNCTION: &str = "bench-e2e";
+/// How long one event may take to call back before the run gives up on it.
+const CALLBACK_LIMIT: Duration = Duration::from_secs(10);
+
+/// Arrival times of the callbacks, by the id the function was sent.
+#[derive(Default)]
+struct Arrivals {
+    seen: Mutex<HashMap<u64, Instant>>,
+    arrived: Notify,
+}
+
+pub struct E2e {
+    pub asynchronous: Option<Latency>,
+    pub synchronous: Option<Latency>,
+    /// Events that did not call back within the limit.
+    pub lost: usize,
+}
+
+/// Reads one small HTTP request (head and `Content-Length` body) and answers 204.
+async fn serve(mut sock: tokio::net::TcpStream, arrivals: Arc<Arrivals>) {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        let Ok(n) = sock.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if buf.len() < head_end + 4 + len {
+            continue;
+        }
+        let at = Instant::now();
+        let body = String::from_utf8_lossy(&buf[head_end + 4..head_end + 4 + len]).into_owned();
+        if let Ok(id) = body.trim().parse::<u64>() {
+            arrivals
+                .seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, at);
+            arrivals.arrived.notify_waiters();
+        }
+        let _ = sock
+            .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await;
+        return;
+    }
+}
+
+fn handler(port: u16) -> String {
+    format!(
+        "import urllib.request\n\n\
+         def handler(event, context):\n    \
+             req = urllib.request.Request('http://127.0.0.1:{port}/', data=str(event['id']).encode(), method='POST')\n    \
+             urllib.request.urlopen(req, timeout=10).read()\n    \
+             return {{}}\n"
+    )
+}
+
+async fn wait_for(arrivals: &Arrivals, id: u64) -> Option<Instant> {
+    let deadline = tokio::time::Instant::now() + CALLBACK_LIMIT;
+    loop {
+        let notified = arrivals.arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(at) = arrivals
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            return Some(*at);
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return None;
+        }
+    }
+}
+
+/// `n` events one after another, then `n` synchronous invokes, after a warm-up of each.
+pub async fn measure(client: &Client, runtime: &str, n: usize) -> anyhow::Result<E2e> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the callback listener")?;
+    let port = listener.local_addr()?.port();
+    let arrivals = Arc::new(Arrivals::default());
+    let accept = {
+        let arrivals = arrivals.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(serve(sock, arrivals.clone()));
+            }
+        })
+    };
+    let code = handler(port);
+    let zip = super::zip(&[("app.py", code.as_bytes(), 0o644)])?;
+    client
+        .create_function(
+            FUNCTION,
+            &zip,
+            json!({ "Runtime": runtime, "Handler": "app.handler", "MemorySize": 256, "Timeout": 30 }),
+        )
+        .await
+        .with_context(|| format!("creating {FUNCTION}"))?;
+    let mut next_id = 0u64;
+    let mut lost = 0;
+    let mut run = |kind: &'static str| {
+        let id = next_id;
+        next_id += 1;
+        (id, kind)
+    };
+    let mut measured: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    for (slot, kind) in [(0, "Event"), (1, "RequestResponse")] {
+        // Warm-up: the first calls start the instance and python's urllib.
+        for i in 0..(n + 5) {
+            let (id, kind) = run(kind);
+            let payload = Bytes::from(json!({ "id": id }).to_string());
+            let sent = Instant::now();
+            client
+                .invoke(FUNCTION, payload, None, kind, false)
+                .await
+                .with_context(|| format!("{kind} invoke of {FUNCTION}"))?;
+            match wait_for(&arrivals, id).await {
+                Some(at) if i >= 5 => measured[slot].push(at.saturating_duration_since(sent)),
+                Some(_) => {}
+                None => lost += 1,
+            }
+        }
+    }
+    accept.abort();
+    let [mut asynchronous, mut synchronous] = measured;
+    Ok(E2e {
+        asynchronous: Latency::of(&mut asynchronous),
+        synchronous: Latency::of(&mut synchronous),
+        lost,
+    })
+}
