@@ -742,19 +742,26 @@ fn markdown(
             );
         }
     }
-    let worst = rows
-        .iter()
-        .filter_map(|r| r.raw_over_http().map(|x| (x, r)))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    if let Some((x, r)) = worst {
-        let _ = writeln!(
-            md,
-            "\n| target | measured | verdict |\n|---|---:|---|\n| queue throughput within 2× of the raw store (one op per call, same concurrency); worst row: {} at c={} | {} | {} |",
-            r.op.label(),
-            r.concurrency,
-            stats::times(x),
-            if x <= 2.0 { "pass" } else { "**fail**" }
-        );
+    // One verdict per concurrency level: at c=1 each call's fixed costs are on the critical
+    // path (a latency measure); above it, requests overlap (a throughput measure).
+    let mut levels: Vec<usize> = rows.iter().map(|r| r.concurrency).collect();
+    levels.dedup();
+    let _ = writeln!(md, "\n| target | measured | verdict |\n|---|---:|---|");
+    for c in levels {
+        let worst = rows
+            .iter()
+            .filter(|r| r.concurrency == c)
+            .filter_map(|r| r.raw_over_http().map(|x| (x, r)))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((x, r)) = worst {
+            let _ = writeln!(
+                md,
+                "| queue throughput within 2× of the raw store (one op per call) at c={c}; worst row: {} | {} | {} |",
+                r.op.label(),
+                stats::times(x),
+                if x <= 2.0 { "pass" } else { "**fail**" }
+            );
+        }
     }
     // At c=1 every step pays the HTTP floor once per call on top of the store's own time: the
     // best HTTP can do is raw time + calls × floor time, whatever the server does.
