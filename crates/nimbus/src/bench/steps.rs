@@ -96,7 +96,8 @@ pub async fn closed_loop<S: Step>(workers: Vec<S>, bounds: Bounds) -> StepRun {
                 let mut r = StepRun::default();
                 let mut in_a_row = 0;
                 barrier.wait().await;
-                let until = Instant::now() + bounds.duration;
+                let began = Instant::now();
+                let until = began + bounds.duration;
                 while Instant::now() < until && moved.load(Ordering::Relaxed) < bounds.max_items {
                     let t = Instant::now();
                     match w.step().await {
@@ -118,16 +119,22 @@ pub async fn closed_loop<S: Step>(workers: Vec<S>, bounds: Bounds) -> StepRun {
                         }
                     }
                 }
-                r
+                (r, began, Instant::now())
             })
         })
         .collect();
     barrier.wait().await;
-    let started = Instant::now();
     let mut run = StepRun::default();
+    // The run lasts from the first worker's start to the last one's end, whenever this task
+    // itself got to run.
+    let mut span: Option<(Instant, Instant)> = None;
     for h in handles {
         match h.await {
-            Ok(r) => {
+            Ok((r, began, ended)) => {
+                span = Some(match span {
+                    Some((b, e)) => (b.min(began), e.max(ended)),
+                    None => (began, ended),
+                });
                 run.steps += r.steps;
                 run.items += r.items;
                 run.latencies.extend(r.latencies);
@@ -138,7 +145,7 @@ pub async fn closed_loop<S: Step>(workers: Vec<S>, bounds: Bounds) -> StepRun {
             Err(e) => *run.errors.entry(format!("worker died: {e}")).or_default() += 1,
         }
     }
-    run.elapsed = started.elapsed();
+    run.elapsed = span.map_or(Duration::ZERO, |(b, e)| e.duration_since(b));
     run.latencies.sort_unstable();
     run
 }
