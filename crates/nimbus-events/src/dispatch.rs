@@ -161,6 +161,7 @@ impl AsyncEvents {
                 received_ms,
                 not_before_ms,
                 held: paused,
+                leased_until_ms: None,
             })
             .await
     }
@@ -259,17 +260,57 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(NewAsync
                 Err(_) => break,
             }
         }
-        let (events, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let (mut events, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        // Events that can start now (a free dispatch slot) are stored already leased and run
+        // straight from here once committed, without waiting for the dispatcher to claim
+        // them; the rest wait in the store for a claim. A crash before they finish leaves them
+        // leased, and the next server releases every lease at start.
+        let now = now_ms();
+        let mut direct = Vec::new();
+        for (i, e) in events.iter_mut().enumerate() {
+            if e.held {
+                continue;
+            }
+            let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
+                break;
+            };
+            e.leased_until_ms = Some(now + LEASE_MS);
+            direct.push((i, permit));
+        }
+        let to_run: Vec<NewAsyncEvent> = direct.iter().map(|(i, _)| events[*i].clone()).collect();
         let result = inner
             .store
             .enqueue_async_events(events)
             .await
             .map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "storing asynchronous events failed; their callers are told");
+        match &result {
+            Ok(ids) => {
+                for ((i, permit), e) in direct.into_iter().zip(to_run) {
+                    let Some(&id) = ids.get(i) else { continue };
+                    let event = AsyncEvent {
+                        id,
+                        request_id: e.request_id,
+                        function: e.function,
+                        qualifier: e.qualifier,
+                        payload: e.payload,
+                        received_ms: e.received_ms,
+                        attempts: 0,
+                        next_attempt_ms: e.received_ms,
+                    };
+                    let inner = inner.clone();
+                    tokio::spawn(async move {
+                        run(&inner, event).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing asynchronous events failed; their callers are told");
+            }
         }
+        let ack_result = result.map(|_| ());
         for ack in acks {
-            let _ = ack.send(result.clone());
+            let _ = ack.send(ack_result.clone());
         }
         inner.stored.notify_one();
     }
@@ -521,6 +562,7 @@ async fn deliver(inner: &Inner, source: &str, arn: &str, record: Vec<u8>) {
                 received_ms: now_ms(),
                 not_before_ms: None,
                 held: false,
+                leased_until_ms: None,
             })
             .await
             .is_ok(),

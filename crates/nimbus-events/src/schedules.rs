@@ -131,6 +131,7 @@ async fn run(store: Arc<dyn Store>, events: crate::AsyncEvents, wake: Arc<Notify
                         received_ms: now,
                         not_before_ms: None,
                         held: false,
+                        leased_until_ms: None,
                     };
                     match store.fire_schedule(&s.name, due, next, event).await {
                         Ok(true) => {

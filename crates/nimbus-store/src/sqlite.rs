@@ -721,27 +721,34 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn enqueue_async_events(&self, events: Vec<NewAsyncEvent>) -> Result<(), StoreError> {
+    async fn enqueue_async_events(
+        &self,
+        events: Vec<NewAsyncEvent>,
+    ) -> Result<Vec<i64>, StoreError> {
         self.tx(move |tx| {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, held)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
+                    "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, held, leased_until_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8)",
                 )
                 .map_err(backend)?;
+            let mut ids = Vec::with_capacity(events.len());
             for e in &events {
-                stmt.execute(params![
-                    e.request_id,
-                    e.function,
-                    e.qualifier,
-                    e.payload,
-                    e.received_ms,
-                    e.not_before_ms.unwrap_or(e.received_ms),
-                    e.held
-                ])
-                .map_err(backend)?;
+                ids.push(
+                    stmt.insert(params![
+                        e.request_id,
+                        e.function,
+                        e.qualifier,
+                        e.payload,
+                        e.received_ms,
+                        e.not_before_ms.unwrap_or(e.received_ms),
+                        e.held,
+                        e.leased_until_ms
+                    ])
+                    .map_err(backend)?,
+                );
             }
-            Ok(())
+            Ok(ids)
         })
         .await
     }

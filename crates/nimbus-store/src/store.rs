@@ -255,8 +255,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ProvisionedConfig>, StoreError>;
 
     // Durable asynchronous invocations.
-    /// Stores accepted events, all in one transaction (the caller batches for group commit).
-    async fn enqueue_async_events(&self, events: Vec<NewAsyncEvent>) -> Result<(), StoreError>;
+    /// Stores accepted events, all in one transaction (the caller batches for group commit);
+    /// returns their ids, in order.
+    async fn enqueue_async_events(
+        &self,
+        events: Vec<NewAsyncEvent>,
+    ) -> Result<Vec<i64>, StoreError>;
     /// Leases up to `limit` events due at `now_ms` (not leased, or leased until before now)
     /// until `lease_until_ms`, oldest due first.
     async fn claim_async_events(
@@ -426,6 +430,8 @@ pub struct NewAsyncEvent {
     pub not_before_ms: Option<i64>,
     /// Stored held: its function is paused (see `hold_async_events`).
     pub held: bool,
+    /// Stored already leased until then: the caller runs it at once, without a claim.
+    pub leased_until_ms: Option<i64>,
 }
 
 /// A stored asynchronous invocation.

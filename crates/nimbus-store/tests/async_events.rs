@@ -17,6 +17,7 @@ fn event(id: &str, received_ms: i64) -> NewAsyncEvent {
         received_ms,
         not_before_ms: None,
         held: false,
+        leased_until_ms: None,
     }
 }
 
@@ -228,6 +229,7 @@ async fn held_events_wait_until_released_or_their_time() {
     let held = NewAsyncEvent {
         not_before_ms: Some(90_000),
         held: true,
+        leased_until_ms: None,
         ..event("held", 100)
     };
     store
@@ -267,4 +269,28 @@ async fn held_events_wait_until_released_or_their_time() {
             .len(),
         2
     );
+}
+
+#[tokio::test]
+async fn events_stored_leased_are_not_claimed_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("nimbus.db")).unwrap();
+    let running = NewAsyncEvent {
+        leased_until_ms: Some(50_000),
+        ..event("running", 100)
+    };
+    let ids = store
+        .enqueue_async_events(vec![running, event("waiting", 100)])
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] < ids[1]);
+    // The one its accepter runs at once is leased: only the other is claimable.
+    let claimed = store.claim_async_events(1000, 2000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, ids[1]);
+    // A server that died with it running: the next one releases the lease at start.
+    assert_eq!(store.release_async_leases().await.unwrap(), 2);
+    let again = store.claim_async_events(1000, 2000, 10).await.unwrap();
+    assert_eq!(again.len(), 2);
 }

@@ -70,6 +70,7 @@ impl Step for Enqueue {
                     received_ms: now,
                     not_before_ms: None,
                     held: false,
+                    leased_until_ms: None,
                 }
             })
             .collect();
