@@ -722,3 +722,22 @@ def test_raw_protocol_errors(server, sqs):
 
     [m] = receive(sqs, url, MaxNumberOfMessages=10)
     assert m["Body"] == "still here"
+
+
+def test_queue_metrics_count_sends_receives_deletes_and_empty_receives(sqs):
+    """SQS's CloudWatch counts, per queue, at /metrics."""
+    name = unique("metered")
+    url = make_queue(sqs, name=name)
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(3)])
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert len(got) == 3
+    sqs.delete_message_batch(QueueUrl=url, Entries=[
+        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got[:2])])
+    assert "Messages" not in sqs.receive_message(QueueUrl=url)  # the third is in flight: empty
+    text = requests.get(sqs.meta.endpoint_url + "/metrics", timeout=10).text
+    for metric, value in [("sent", 3), ("received", 3), ("deleted", 2)]:
+        assert f'nimbus_queue_messages_{metric}_total{{queue="{name}"}} {value}' in text, metric
+    assert f'nimbus_queue_empty_receives_total{{queue="{name}"}} 1' in text
+    sqs.delete_queue(QueueUrl=url)
+    text = requests.get(sqs.meta.endpoint_url + "/metrics", timeout=10).text
+    assert f'queue="{name}"' not in text

@@ -12,7 +12,7 @@ pub mod queues;
 pub mod schedules;
 
 pub use dispatch::{AcceptError, AsyncConfig, AsyncEvents};
-pub use metrics::AsyncMetrics;
+pub use metrics::{AsyncMetrics, QueueMetrics};
 pub use schedules::Scheduler;
 
 /// Lambda's defaults for asynchronous invocation.

@@ -147,3 +147,99 @@ impl Collector for AsyncMetrics {
         }
     }
 }
+
+/// Queue metrics, per queue, as SQS's CloudWatch metrics name them: NumberOfMessagesSent,
+/// NumberOfMessagesReceived, NumberOfMessagesDeleted, NumberOfEmptyReceives, and messages moved
+/// to a dead-letter queue.
+#[derive(Default)]
+pub struct QueueMetrics {
+    by_queue: Mutex<BTreeMap<String, [u64; 5]>>,
+}
+
+const SENT: usize = 0;
+const RECEIVED: usize = 1;
+const DELETED: usize = 2;
+const EMPTY_RECEIVES: usize = 3;
+const DEAD_LETTERED: usize = 4;
+
+impl QueueMetrics {
+    fn add(&self, queue: &str, which: usize, n: u64) {
+        if n == 0 && which != EMPTY_RECEIVES {
+            return;
+        }
+        let mut m = self.by_queue.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(queue) {
+            Some(c) => c[which] += n,
+            None => m.entry(queue.to_string()).or_default()[which] += n,
+        }
+    }
+
+    pub fn sent(&self, queue: &str, n: u64) {
+        self.add(queue, SENT, n);
+    }
+
+    /// A receive that handed out `n` messages (0: an empty receive) and moved `dead_lettered`
+    /// to the dead-letter queue.
+    pub fn received(&self, queue: &str, n: u64, dead_lettered: u64) {
+        if n == 0 {
+            self.add(queue, EMPTY_RECEIVES, 1);
+        } else {
+            self.add(queue, RECEIVED, n);
+        }
+        self.add(queue, DEAD_LETTERED, dead_lettered);
+    }
+
+    pub fn deleted(&self, queue: &str, n: u64) {
+        self.add(queue, DELETED, n);
+    }
+
+    /// The queue was deleted: its series go too.
+    pub fn forget(&self, queue: &str) {
+        self.by_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(queue);
+    }
+}
+
+impl Collector for QueueMetrics {
+    fn collect(&self, out: &mut Exposition) {
+        let m = self
+            .by_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (name, help, which) in [
+            (
+                "nimbus_queue_messages_sent_total",
+                "Messages stored by SendMessage(Batch) (SQS's NumberOfMessagesSent; FIFO duplicates not counted).",
+                SENT,
+            ),
+            (
+                "nimbus_queue_messages_received_total",
+                "Messages handed out by receives, event source mappings' included (SQS's NumberOfMessagesReceived).",
+                RECEIVED,
+            ),
+            (
+                "nimbus_queue_messages_deleted_total",
+                "Messages deleted with their latest receipt (SQS's NumberOfMessagesDeleted).",
+                DELETED,
+            ),
+            (
+                "nimbus_queue_empty_receives_total",
+                "Receives that found no message (SQS's NumberOfEmptyReceives).",
+                EMPTY_RECEIVES,
+            ),
+            (
+                "nimbus_queue_messages_dead_lettered_total",
+                "Messages moved to the queue's dead-letter queue after maxReceiveCount receives.",
+                DEAD_LETTERED,
+            ),
+        ] {
+            out.family(name, help, Kind::Counter);
+            for (q, c) in &m {
+                out.sample(name, &[("queue", q)], c[which] as f64);
+            }
+        }
+    }
+}

@@ -103,6 +103,7 @@ struct Inner {
     purged: Mutex<HashMap<String, std::time::Instant>>,
     /// When queues were deleted (a name can be created again 60 s after).
     deleted: Mutex<HashMap<String, std::time::Instant>>,
+    metrics: Arc<crate::QueueMetrics>,
 }
 
 /// The queue engine. Cheap to clone.
@@ -160,10 +161,16 @@ impl Queues {
             waiters: Mutex::default(),
             purged: Mutex::default(),
             deleted: Mutex::default(),
+            metrics: Arc::default(),
         });
         tokio::spawn(write_loop(inner.clone(), rx));
         tokio::spawn(expiry_loop(inner.store.clone()));
         Queues { inner }
+    }
+
+    /// The queues' metrics (a telemetry collector).
+    pub fn metrics(&self) -> Arc<crate::QueueMetrics> {
+        self.inner.metrics.clone()
     }
 
     fn waiter(&self, queue: &str) -> Arc<Notify> {
@@ -383,6 +390,7 @@ impl Queues {
             .await
             .map_err(store_error)?;
         self.forget(name);
+        self.inner.metrics.forget(name);
         self.inner
             .purged
             .lock()
@@ -464,6 +472,9 @@ impl Queues {
             QueueOpResult::Sent(s) => s,
             other => return Err(internal(format!("unexpected result {other:?}"))),
         };
+        self.inner
+            .metrics
+            .sent(name, sent.iter().filter(|s| !s.duplicate).count() as u64);
         for (slot, s) in slots.into_iter().zip(sent) {
             if let Some(Ok(r)) = results.get_mut(slot) {
                 // A FIFO duplicate answers with the original message's id.
@@ -528,6 +539,9 @@ impl Queues {
             else {
                 return Err(internal("unexpected result of a receive"));
             };
+            self.inner
+                .metrics
+                .received(name, messages.len() as u64, moved as u64);
             if moved > 0 {
                 if let Some(r) = &q.attributes.redrive_policy {
                     if let Some(dlq) = sqs::queue_name_from_arn(&r.dead_letter_target_arn) {
@@ -586,11 +600,19 @@ impl Queues {
             }
         }
         if !valid.is_empty() {
-            self.run(QueueOp::Delete {
-                queue: name.to_string(),
-                handles: valid,
-            })
-            .await?;
+            let done = match self
+                .run(QueueOp::Delete {
+                    queue: name.to_string(),
+                    handles: valid,
+                })
+                .await?
+            {
+                QueueOpResult::Handles(h) => {
+                    h.iter().filter(|o| **o == HandleOutcome::Done).count()
+                }
+                _ => 0,
+            };
+            self.inner.metrics.deleted(name, done as u64);
             // A FIFO delete may unlock a group whose next message a long poll is waiting for.
             if q.attributes.fifo_queue {
                 self.waiter(name).notify_waiters();

@@ -298,6 +298,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         port: gateway_addr.port(),
     });
     let queues = nimbus_events::queues::Queues::start(store.clone());
+    metrics.register(queues.metrics());
     let async_metrics = Arc::new(nimbus_events::AsyncMetrics::default());
     metrics.register(async_metrics.clone());
     let events = nimbus_events::AsyncEvents::start(
