@@ -256,27 +256,35 @@ impl Client {
         self.json(req).await
     }
 
-    /// Every function, following NextMarker.
-    pub async fn list_functions(&self) -> Result<Vec<Value>> {
+    /// Every item under `key` of a Lambda listing at `path` with `query`, following
+    /// `NextMarker` page by page.
+    async fn all_pages(&self, path: &str, query: &[(&str, &str)], key: &str) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let mut req = self
-                .http
-                .get(self.url("/2015-03-31/functions/"))
-                .query(&[("MaxItems", "1000")]);
+            let mut req = self.http.get(self.url(path)).query(query);
             if let Some(m) = &marker {
                 req = req.query(&[("Marker", m)]);
             }
             let page = self.json(req).await?;
-            if let Some(items) = page.get("Functions").and_then(Value::as_array) {
+            if let Some(items) = page.get(key).and_then(Value::as_array) {
                 out.extend(items.iter().cloned());
             }
             match page.get("NextMarker").and_then(Value::as_str) {
-                Some(m) => marker = Some(m.to_string()),
-                None => return Ok(out),
+                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                _ => return Ok(out),
             }
         }
+    }
+
+    /// Every function.
+    pub async fn list_functions(&self) -> Result<Vec<Value>> {
+        self.all_pages(
+            "/2015-03-31/functions/",
+            &[("MaxItems", "1000")],
+            "Functions",
+        )
+        .await
     }
 
     pub async fn delete_function(&self, name: &str) -> Result<()> {
@@ -756,29 +764,18 @@ impl Client {
         .await
     }
 
-    /// Every mapping (all pages), optionally of one queue.
+    /// Every mapping, optionally of one queue.
     pub async fn list_event_source_mappings(&self, source_arn: Option<&str>) -> Result<Vec<Value>> {
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let mut req = self
-                .http
-                .get(self.url("/2015-03-31/event-source-mappings/"));
-            if let Some(arn) = source_arn {
-                req = req.query(&[("EventSourceArn", arn)]);
-            }
-            if let Some(m) = &marker {
-                req = req.query(&[("Marker", m.as_str())]);
-            }
-            let v = self.json(req).await?;
-            if let Some(items) = v.get("EventSourceMappings").and_then(Value::as_array) {
-                out.extend(items.iter().cloned());
-            }
-            match v.get("NextMarker").and_then(Value::as_str) {
-                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
-                _ => return Ok(out),
-            }
-        }
+        let query: Vec<(&str, &str)> = source_arn
+            .map(|arn| ("EventSourceArn", arn))
+            .into_iter()
+            .collect();
+        self.all_pages(
+            "/2015-03-31/event-source-mappings/",
+            &query,
+            "EventSourceMappings",
+        )
+        .await
     }
 
     pub async fn delete_event_source_mapping(&self, uuid: &str) -> Result<Value> {

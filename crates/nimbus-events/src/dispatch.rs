@@ -252,14 +252,10 @@ impl Inner {
 
 /// Group commit: whatever queued up while the last batch was being written goes in the next.
 async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(NewAsyncEvent, Ack)>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+    // Waits for the first, then takes whatever else is already queued, up to the limit.
+    let mut queued = Vec::new();
+    while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+        let batch = std::mem::take(&mut queued);
         let (mut events, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         // Events that can start now (a free dispatch slot) are stored already leased and run
         // straight from here once committed, without waiting for the dispatcher to claim
@@ -318,14 +314,10 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(NewAsync
 
 /// Deletes finished events in batches: whatever finished while the last batch was committing.
 async fn finish_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<i64>) {
-    while let Some(first) = rx.recv().await {
-        let mut ids = vec![first];
-        while ids.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(id) => ids.push(id),
-                Err(_) => break,
-            }
-        }
+    // Waits for the first, then takes whatever else is already queued, up to the limit.
+    let mut queued = Vec::new();
+    while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+        let ids = std::mem::take(&mut queued);
         if let Err(e) = store.finish_async_events(ids).await {
             // They run again when their leases run out: at least once, as promised.
             tracing::error!(error = %e, "removing finished asynchronous events failed");

@@ -520,6 +520,7 @@ impl Queues {
                 .visibility_timeout
                 .unwrap_or(q.attributes.visibility_timeout);
             let redrive = self.redrive(&q).await;
+            let dead_letter_queue = redrive.as_ref().map(|r| r.dead_letter_queue.clone());
             let result = self
                 .run(QueueOp::Receive {
                     queue: name.to_string(),
@@ -542,12 +543,8 @@ impl Queues {
             self.inner
                 .metrics
                 .received(name, messages.len() as u64, moved as u64);
-            if moved > 0 {
-                if let Some(r) = &q.attributes.redrive_policy {
-                    if let Some(dlq) = sqs::queue_name_from_arn(&r.dead_letter_target_arn) {
-                        self.waiter(dlq).notify_waiters();
-                    }
-                }
+            if let Some(dlq) = dead_letter_queue.filter(|_| moved > 0) {
+                self.waiter(&dlq).notify_waiters();
             }
             if !messages.is_empty() {
                 return messages.into_iter().map(|m| received(name, m)).collect();
@@ -817,14 +814,10 @@ fn received(queue: &str, m: QueueMessage) -> Result<Received, SqsError> {
 
 /// Group commit for every message change.
 async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(QueueOp, Reply)>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+    // Waits for the first, then takes whatever else is already queued, up to the limit.
+    let mut queued = Vec::new();
+    while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
+        let batch = std::mem::take(&mut queued);
         let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         let wake: Vec<String> = ops
             .iter()

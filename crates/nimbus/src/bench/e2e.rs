@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use nimbus_client::Client;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use super::loadgen::ServerThread;
 use super::stats::Latency;
 
 const FUNCTION: &str = "bench-e2e";
@@ -35,47 +36,6 @@ pub struct E2e {
     pub synchronous: Option<Latency>,
     /// Events that did not call back within the limit.
     pub lost: usize,
-}
-
-/// Reads one small HTTP request (head and `Content-Length` body) and answers 204.
-async fn serve(mut sock: tokio::net::TcpStream, arrivals: Arc<Arrivals>) {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 512];
-    loop {
-        let Ok(n) = sock.read(&mut chunk).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let len = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        if buf.len() < head_end + 4 + len {
-            continue;
-        }
-        let at = Instant::now();
-        let body = String::from_utf8_lossy(&buf[head_end + 4..head_end + 4 + len]).into_owned();
-        if let Ok(id) = body.trim().parse::<u64>() {
-            arrivals
-                .seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, at);
-            arrivals.arrived.notify_waiters();
-        }
-        let _ = sock
-            .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .await;
-        return;
-    }
 }
 
 fn handler(port: u16) -> String {
@@ -110,19 +70,33 @@ async fn wait_for(arrivals: &Arrivals, id: u64) -> Option<Instant> {
 
 /// `n` events one after another, then `n` synchronous invokes, after a warm-up of each.
 pub async fn measure(client: &Client, runtime: &str, n: usize) -> anyhow::Result<E2e> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the callback listener")?;
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("binding the callback listener")?;
     let port = listener.local_addr()?.port();
     let arrivals = Arc::new(Arrivals::default());
-    let accept = {
-        let arrivals = arrivals.clone();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(serve(sock, arrivals.clone()));
+    let recorder = arrivals.clone();
+    // The callback's arrival is the moment its body has been read.
+    let _callbacks = ServerThread::start("bench-e2e-callbacks", vec![listener], move |_, req| {
+        let arrivals = recorder.clone();
+        async move {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+            let at = Instant::now();
+            if let Some(id) = body
+                .ok()
+                .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse::<u64>().ok())
+            {
+                arrivals
+                    .seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, at);
+                arrivals.arrived.notify_waiters();
             }
-        })
-    };
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            resp
+        }
+    })?;
     let code = handler(port);
     let zip = super::zip(&[("app.py", code.as_bytes(), 0o644)])?;
     client
@@ -158,7 +132,6 @@ pub async fn measure(client: &Client, runtime: &str, n: usize) -> anyhow::Result
             }
         }
     }
-    accept.abort();
     let [mut asynchronous, mut synchronous] = measured;
     Ok(E2e {
         asynchronous: Latency::of(&mut asynchronous),
