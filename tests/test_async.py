@@ -249,6 +249,8 @@ class Collector(http.server.BaseHTTPRequestHandler):
 def test_accepted_events_survive_sigkill(tmp_path):
     """Async events are sent while the server is killed with SIGKILL at random moments and
     restarted on the same data directory; every accepted event is processed at least once."""
+    # The collector is shared with test_event_sources: start from nothing whatever ran before.
+    Collector.seen = []
     collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
     threading.Thread(target=collector.serve_forever, daemon=True).start()
     port = collector.server_address[1]

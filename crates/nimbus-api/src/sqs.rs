@@ -27,12 +27,18 @@ struct SqsReply(Result<Value, SqsError>);
 impl IntoResponse for SqsReply {
     fn into_response(self) -> Response {
         match self.0 {
-            Ok(v) => (
-                StatusCode::OK,
-                [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
-                v.to_string(),
-            )
-                .into_response(),
+            // `to_vec` writes bytes directly; `to_string` would go through `fmt`.
+            Ok(v) => match serde_json::to_vec(&v) {
+                Ok(body) => (
+                    StatusCode::OK,
+                    [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
+                    body,
+                )
+                    .into_response(),
+                Err(e) => error_response(&SqsError::internal_error(format!(
+                    "encoding the answer failed: {e}"
+                ))),
+            },
             Err(e) => error_response(&e),
         }
     }

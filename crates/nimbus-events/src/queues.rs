@@ -4,11 +4,14 @@
 //! Every change to messages (send, receive, delete, visibility, purge) goes to one writer task
 //! that applies whatever queued up meanwhile in one transaction (group commit) and only then
 //! answers each caller, so a sent message is on disk before SendMessage returns, and a receive
-//! is recorded (receive count, new receipt) before the message is handed out. Long polls wait on
+//! is recorded (receive count, new receipt) before the message is handed out. A lone op (the
+//! writer idle, the store's connection free) commits on its caller's thread instead, with the
+//! same promise. Long polls wait on
 //! a per-queue `Notify` that commits wake, or until the next message becomes visible.
 //! Queue attributes are cached (single node: only this engine changes them).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,6 +100,8 @@ type Reply = oneshot::Sender<Result<QueueOpResult, SqsError>>;
 struct Inner {
     store: Arc<dyn Store>,
     writer: mpsc::UnboundedSender<(QueueOp, Reply)>,
+    /// Ops sent to the writer and not yet answered.
+    queued: AtomicUsize,
     queues: Mutex<HashMap<String, Arc<QueueInfo>>>,
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     /// When each queue was last purged (SQS allows one purge per 60 s).
@@ -157,6 +162,7 @@ impl Queues {
         let inner = Arc::new(Inner {
             store,
             writer,
+            queued: AtomicUsize::new(0),
             queues: Mutex::default(),
             waiters: Mutex::default(),
             purged: Mutex::default(),
@@ -192,13 +198,42 @@ impl Queues {
     }
 
     async fn run(&self, op: QueueOp) -> Result<QueueOpResult, SqsError> {
+        if let Some(r) = self.run_now(&op) {
+            return r;
+        }
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .writer
-            .send((op, tx))
-            .map_err(|_| internal("the server is shutting down"))?;
+        self.inner.queued.fetch_add(1, Ordering::SeqCst);
+        if self.inner.writer.send((op, tx)).is_err() {
+            self.inner.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(internal("the server is shutting down"));
+        }
         rx.await
             .map_err(|_| internal("the server is shutting down"))?
+    }
+
+    /// A lone caller (nothing queued for the writer, the store's connection free) commits its
+    /// op on its own thread: no hop to the writer task and none to a blocking thread, which is
+    /// most of a request's cost when requests come one at a time. Under load the writer is
+    /// busy and ops take the group commit.
+    fn run_now(&self, op: &QueueOp) -> Option<Result<QueueOpResult, SqsError>> {
+        if !short(op) || self.inner.queued.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let results = self.inner.store.queue_ops_now(std::slice::from_ref(op))?;
+        let r = match results {
+            Ok(mut results) => match results.pop() {
+                Some(r) => r.map_err(store_error),
+                None => Err(internal("the store answered no result")),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "a queue transaction failed; its caller is told");
+                Err(internal(&e))
+            }
+        };
+        if let QueueOp::Send { queue, .. } = op {
+            wake(&self.inner, std::iter::once(queue));
+        }
+        Some(r)
     }
 
     /// The queue named `name` (cached).
@@ -818,8 +853,9 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(QueueOp,
     let mut queued = Vec::new();
     while rx.recv_many(&mut queued, MAX_BATCH).await > 0 {
         let batch = std::mem::take(&mut queued);
+        let n = batch.len();
         let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let wake: Vec<String> = ops
+        let woken: Vec<String> = ops
             .iter()
             .filter_map(|op| match op {
                 QueueOp::Send { queue, .. } => Some(queue.clone()),
@@ -839,11 +875,31 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(QueueOp,
                 }
             }
         }
-        let waiters = inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        for q in wake {
-            if let Some(w) = waiters.get(&q) {
-                w.notify_waiters();
-            }
+        inner.queued.fetch_sub(n, Ordering::SeqCst);
+        wake(&inner, woken.iter());
+    }
+}
+
+/// Whether `op` is as small as one SQS call's (at most ten messages, and SendMessageBatch's
+/// total is capped by the message size limit), so committing it on an async worker holds that
+/// thread about as long as parsing a request does. A purge, or a mapping's receive or delete
+/// of a batch of thousands, always goes to the writer.
+fn short(op: &QueueOp) -> bool {
+    match op {
+        QueueOp::Send { messages, .. } => messages.len() <= sqs::MAX_BATCH_ENTRIES,
+        QueueOp::Receive { max, .. } => *max <= sqs::MAX_BATCH_ENTRIES,
+        QueueOp::Delete { handles, .. } => handles.len() <= sqs::MAX_BATCH_ENTRIES,
+        QueueOp::ChangeVisibility { entries, .. } => entries.len() <= sqs::MAX_BATCH_ENTRIES,
+        QueueOp::Purge { .. } => false,
+    }
+}
+
+/// Wakes the long polls waiting on `queues` (after a commit that sent to them).
+fn wake<'a>(inner: &Inner, queues: impl Iterator<Item = &'a String>) {
+    let waiters = inner.waiters.lock().unwrap_or_else(|p| p.into_inner());
+    for q in queues {
+        if let Some(w) = waiters.get(q) {
+            w.notify_waiters();
         }
     }
 }
@@ -862,6 +918,31 @@ async fn expiry_loop(store: Arc<dyn Store>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_ops_the_size_of_one_sqs_call_may_run_on_a_worker() {
+        let receive = |max| QueueOp::Receive {
+            queue: "q".into(),
+            max,
+            now_ms: 0,
+            visible_until_ms: 0,
+            fifo: false,
+            redrive: None,
+            receipt: 1,
+        };
+        let delete = |n| QueueOp::Delete {
+            queue: "q".into(),
+            handles: vec![(1, 1); n],
+        };
+        assert!(short(&receive(10)));
+        assert!(
+            !short(&receive(11)),
+            "a mapping's big batch goes to the writer"
+        );
+        assert!(short(&delete(10)));
+        assert!(!short(&delete(10_000)));
+        assert!(!short(&QueueOp::Purge { queue: "q".into() }));
+    }
 
     #[test]
     fn receipt_handles_round_trip_and_name_their_queue() {

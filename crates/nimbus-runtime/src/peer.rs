@@ -177,6 +177,8 @@ impl axum::serve::Listener for PeerFilter {
                     continue;
                 }
             };
+            // Request/response traffic: a reply must not wait for the last one's ACK.
+            let _ = stream.set_nodelay(true);
             if matches!(self.rule, PeerRule::Anyone) {
                 return (stream, peer);
             }

@@ -13,7 +13,7 @@ pub use blob::{BlobStore, CollectGuard, StoredCode, UploadGuard};
 pub use code::{CodeError, Unpacked, UnzipLimits};
 pub use queues::{
     Dedup, EventSourceMappingDoc, HandleOutcome, NewMessage, QueueCounts, QueueMessage, QueueOp,
-    QueueOpResult, QueueRecord, Redrive, Sent,
+    QueueOpResult, QueueOpsResult, QueueRecord, Redrive, Sent,
 };
 pub use sqlite::SqliteStore;
 pub use store::{

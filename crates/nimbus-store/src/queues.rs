@@ -146,6 +146,10 @@ pub enum HandleOutcome {
     NotInFlight,
 }
 
+/// The results of ops applied in one transaction: the outer error fails them all (nothing
+/// committed), an inner one is that op's own.
+pub type QueueOpsResult = Result<Vec<Result<QueueOpResult, StoreError>>, StoreError>;
+
 /// The result of one [`QueueOp`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueOpResult {
@@ -364,6 +368,18 @@ fn queue_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
 }
 
 /// Applies one op. `Err` is this op's own failure (an unknown queue); the transaction goes on.
+/// Applies `ops` in order; a backend failure stops and fails them all.
+pub(crate) fn apply_all(conn: &Connection, ops: &[QueueOp]) -> QueueOpsResult {
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        match apply(conn, op) {
+            Err(StoreError::Backend(e)) => return Err(StoreError::Backend(e)),
+            r => out.push(r),
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn apply(conn: &Connection, op: &QueueOp) -> Result<QueueOpResult, StoreError> {
     match op {
         QueueOp::Send { queue, messages } => {

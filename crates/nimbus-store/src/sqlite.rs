@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use rusqlite_migration::{Migrations, M};
 
 use crate::queues::{
-    self, EventSourceMappingDoc, QueueCounts, QueueOp, QueueOpResult, QueueRecord,
+    self, EventSourceMappingDoc, QueueCounts, QueueOp, QueueOpsResult, QueueRecord,
 };
 use crate::store::{
     AsyncEvent, EventInvokeConfig, FunctionRecord, GatewayApiDoc, GatewayDeploymentDoc, LogEvent,
@@ -168,8 +168,12 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// Prepared statements kept per connection (more than the store has).
+const STATEMENT_CACHE: usize = 256;
+
 /// The SQLite-backed [`Store`]. Calls run on tokio's blocking pool, one connection behind a mutex
-/// (SQLite serialises writers anyway).
+/// (SQLite serialises writers anyway); queue ops may also run on the caller's thread when the
+/// connection is free (`queue_ops_now`).
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -434,7 +438,14 @@ impl SqliteStore {
         let mut conn = Connection::open(path)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         Self::prepare(&mut conn)?;
-        Ok(SqliteStore::from_conn(conn))
+        // Checkpoints (copying the WAL into the database file, with an fsync) run on a thread
+        // of their own instead of inside whichever commit crosses SQLite's threshold, so no
+        // request pays for one, and a queue op run on an async worker never holds it up.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(backend)?;
+        let store = SqliteStore::from_conn(conn);
+        spawn_checkpointer(Arc::downgrade(&store.conn))?;
+        Ok(store)
     }
 
     /// A private in-memory database, for tests.
@@ -500,6 +511,10 @@ impl SqliteStore {
     }
 
     fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
+        // Every hot statement is prepared once and kept: rusqlite's default cache of 16 is
+        // smaller than the statements the engines take turns with (queues, async events,
+        // logs, metadata), and a statement pushed out is parsed again on its next use.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // WAL lets readers proceed during writes; NORMAL sync keeps commits durable across a
         // process crash (only an OS crash can lose the last commits), which is the promise for
         // metadata and logs.
@@ -537,16 +552,46 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.with(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(backend)?;
-            Ok(out)
-        })
-        .await
+        self.with(move |conn| in_tx(conn, f)).await
     }
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Starts the thread that checkpoints the WAL every [`CHECKPOINT_EVERY`] (PASSIVE: it copies
+/// what it can and never waits), until the store is dropped. With the connection busy it
+/// waits its turn like any other caller; an idle database makes it a no-op.
+fn spawn_checkpointer(conn: std::sync::Weak<Mutex<Connection>>) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("nimbus-checkpoint".into())
+        .spawn(move || loop {
+            std::thread::sleep(CHECKPOINT_EVERY);
+            let Some(conn) = conn.upgrade() else {
+                return;
+            };
+            let Ok(conn) = conn.lock() else {
+                return;
+            };
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "checkpointing the store's WAL failed");
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| StoreError::Backend(format!("starting the checkpoint thread: {e}")))
+}
+
+/// Runs `f` inside one IMMEDIATE transaction on `conn`, committing if it succeeds.
+fn in_tx<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    let out = f(&tx)?;
+    tx.commit().map_err(backend)?;
+    Ok(out)
 }
 
 fn parse_marker(marker: Option<&str>) -> Result<Option<i64>, StoreError> {
@@ -1390,21 +1435,14 @@ impl Store for SqliteStore {
         self.tx(move |tx| queues::delete_queue(tx, &name)).await
     }
 
-    async fn queue_ops(
-        &self,
-        ops: Vec<QueueOp>,
-    ) -> Result<Vec<Result<QueueOpResult, StoreError>>, StoreError> {
-        self.tx(move |tx| {
-            let mut out = Vec::with_capacity(ops.len());
-            for op in &ops {
-                match queues::apply(tx, op) {
-                    Err(StoreError::Backend(e)) => return Err(StoreError::Backend(e)),
-                    r => out.push(r),
-                }
-            }
-            Ok(out)
-        })
-        .await
+    async fn queue_ops(&self, ops: Vec<QueueOp>) -> QueueOpsResult {
+        self.tx(move |tx| queues::apply_all(tx, &ops)).await
+    }
+
+    fn queue_ops_now(&self, ops: &[QueueOp]) -> Option<QueueOpsResult> {
+        // Only a free connection: waiting for it here would block the caller's thread.
+        let mut conn = self.conn.try_lock().ok()?;
+        Some(in_tx(&mut conn, |tx| queues::apply_all(tx, ops)))
     }
 
     async fn queue_counts(&self, name: &str, now_ms: i64) -> Result<QueueCounts, StoreError> {

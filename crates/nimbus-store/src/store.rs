@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use nimbus_core::{Alias, FunctionVersion, VersionId};
 
-use crate::queues::{EventSourceMappingDoc, QueueCounts, QueueOp, QueueOpResult, QueueRecord};
+use crate::queues::{EventSourceMappingDoc, QueueCounts, QueueOp, QueueOpsResult, QueueRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -352,10 +352,13 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_queue(&self, name: &str) -> Result<(), StoreError>;
     /// Applies the ops in order in one transaction. The outer error fails them all (nothing
     /// committed); an inner one is that op's own (an unknown queue) and the others still apply.
-    async fn queue_ops(
-        &self,
-        ops: Vec<QueueOp>,
-    ) -> Result<Vec<Result<QueueOpResult, StoreError>>, StoreError>;
+    async fn queue_ops(&self, ops: Vec<QueueOp>) -> QueueOpsResult;
+    /// `queue_ops` on the caller's own thread, when the store can start at once (its
+    /// connection is free): `None` means it could not and nothing was done. Lets a lone caller
+    /// skip the hops to a writer and a blocking thread; a store that cannot keeps the default.
+    fn queue_ops_now(&self, _ops: &[QueueOp]) -> Option<QueueOpsResult> {
+        None
+    }
     async fn queue_counts(&self, name: &str, now_ms: i64) -> Result<QueueCounts, StoreError>;
     /// Deletes messages past their retention; returns how many.
     async fn expire_queue_messages(&self, now_ms: i64) -> Result<u64, StoreError>;

@@ -331,3 +331,47 @@ async fn delays_counts_purge_unknown_queues_and_retention() {
     store.delete_queue("q").await.unwrap();
     assert!(store.list_queues("").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn ops_run_now_on_the_callers_thread_commit_like_the_async_path() {
+    let (_dir, store) = open();
+    queue(&store, "q").await;
+    let op = QueueOp::Send {
+        queue: "q".into(),
+        messages: vec![msg("a", 10)],
+    };
+    // The connection is free: the op runs here and now.
+    let mut out = store.queue_ops_now(&[op]).unwrap().unwrap();
+    assert!(matches!(out.pop(), Some(Ok(QueueOpResult::Sent(s))) if s.len() == 1));
+    // An unknown queue is that op's own error, as through `queue_ops`.
+    let unknown = QueueOp::Delete {
+        queue: "nope".into(),
+        handles: vec![(1, 1)],
+    };
+    let mut out = store.queue_ops_now(&[unknown]).unwrap().unwrap();
+    assert!(matches!(out.pop(), Some(Err(StoreError::NotFound(_)))));
+    assert_eq!(bodies(&receive(&store, "q", 10, 20).await), ["a"]);
+}
+
+#[tokio::test]
+async fn the_checkpointer_copies_the_wal_into_the_database_file() {
+    let (dir, store) = open();
+    queue(&store, "q").await;
+    let db = dir.path().join("nimbus.db");
+    let before = std::fs::metadata(&db).unwrap().len();
+    for i in 0..200 {
+        let body = format!("{i:0>2000}");
+        send(&store, "q", vec![msg(&body, 10)]).await;
+    }
+    // Automatic checkpoints are off; only the checkpoint thread (every 250 ms) grows the file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut after = before;
+    while after < before + 200 * 2000 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        after = std::fs::metadata(&db).unwrap().len();
+    }
+    assert!(
+        after >= before + 200 * 2000,
+        "database file {before} → {after} bytes: the WAL was not checkpointed"
+    );
+}
