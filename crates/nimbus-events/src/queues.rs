@@ -230,9 +230,7 @@ impl Queues {
                 Err(internal(&e))
             }
         };
-        if let QueueOp::Send { queue, .. } = op {
-            wake(&self.inner, std::iter::once(queue));
-        }
+        wake(&self.inner, sent_to(op).into_iter());
         Some(r)
     }
 
@@ -855,13 +853,7 @@ async fn write_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(QueueOp,
         let batch = std::mem::take(&mut queued);
         let n = batch.len();
         let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let woken: Vec<String> = ops
-            .iter()
-            .filter_map(|op| match op {
-                QueueOp::Send { queue, .. } => Some(queue.clone()),
-                _ => None,
-            })
-            .collect();
+        let woken: Vec<String> = ops.iter().filter_map(sent_to).cloned().collect();
         match inner.store.queue_ops(ops).await {
             Ok(results) => {
                 for (reply, r) in replies.into_iter().zip(results) {
@@ -891,6 +883,14 @@ fn short(op: &QueueOp) -> bool {
         QueueOp::Delete { handles, .. } => handles.len() <= sqs::MAX_BATCH_ENTRIES,
         QueueOp::ChangeVisibility { entries, .. } => entries.len() <= sqs::MAX_BATCH_ENTRIES,
         QueueOp::Purge { .. } => false,
+    }
+}
+
+/// The queue a send puts messages in (whose long polls its commit wakes); `None` for other ops.
+fn sent_to(op: &QueueOp) -> Option<&String> {
+    match op {
+        QueueOp::Send { queue, .. } => Some(queue),
+        _ => None,
     }
 }
 

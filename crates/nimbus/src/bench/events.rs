@@ -186,10 +186,8 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "### Asynchronous invocation run of {} on {}\n\n`{}` — Event invokes of the python hello for {} per level; the store is SQLite in WAL mode with `synchronous=NORMAL` (a 202 means the event's transaction is committed to the WAL file, which survives the server process dying; the OS flushes it to the platter at checkpoints).\n",
-        super::now_utc(),
-        super::machine(interpreters),
-        super::command_line(),
+        "{}Event invokes of the python hello for {} per level; the store is SQLite in WAL mode with `synchronous=NORMAL` (a 202 means the event's transaction is committed to the WAL file, which survives the server process dying; the OS flushes it to the platter at checkpoints).\n",
+        super::run_heading("Asynchronous invocation", interpreters),
         humantime::format_duration(args.duration),
     );
     let _ = writeln!(md, "| concurrency | function | accepted | accepts/s | accept p50 | accept p99 | failed | all done after | processed/s |");
@@ -205,12 +203,7 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
             ("running", &l.accept, l.drained, "first accept"),
         ];
         for (mode, a, done, from) in rows {
-            let (p50, p99) = a.latency().map_or(("-".into(), "-".into()), |x| {
-                (
-                    format!("{} µs", stats::us(x.p50)),
-                    format!("{} µs", stats::us(x.p99)),
-                )
-            });
+            let (p50, p99) = stats::p50_p99_cells(a.latency().as_ref());
             let _ = writeln!(
                 md,
                 "| {} | {mode} | {} | {} | {p50} | {p99} | {} | {} | {} |",
@@ -226,16 +219,8 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
             );
         }
     }
-    let lat = |l: &Option<stats::Latency>| {
-        l.as_ref().map_or(("—".to_string(), "—".to_string()), |l| {
-            (
-                format!("{} µs", stats::us(l.p50)),
-                format!("{} µs", stats::us(l.p99)),
-            )
-        })
-    };
-    let (a50, a99) = lat(&e2e.asynchronous);
-    let (s50, s99) = lat(&e2e.synchronous);
+    let (a50, a99) = stats::p50_p99_cells(e2e.asynchronous.as_ref());
+    let (s50, s99) = stats::p50_p99_cells(e2e.synchronous.as_ref());
     let _ = writeln!(
         md,
         "\nEnd to end, one at a time to a warm python function whose first act is an HTTP callback to the bench (sent → callback received; {E2E_EVENTS} of each after a warm-up):\n\n| invocation | p50 | p99 |\n|---|---:|---:|\n| `Event` (stored, then dispatched) | {a50} | {a99} |\n| `RequestResponse`, same function and callback | {s50} | {s99} |"

@@ -356,10 +356,8 @@ fn markdown(
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "### Gateway run of {} on {}\n\n`{}` — each path {} per concurrency level, after {} warm-up requests per connection.\n",
-        super::now_utc(),
-        super::machine(interpreters),
-        super::command_line(),
+        "{}each path {} per concurrency level, after {} warm-up requests per connection.\n",
+        super::run_heading("Gateway", interpreters),
         humantime::format_duration(args.duration),
         WARMUP_PER_WORKER,
     );
@@ -374,12 +372,7 @@ fn markdown(
             continue;
         }
         for r in &p.runs {
-            let (p50, p99) = r.latency().map_or(("-".into(), "-".into()), |l| {
-                (
-                    format!("{} µs", stats::us(l.p50)),
-                    format!("{} µs", stats::us(l.p99)),
-                )
-            });
+            let (p50, p99) = stats::p50_p99_cells(r.latency().as_ref());
             let _ = writeln!(
                 md,
                 "| {} | {} | {p50} | {p99} | {} | {} |",
@@ -414,8 +407,8 @@ fn markdown(
         let _ = writeln!(
             md,
             "| gateway-added latency p50 at c={c} ≤ 100 µs (p50 gateway {} vs Invoke API {}; mean {} vs {}) | {} | {} |",
-            stats::or_dash(p50(through, c), |d| format!("{} µs", stats::us(d))),
-            stats::or_dash(p50(direct, c), |d| format!("{} µs", stats::us(d))),
+            stats::or_dash(p50(through, c), stats::us_cell),
+            stats::or_dash(p50(direct, c), stats::us_cell),
             stats::or_dash(mean_us(through, c), |m| format!("{m:.0} µs")),
             stats::or_dash(mean_us(direct, c), |m| format!("{m:.0} µs")),
             stats::or_dash(added, |a| format!("{a:.0} µs")),

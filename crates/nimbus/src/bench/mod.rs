@@ -927,6 +927,17 @@ fn now_utc() -> String {
         .unwrap_or_else(|_| "(unknown time)".into())
 }
 
+/// The opening of a `--events`/`--queues`/`--gateway` block: its heading (what ran, when, on
+/// what machine) and the command line, with the dash the block's description follows.
+fn run_heading(kind: &str, interpreters: &Interpreters) -> String {
+    format!(
+        "### {kind} run of {} on {}\n\n`{}` — ",
+        now_utc(),
+        machine(interpreters),
+        command_line()
+    )
+}
+
 /// `nimbus bench --write docs/benchmarks.md`, as this run was started.
 fn command_line() -> String {
     let mut parts: Vec<String> = std::env::args().skip(1).collect();

@@ -724,10 +724,8 @@ fn markdown(
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "### Queue run of {} on {}\n\n`{}` — each operation for {} per concurrency level or until {} messages (a consume run also ends when its queue is empty); HTTP and the raw store one op per call take turns, {} runs each, and each keeps its fastest (failures count from every run). Durability: the store is SQLite in WAL mode with `synchronous=NORMAL`: a send is answered once its transaction is committed to the WAL file, which survives the server process dying; an OS crash or power loss can lose the last commits (the WAL is fsynced at checkpoints, not at every commit).\n",
-        super::now_utc(),
-        super::machine(interpreters),
-        super::command_line(),
+        "{}each operation for {} per concurrency level or until {} messages (a consume run also ends when its queue is empty); HTTP and the raw store one op per call take turns, {} runs each, and each keeps its fastest (failures count from every run). Durability: the store is SQLite in WAL mode with `synchronous=NORMAL`: a send is answered once its transaction is committed to the WAL file, which survives the server process dying; an OS crash or power loss can lose the last commits (the WAL is fsynced at checkpoints, not at every commit).\n",
+        super::run_heading("Queue", interpreters),
         humantime::format_duration(args.duration),
         stats::per_sec(MAX_MESSAGES as f64),
         ROUNDS,
@@ -738,12 +736,7 @@ fn markdown(
     );
     let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
-        let (p50, p99) = r.http.latency().map_or(("—".into(), "—".into()), |l| {
-            (
-                format!("{} µs", stats::us(l.p50)),
-                format!("{} µs", stats::us(l.p99)),
-            )
-        });
+        let (p50, p99) = stats::p50_p99_cells(r.http.latency().as_ref());
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {p50} | {p99} | {} | {} | {} | {} |",
@@ -763,12 +756,7 @@ fn markdown(
             "\n| the HTTP floor: GetQueueUrl (reads the cached queue, writes nothing) | c | calls/s | p50 | p99 |\n|---|---:|---:|---:|---:|"
         );
         for f in floors {
-            let (p50, p99) = f.latency().map_or(("—".into(), "—".into()), |l| {
-                (
-                    format!("{} µs", stats::us(l.p50)),
-                    format!("{} µs", stats::us(l.p99)),
-                )
-            });
+            let (p50, p99) = stats::p50_p99_cells(f.latency().as_ref());
             let _ = writeln!(
                 md,
                 "| | {} | {} | {p50} | {p99} |",

@@ -253,12 +253,8 @@ impl Report {
             ),
         ];
         let warm = |row: Option<&Row>| {
-            row.and_then(Row::warm_latency).map(|l| {
-                (
-                    format!("{} µs", stats::us(l.p50)),
-                    l.p50 <= Duration::from_micros(200),
-                )
-            })
+            row.and_then(Row::warm_latency)
+                .map(|l| (stats::us_cell(l.p50), l.p50 <= Duration::from_micros(200)))
         };
         for lang in [Lang::Python, Lang::Node, Lang::Provided] {
             out.push(

@@ -96,9 +96,33 @@ pub fn or_dash<T>(v: Option<T>, f: impl FnOnce(T) -> String) -> String {
     v.map(f).unwrap_or_else(|| "—".into())
 }
 
+/// A table cell in whole microseconds: `187 µs`.
+pub fn us_cell(d: Duration) -> String {
+    format!("{} µs", us(d))
+}
+
+/// The p50 and p99 cells of a run's latency, dashes when it has none.
+pub fn p50_p99_cells(l: Option<&Latency>) -> (String, String) {
+    (
+        or_dash(l.map(|l| l.p50), us_cell),
+        or_dash(l.map(|l| l.p99), us_cell),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_cells_are_microseconds_or_dashes() {
+        let l = Latency {
+            samples: 2,
+            p50: Duration::from_micros(187),
+            p99: Duration::from_micros(1_203),
+        };
+        assert_eq!(p50_p99_cells(Some(&l)), ("187 µs".into(), "1203 µs".into()));
+        assert_eq!(p50_p99_cells(None), ("—".into(), "—".into()));
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
