@@ -70,8 +70,10 @@ pub(crate) struct Instance {
     pub spawned: Instant,
     /// The pool generation of its function when it started.
     pub generation: u64,
-    pub jobs_tx: mpsc::Sender<Job>,
-    pub jobs_rx: tokio::sync::Mutex<mpsc::Receiver<Job>>,
+    /// Boxed: a channel allocates its slots in blocks of 32, and a block of `Job`s would be
+    /// ~6 KB of every warm instance.
+    pub jobs_tx: mpsc::Sender<Box<Job>>,
+    pub jobs_rx: tokio::sync::Mutex<mpsc::Receiver<Box<Job>>>,
     pub inflight: Mutex<Option<Inflight>>,
     pub capture: Arc<Capture>,
     /// When the runtime first asked for work: the end of init.

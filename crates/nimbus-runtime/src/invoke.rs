@@ -887,7 +887,7 @@ impl Runtime {
             picked: picked_tx,
             result: result_tx,
         };
-        let _ = inst.jobs_tx.try_send(job);
+        let _ = inst.jobs_tx.try_send(Box::new(job));
 
         let mut picked_at = None;
         let ending = tokio::select! {

@@ -189,6 +189,20 @@ impl LineBuf {
     }
 }
 
+/// Each pipe's read buffer starts at this size: most instances print little, and an idle warm
+/// instance should cost the server little memory (two 64 KB buffers were 128 KB of every
+/// instance's ~170 KB).
+const READ_BUF_MIN: usize = 1024;
+/// ...and grows to this once a read fills it, for instances that print a lot.
+const READ_BUF_MAX: usize = 64 * 1024;
+
+/// Grows `buf` to [`READ_BUF_MAX`] when the read of `n` bytes filled it.
+fn grow_if_filled(buf: &mut Vec<u8>, n: usize) {
+    if n == buf.len() && buf.len() < READ_BUF_MAX {
+        buf.resize(READ_BUF_MAX, 0);
+    }
+}
+
 /// Requests to the capture task.
 pub(crate) type FlushRequest = oneshot::Sender<()>;
 
@@ -208,20 +222,26 @@ where
         let mut out = stdout;
         let mut err = stderr;
         let (mut lb_out, mut lb_err) = (LineBuf::default(), LineBuf::default());
-        let mut b1 = vec![0u8; 64 * 1024];
+        let mut b1 = vec![0u8; READ_BUF_MIN];
         let mut flushes_open = true;
-        let mut b2 = vec![0u8; 64 * 1024];
+        let mut b2 = vec![0u8; READ_BUF_MIN];
         loop {
             if out.is_none() && err.is_none() {
                 break;
             }
             tokio::select! {
                 r = read_opt(&mut out, &mut b1) => match r {
-                    Some(n) if n > 0 => lb_out.feed(&b1[..n], &capture),
+                    Some(n) if n > 0 => {
+                        lb_out.feed(&b1[..n], &capture);
+                        grow_if_filled(&mut b1, n);
+                    }
                     _ => { lb_out.flush(&capture); out = None; }
                 },
                 r = read_opt(&mut err, &mut b2) => match r {
-                    Some(n) if n > 0 => lb_err.feed(&b2[..n], &capture),
+                    Some(n) if n > 0 => {
+                        lb_err.feed(&b2[..n], &capture);
+                        grow_if_filled(&mut b2, n);
+                    }
                     _ => { lb_err.flush(&capture); err = None; }
                 },
                 req = flushes.recv(), if flushes_open => {
@@ -254,7 +274,7 @@ async fn read_opt<R: AsyncRead + Unpin>(r: &mut Option<R>, buf: &mut [u8]) -> Op
 
 /// Reads what the pipe holds right now. This asks the kernel directly (the pipe is
 /// non-blocking) rather than tokio, whose readiness may lag behind data that is already there.
-fn drain_now<R: AsFd>(r: &mut Option<R>, buf: &mut [u8], lb: &mut LineBuf, capture: &Capture) {
+fn drain_now<R: AsFd>(r: &mut Option<R>, buf: &mut Vec<u8>, lb: &mut LineBuf, capture: &Capture) {
     let Some(reader) = r.as_ref() else { return };
     loop {
         match nix::unistd::read(reader.as_fd(), buf) {
@@ -263,7 +283,10 @@ fn drain_now<R: AsFd>(r: &mut Option<R>, buf: &mut [u8], lb: &mut LineBuf, captu
                 *r = None;
                 return;
             }
-            Ok(n) => lb.feed(&buf[..n], capture),
+            Ok(n) => {
+                lb.feed(&buf[..n], capture);
+                grow_if_filled(buf, n);
+            }
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return,
         }

@@ -119,10 +119,20 @@ fn run() -> Result<i32, String> {
             OwnedFd::from_raw_fd(status_fd),
         )
     };
+    Ok(run_with(lifeline, status))
+}
+
+/// The helper's work, once its two pipes are known.
+fn run_with(lifeline: OwnedFd, status: OwnedFd) -> i32 {
     let status = Status(File::from(status));
     let mut lifeline = File::from(lifeline);
-    let req: Request =
-        read_message(&mut lifeline).map_err(|e| format!("reading the instance spec: {e}"))?;
+    let req: Request = match read_message(&mut lifeline) {
+        Ok(req) => req,
+        Err(e) => {
+            eprintln!("nimbus sandbox helper: reading the instance spec: {e}");
+            return 125;
+        }
+    };
 
     // The OOM killer should pick the program, never the processes that report on it; the
     // program resets this to 0 before exec.
@@ -138,7 +148,7 @@ fn run() -> Result<i32, String> {
             path: "CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWIPC|CLONE_NEWUTS".into(),
             errno,
         });
-        return Ok(0);
+        return 0;
     }
     // SAFETY: this process is single-threaded (checked above), so the child may do anything.
     match unsafe { fork() } {
@@ -148,7 +158,7 @@ fn run() -> Result<i32, String> {
             status.send(&Report::Started {
                 init_pid: child.as_raw(),
             });
-            Ok(supervise(child, &lifeline, &status))
+            supervise(child, &lifeline, &status)
         }
         Err(errno) => {
             status.setup_failed(&SetupError {
@@ -156,12 +166,12 @@ fn run() -> Result<i32, String> {
                 path: "namespace init".into(),
                 errno,
             });
-            Ok(0)
+            0
         }
     }
 }
 
-fn thread_count() -> usize {
+pub(crate) fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -228,6 +238,31 @@ fn supervise(init: Pid, lifeline: &File, status: &Status) -> i32 {
             Err(_) => return 0,
         }
     }
+}
+
+/// ns-init forked by the launcher straight into a new pid namespace, with no helper above it:
+/// it joins the remaining namespaces itself and carries on as [`ns_init`]. The launcher reaps
+/// it; the server learns how it ended from its reports, or from its pidfd when it was killed.
+pub(crate) fn launched_init(lifeline: OwnedFd, status: OwnedFd) -> i32 {
+    let status = Status(File::from(status));
+    let mut lifeline = File::from(lifeline);
+    let req: Request = match read_message(&mut lifeline) {
+        Ok(req) => req,
+        Err(e) => {
+            eprintln!("nimbus sandbox init: reading the instance spec: {e}");
+            return 125;
+        }
+    };
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    if let Err(errno) = unshare(flags) {
+        status.setup_failed(&SetupError {
+            syscall: "unshare",
+            path: "CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWUTS".into(),
+            errno,
+        });
+        return 0;
+    }
+    ns_init(&req, &status, lifeline)
 }
 
 /// PID 1 of the new pid namespace. Exits 0 after reporting; its exit ends the namespace.

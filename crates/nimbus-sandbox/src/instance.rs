@@ -21,6 +21,7 @@ use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::{mpsc, watch};
 
 use crate::cgroup::{InstanceCgroups, Limits};
+use crate::launcher::{LaunchFds, Launched, Launcher};
 use crate::protocol::{self, Assign, Exec, Report, Request, Start, FDS_ENV};
 use crate::{sys, AssignStart, Assignment, InstanceSpec, SandboxConfig, SandboxError, SpareSpec};
 
@@ -58,7 +59,8 @@ pub struct Instance {
 
 /// State shared with the supervisor task; the last owner cleans up.
 struct Shared {
-    /// Host pid of the helper (sandbox) or the program (direct).
+    /// Host pid of ns-init (forked by the launcher), the executed helper (sandbox without a
+    /// launcher) or the program (direct).
     pid: i32,
     pidfd: Option<OwnedFd>,
     /// Direct mode: the program leads its own process group.
@@ -97,7 +99,12 @@ impl Shared {
                     self.reaped.load(Ordering::SeqCst),
                 );
                 if let Some(cg) = &self.cgroups {
-                    cg.kill_all_except(Some(self.pid));
+                    if init.pid == self.pid {
+                        // Launched: no helper above ns-init to spare.
+                        cg.kill_all();
+                    } else {
+                        cg.kill_all_except(Some(self.pid));
+                    }
                 }
                 return;
             }
@@ -150,8 +157,9 @@ impl Drop for Shared {
 }
 
 impl Instance {
-    /// Host pid of the process that owns the instance: the sandbox helper, or the program
-    /// itself when running without namespaces.
+    /// Host pid of the process that owns the instance: the sandbox's init (forked by the
+    /// launcher) or the executed sandbox helper, or the program itself when running without
+    /// namespaces.
     pub fn pid(&self) -> Option<u32> {
         Some(self.pid)
     }
@@ -770,9 +778,55 @@ struct Started {
     exe: PathBuf,
     id: String,
     uid: u32,
-    child: Child,
+    proc: Proc,
     shared: Arc<Shared>,
-    sandbox: Option<(OwnedFd, OwnedFd)>, // (status read end, spec write end)
+    sandbox: Option<ServerEnds>,
+}
+
+/// The server's ends of a sandbox's pipes: (status read end, spec write end).
+type ServerEnds = (OwnedFd, OwnedFd);
+
+/// The process the server started: its own child (the program, or the executed helper), or
+/// ns-init forked by the launcher (whose end the server sees through the pidfd in [`Shared`],
+/// and whose program's status ns-init reports).
+enum Proc {
+    Child(Child),
+    Launched {
+        stdout: Option<ChildStdout>,
+        stderr: Option<ChildStderr>,
+    },
+}
+
+impl Proc {
+    fn take_output(&mut self) -> (Option<ChildStdout>, Option<ChildStderr>) {
+        match self {
+            Proc::Child(c) => (c.stdout.take(), c.stderr.take()),
+            Proc::Launched { stdout, stderr } => (stdout.take(), stderr.take()),
+        }
+    }
+
+    /// Waits for the process to end: its exit status, when it was our child.
+    async fn wait(self, shared: &Shared) -> std::io::Result<Option<ExitStatus>> {
+        match self {
+            Proc::Child(mut c) => c.wait().await.map(Some),
+            Proc::Launched { .. } => {
+                if let Some(fd) = &shared.pidfd {
+                    // A pidfd turns readable when its process has exited.
+                    // SAFETY: the AsyncFd owns this fresh duplicate, which stays open and the
+                    // same for the AsyncFd's whole life.
+                    let fd = unsafe {
+                        tokio::io::unix::AsyncFd::register_with_interest(
+                            fd.try_clone()?,
+                            tokio::io::Interest::READABLE,
+                        )
+                    }
+                    .map_err(std::io::Error::from)?;
+                    let _ = fd.readable().await?;
+                }
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// Blocking part of a direct `spawn`.
@@ -781,8 +835,38 @@ fn start(config: &SandboxConfig, spec: &InstanceSpec) -> Result<Started, Sandbox
     start_prepared(config, prepared, Some(spec))
 }
 
+/// ns-init, forked by the launcher: pipes for its spec, status and output.
+fn start_launched(
+    launcher: &Launcher,
+    procs: &[OwnedFd],
+) -> Result<(Launched, Proc, ServerEnds), String> {
+    let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"));
+    let (spec_r, spec_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let launched = launcher.launch(&LaunchFds {
+        spec: spec_r.as_fd(),
+        status: status_w.as_fd(),
+        stdout: out_w.as_fd(),
+        stderr: err_w.as_fd(),
+        procs: procs.iter().map(|f| f.as_fd()).collect(),
+    })?;
+    let output = |e: std::io::Error| format!("instance output pipe: {e}");
+    let proc = Proc::Launched {
+        stdout: Some(
+            ChildStdout::from_std(std::process::ChildStdout::from(out_r)).map_err(output)?,
+        ),
+        stderr: Some(
+            ChildStderr::from_std(std::process::ChildStderr::from(err_r)).map_err(output)?,
+        ),
+    };
+    Ok((launched, proc, (status_r, spec_w)))
+}
+
 /// Cgroups, pipes, fork/exec, and sending the spec. `direct` is the program to run without a
-/// sandbox; with one, the helper gets `prepared.request`.
+/// sandbox; with one, the helper gets `prepared.request`: forked by the launcher when there is
+/// one, else the server binary re-executed.
 fn start_prepared(
     config: &SandboxConfig,
     prepared: Prepared,
@@ -794,7 +878,91 @@ fn start_prepared(
         scratch: prepared.scratch,
     };
 
-    let (mut cmd, pipes, exe) = match (&prepared.request, direct) {
+    let launched = match (&prepared.request, &config.launcher) {
+        (Some(_), Some(launcher)) => match start_launched(launcher, &prepared.procs) {
+            Ok(l) => Some(l),
+            Err(reason) => {
+                tracing::warn!(%reason, "the sandbox launcher failed; re-executing the helper instead");
+                None
+            }
+        },
+        _ => None,
+    };
+    let (pid, pidfd, proc, pipes, exe) = match launched {
+        Some((l, proc, pipes)) => (
+            l.pid,
+            Some(l.pidfd),
+            proc,
+            Some(pipes),
+            config.helper_exe.clone(),
+        ),
+        None => {
+            let (child, pipes, exe) = spawn_child(config, &prepared.request, direct, &procs_raw)?;
+            let pid = child.id().unwrap_or(0) as i32;
+            // The child cannot be reaped before the supervisor starts, so the pid is still ours.
+            (pid, sys::pidfd_open(pid), Proc::Child(child), pipes, exe)
+        }
+    };
+    drop(prepared.procs);
+    // A launched process is ns-init itself; an executed helper reports ns-init once it forks it.
+    let init = match (&proc, &pidfd) {
+        (Proc::Launched { .. }, Some(fd)) => Some(Init {
+            pid,
+            pidfd: fd.try_clone().ok(),
+        }),
+        _ => None,
+    };
+    let shared = Arc::new(Shared {
+        pid,
+        pidfd,
+        process_group: pipes.is_none(),
+        reaped: AtomicBool::new(false),
+        killed: AtomicBool::new(false),
+        cgroups: pending.cgroups.take(),
+        scratch: pending.scratch.take(),
+        init: Mutex::new(init),
+        lifeline: Mutex::new(None),
+    });
+
+    let sandbox = match (pipes, &prepared.request) {
+        (Some((status_r, spec_w)), Some(req)) => {
+            let mut w = fs::File::from(spec_w);
+            if let Err(e) = protocol::write_message(&mut w, req) {
+                shared.kill();
+                return Err(SandboxError::Helper {
+                    exe,
+                    reason: format!("sending the instance spec: {e}"),
+                });
+            }
+            Some((status_r, OwnedFd::from(w)))
+        }
+        _ => None,
+    };
+    let id = match (&prepared.request, direct) {
+        (Some(req), _) => req.id.clone(),
+        (None, Some(spec)) => spec.id.clone(),
+        (None, None) => String::new(),
+    };
+    Ok(Started {
+        exe,
+        id,
+        uid: prepared.request.as_ref().map(|r| r.uid).unwrap_or(0),
+        proc,
+        shared,
+        sandbox,
+    })
+}
+
+/// Starts a child of the server: the re-executed helper (`request`), or the program itself
+/// (`direct`). Returns it with, for the helper, the server's ends of its pipes (status read
+/// end, spec write end).
+fn spawn_child(
+    config: &SandboxConfig,
+    request: &Option<Request>,
+    direct: Option<&InstanceSpec>,
+    procs_raw: &[i32],
+) -> Result<(Child, Option<ServerEnds>, PathBuf), SandboxError> {
+    let (mut cmd, pipes, exe) = match (request, direct) {
         (Some(_), _) => {
             let (spec_r, spec_w) = pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
             let (status_r, status_w) = pipe2(OFlag::O_CLOEXEC).map_err(pipe_err)?;
@@ -807,7 +975,7 @@ fn start_prepared(
                 )
                 .current_dir("/");
             let keep = [spec_r.as_raw_fd(), status_w.as_raw_fd()];
-            let procs = procs_raw.clone();
+            let procs = procs_raw.to_vec();
             // SAFETY: the closure runs between fork and exec in a copy of a multi-threaded
             // process, so it only makes async-signal-safe syscalls (write, fcntl) on fds it
             // was handed and allocates nothing.
@@ -840,7 +1008,7 @@ fn start_prepared(
                 .envs(spec.env.iter().map(|(k, v)| (k, v)))
                 .current_dir(&spec.code_dir);
             let ids = config.isolation.setuid.then_some((spec.uid, spec.gid));
-            let procs = procs_raw.clone();
+            let procs = procs_raw.to_vec();
             // SAFETY: as above: only async-signal-safe syscalls (setsid, write, setrlimit,
             // setgroups/setgid/setuid) in the forked child, no allocation. The cgroups are
             // joined before dropping root so the write is permitted.
@@ -890,50 +1058,12 @@ fn start_prepared(
         }
     };
     drop(cmd);
-    drop(prepared.procs);
-    let pid = child.id().unwrap_or(0) as i32;
-    let shared = Arc::new(Shared {
-        pid,
-        // The child cannot be reaped before the supervisor starts, so the pid is still ours.
-        pidfd: sys::pidfd_open(pid),
-        process_group: pipes.is_none(),
-        reaped: AtomicBool::new(false),
-        killed: AtomicBool::new(false),
-        cgroups: pending.cgroups.take(),
-        scratch: pending.scratch.take(),
-        init: Mutex::new(None),
-        lifeline: Mutex::new(None),
+    let pipes = pipes.map(|(spec_r, spec_w, status_r, status_w)| {
+        drop(spec_r);
+        drop(status_w);
+        (status_r, spec_w)
     });
-
-    let sandbox = match (pipes, &prepared.request) {
-        (Some((spec_r, spec_w, status_r, status_w)), Some(req)) => {
-            drop(spec_r);
-            drop(status_w);
-            let mut w = fs::File::from(spec_w);
-            if let Err(e) = protocol::write_message(&mut w, req) {
-                shared.kill();
-                return Err(SandboxError::Helper {
-                    exe,
-                    reason: format!("sending the instance spec: {e}"),
-                });
-            }
-            Some((status_r, OwnedFd::from(w)))
-        }
-        _ => None,
-    };
-    let id = match (&prepared.request, direct) {
-        (Some(req), _) => req.id.clone(),
-        (None, Some(spec)) => spec.id.clone(),
-        (None, None) => String::new(),
-    };
-    Ok(Started {
-        exe,
-        id,
-        uid: prepared.request.as_ref().map(|r| r.uid).unwrap_or(0),
-        child,
-        shared,
-        sandbox,
-    })
+    Ok((child, pipes, exe))
 }
 
 /// Cgroups and scratch made before the process exists; removed if starting it fails.
@@ -977,10 +1107,15 @@ impl Started {
     fn direct(self) -> Result<Instance, SandboxError> {
         let Started {
             id,
-            mut child,
+            proc: Proc::Child(mut child),
             shared,
             ..
-        } = self;
+        } = self
+        else {
+            return Err(SandboxError::InvalidSpec(
+                "a program run directly must be the server's child".into(),
+            ));
+        };
         let (exit_tx, exit_rx) = watch::channel(None);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -1002,7 +1137,7 @@ impl Started {
             exe,
             id,
             uid,
-            mut child,
+            mut proc,
             shared,
             sandbox,
         } = self;
@@ -1011,8 +1146,7 @@ impl Started {
                 "no sandbox helper was started".into(),
             ));
         };
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
+        let (stdout, stderr) = proc.take_output();
         let (exit_tx, exit_rx) = watch::channel(None);
         let pid = shared.pid as u32;
         *lock(&shared.lifeline) = Some(spec_w);
@@ -1022,7 +1156,7 @@ impl Started {
         })?;
         let (phase_tx, phases) = mpsc::unbounded_channel();
         tokio::spawn(supervise_sandbox(
-            child,
+            proc,
             status,
             shared.clone(),
             phase_tx,
@@ -1052,7 +1186,7 @@ enum HelperFailure {
 }
 
 async fn supervise_sandbox(
-    mut child: Child,
+    proc: Proc,
     status: pipe::Receiver,
     shared: Arc<Shared>,
     phases: mpsc::UnboundedSender<Result<Phase, HelperFailure>>,
@@ -1061,7 +1195,9 @@ async fn supervise_sandbox(
     let mut ready = false;
     let mut exited: Option<(Option<i32>, Option<i32>)> = None;
     let mut setup_error: Option<String> = None;
-    let mut lines = BufReader::new(status).lines();
+    // Reports are short lines, a few per instance: a small buffer (8 KB by default) keeps an
+    // idle instance cheap.
+    let mut lines = BufReader::with_capacity(512, status).lines();
     // EOF on the status pipe means the helper and ns-init are both gone, and with ns-init the
     // whole pid namespace.
     while let Ok(Some(line)) = lines.next_line().await {
@@ -1121,16 +1257,25 @@ async fn supervise_sandbox(
             let _ = phases.send(Err(HelperFailure::Error(failure)));
         }
     }
-    let status = child.wait().await;
+    let status = proc.wait(&shared).await;
     shared.reaped.store(true, Ordering::SeqCst);
     let (code, signal) = match (exited, &status) {
         (Some(e), _) => e,
-        (None, Ok(s)) => (s.code(), s.signal()),
+        (None, Ok(Some(s))) => (s.code(), s.signal()),
+        // Launched ns-init ended without a report: it was killed, by us if anyone.
+        (None, Ok(None)) => (
+            None,
+            shared
+                .killed
+                .load(Ordering::SeqCst)
+                .then_some(libc::SIGKILL),
+        ),
         (None, Err(_)) => (None, None),
     };
     if !ready {
         let why = match &status {
-            Ok(s) => format!("exited ({}) before starting the program", describe(s)),
+            Ok(Some(s)) => format!("exited ({}) before starting the program", describe(s)),
+            Ok(None) => "exited before starting the program".to_string(),
             Err(e) => format!("could not be waited for: {e}"),
         };
         setup_error.get_or_insert_with(|| why.clone());

@@ -12,6 +12,7 @@
 mod cgroup;
 mod helper;
 mod instance;
+mod launcher;
 mod mountinfo;
 mod probe;
 mod protocol;
@@ -23,6 +24,7 @@ use nix::errno::Errno;
 
 pub use cgroup::CgroupVersion;
 pub use instance::{prepare_spare, spawn, Adoption, ExitInfo, Instance, MemoryProbe, Spare};
+pub use launcher::Launcher;
 pub use probe::{probe, Feature, Isolation};
 
 /// Where the sandbox puts the function code, the runtime and the writable scratch space.
@@ -39,6 +41,9 @@ pub struct SandboxConfig {
     pub cgroup_name: String,
     /// What [`probe`] found this host allows.
     pub isolation: Isolation,
+    /// The fork server that starts helpers ([`Launcher::start`]); without one every helper
+    /// is `helper_exe` executed afresh.
+    pub launcher: Option<Launcher>,
 }
 
 /// Path of the code inside the sandbox.
@@ -237,6 +242,13 @@ fn errno_sentence(errno: Errno) -> String {
 /// started with [`SandboxConfig::helper_args`], before any thread (or tokio runtime) exists.
 pub fn helper_main() -> ! {
     helper::main()
+}
+
+/// Entry point of the launcher process (see [`Launcher`]). Call it first thing in `main` when
+/// the binary is started with the arguments given to [`Launcher::start`], before any thread
+/// exists.
+pub fn launcher_main() -> ! {
+    launcher::main()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! End-to-end tests of the sandbox. The test binary is its own helper: started with
-//! `__sandbox-init` it runs `helper_main`, otherwise it runs the tests (as root they exercise
+//! End-to-end tests of the sandbox. The test binary is its own helper and launcher: started with
+//! `__sandbox-init` it runs `helper_main`, with `__sandbox-launcher` `launcher_main`, otherwise
+//! it runs the tests (as root they exercise
 //! namespaces, mounts and cgroups; otherwise only the direct fallback).
 
 use std::fs;
@@ -11,17 +12,20 @@ use std::time::{Duration, Instant};
 
 use nimbus_sandbox::{
     prepare_spare, probe, spawn, AssignStart, Assignment, ExitInfo, Instance, InstanceSpec,
-    Isolation, Program, SandboxConfig, SpareSpec,
+    Isolation, Launcher, Program, SandboxConfig, SpareSpec,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 const HELPER_ARG: &str = "__sandbox-init";
+const LAUNCHER_ARG: &str = "__sandbox-launcher";
 const UID: u32 = 200_001;
 const GID: u32 = 200_002;
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some(HELPER_ARG) {
-        nimbus_sandbox::helper_main();
+    match std::env::args().nth(1).as_deref() {
+        Some(HELPER_ARG) => nimbus_sandbox::helper_main(),
+        Some(LAUNCHER_ARG) => nimbus_sandbox::launcher_main(),
+        _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -66,6 +70,9 @@ async fn run_all() -> usize {
         spare_exec_replaces_the_prestarted_program,
         spare_rejects_bad_code_names,
         dropped_spare_leaves_nothing,
+        sandboxes_are_forked_by_the_launcher,
+        helpers_start_without_a_launcher,
+        a_dead_launcher_is_replaced,
     ];
     let direct: Vec<(&str, TestFn)> = tests![
         direct_env_cwd_and_exec_error,
@@ -134,12 +141,18 @@ impl Ctx {
             .or_else(|_| builder().tempdir())
             .expect("temp dir");
         let base = tmp.path().to_path_buf();
+        let exe = std::env::current_exe().expect("current exe");
+        // As in the server: helpers come from the launcher wherever there are sandboxes.
+        let launcher = isolation
+            .mounts()
+            .then(|| Launcher::start(&exe, &[LAUNCHER_ARG.to_string()]).expect("launcher"));
         let config = SandboxConfig {
-            helper_exe: std::env::current_exe().expect("current exe"),
+            helper_exe: exe,
             helper_args: vec![HELPER_ARG.to_string()],
             scratch_dir: base.join("data/scratch"),
             cgroup_name: format!("nimbus-test-{}", std::process::id()),
             isolation,
+            launcher,
         };
         Ctx {
             _tmp: tmp,
@@ -180,7 +193,11 @@ impl Ctx {
     }
 
     async fn run(&self, spec: InstanceSpec) -> Result<Output, String> {
-        let inst = spawn(&self.config, spec).await.map_err(|e| e.to_string())?;
+        self.run_with(&self.config, spec).await
+    }
+
+    async fn run_with(&self, config: &SandboxConfig, spec: InstanceSpec) -> Result<Output, String> {
+        let inst = spawn(config, spec).await.map_err(|e| e.to_string())?;
         Ok(collect(inst).await)
     }
 
@@ -498,9 +515,10 @@ async fn kill_leaves_no_survivors(ctx: &Ctx) -> Result<(), String> {
     inst.kill();
     let exit = inst.wait().await;
     ensure(exit.signal == Some(9), || format!("exit {exit:?}"))?;
+    // A zombie has ended: the helper's parent, the launcher, reaps it on its own time.
     let alive: Vec<i32> = pids
         .into_iter()
-        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .filter(|p| ppid_and_state(*p as u32).is_some_and(|(_, st)| !st.starts_with('Z')))
         .collect();
     ensure(alive.is_empty(), || format!("survivors: {alive:?}"))?;
     let dirs = inst.cgroup_dirs();
@@ -594,6 +612,140 @@ async fn dropping_an_instance_kills_it(ctx: &Ctx) -> Result<(), String> {
         .filter(|p| Path::new(&format!("/proc/{p}")).exists())
         .collect();
     ensure(alive.is_empty(), || format!("survivors: {alive:?}"))
+}
+
+/// `PPid` and `State` of a process, from `/proc/<pid>/status`.
+fn ppid_and_state(pid: u32) -> Option<(u32, String)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+    };
+    Some((field("PPid:")?.parse().ok()?, field("State:")?))
+}
+
+/// The children of `parent` that are zombies (ended, not reaped).
+fn zombie_children(parent: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            ppid_and_state(*pid).is_some_and(|(pp, st)| pp == parent && st.starts_with('Z'))
+        })
+        .collect()
+}
+
+async fn sandboxes_are_forked_by_the_launcher(ctx: &Ctx) -> Result<(), String> {
+    let launcher = ctx.config.launcher.as_ref().ok_or("no launcher")?;
+    let launcher_pid = launcher.pid().ok_or("the launcher is not running")?;
+    let spec = ctx.spec("launched", "echo ready; read line; echo done");
+    let mut inst = spawn(&ctx.config, spec).await.map_err(|e| e.to_string())?;
+    // One process of ours per instance: ns-init, the launcher's child, whose only child is
+    // the program.
+    let init = inst.pid().ok_or("no pid")?;
+    let (ppid, _) = ppid_and_state(init).ok_or("ns-init is gone")?;
+    ensure(ppid == launcher_pid, || {
+        format!("ns-init {init} has parent {ppid}, not the launcher {launcher_pid}")
+    })?;
+    // Same image, no exec: ns-init runs the launcher's executable.
+    let exe = |pid: u32| fs::read_link(format!("/proc/{pid}/exe")).ok();
+    ensure(exe(init) == exe(launcher_pid), || {
+        format!(
+            "ns-init exe {:?}, launcher exe {:?}",
+            exe(init),
+            exe(launcher_pid)
+        )
+    })?;
+    let mut out = BufReader::new(inst.take_stdout().unwrap()).lines();
+    let first = out.next_line().await.map_err(|e| e.to_string())?;
+    ensure(first.as_deref() == Some("ready"), || {
+        format!("stdout: {first:?}")
+    })?;
+    let in_cgroup: Vec<u32> = inst
+        .cgroup_dirs()
+        .first()
+        .map(|d| {
+            read(&d.join("cgroup.procs"))
+                .lines()
+                .filter_map(|l| l.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let ours: Vec<&u32> = in_cgroup
+        .iter()
+        .filter(|p| exe(**p) == exe(launcher_pid))
+        .collect();
+    ensure(ours == vec![&init], || {
+        format!("nimbus processes in the instance: {ours:?} (all: {in_cgroup:?}), want only {init}")
+    })?;
+    let dirs = inst.cgroup_dirs();
+    inst.kill();
+    let exit = inst.wait().await;
+    ensure(exit.signal == Some(libc::SIGKILL), || {
+        format!("exit: {exit:?}")
+    })?;
+    drop(inst);
+    wait_gone(&dirs).await?;
+    // The launcher reaps its helpers: none is left a zombie.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let zombies = zombie_children(launcher_pid);
+        if zombies.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the launcher left zombies: {zombies:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn helpers_start_without_a_launcher(ctx: &Ctx) -> Result<(), String> {
+    let mut config = ctx.config.clone();
+    config.launcher = None;
+    let spec = ctx.spec("exec-helper", "echo pid=$$; echo host=$(hostname)");
+    let inst = spawn(&config, spec).await.map_err(|e| e.to_string())?;
+    let helper = inst.pid().ok_or("no helper pid")?;
+    let (ppid, _) = ppid_and_state(helper).ok_or("the helper is gone")?;
+    ensure(ppid == std::process::id(), || {
+        format!("helper {helper} has parent {ppid}, not this process")
+    })?;
+    let o = collect(inst).await;
+    ensure(line_value(&o.stdout, "pid") == Some("2"), || {
+        format!("stdout: {}", o.stdout)
+    })?;
+    ensure(o.exit.code == Some(0), || format!("exit: {:?}", o.exit))
+}
+
+async fn a_dead_launcher_is_replaced(ctx: &Ctx) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let launcher = Launcher::start(&exe, &[LAUNCHER_ARG.to_string()]).map_err(|e| e.to_string())?;
+    let first = launcher.pid().ok_or("the launcher is not running")?;
+    let mut config = ctx.config.clone();
+    config.launcher = Some(launcher.clone());
+    // The launcher this test started, killed by its pid.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .map_err(|e| e.to_string())?;
+    // The first spawn after its death may fall back to executing the helper; either way it
+    // works, and a new launcher serves the next ones.
+    for round in 0..2 {
+        let o = ctx
+            .run_with(&config, ctx.spec(&format!("relaunch-{round}"), "echo up"))
+            .await?;
+        ensure(o.stdout.trim() == "up" && o.exit.code == Some(0), || {
+            format!("round {round}: stdout {:?}, exit {:?}", o.stdout, o.exit)
+        })?;
+    }
+    let second = launcher.pid().ok_or("no launcher after the restart")?;
+    ensure(second != first, || {
+        format!("the launcher is still {first}, which was killed")
+    })
 }
 
 async fn direct_env_cwd_and_exec_error(ctx: &Ctx) -> Result<(), String> {

@@ -30,14 +30,15 @@ use clap::Parser;
 
 /// The argument that makes this binary act as the sandbox helper (see nimbus-sandbox).
 pub const SANDBOX_HELPER_ARG: &str = "__sandbox-init";
+/// The argument that makes this binary the sandbox launcher, the fork server of helpers.
+pub const SANDBOX_LAUNCHER_ARG: &str = "__sandbox-launcher";
 
 fn main() {
-    // The sandbox helper must run before anything else starts threads.
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == SANDBOX_HELPER_ARG)
-    {
-        nimbus_sandbox::helper_main();
+    // The sandbox helper and launcher must run before anything else starts threads.
+    match std::env::args_os().nth(1) {
+        Some(a) if a == SANDBOX_HELPER_ARG => nimbus_sandbox::helper_main(),
+        Some(a) if a == SANDBOX_LAUNCHER_ARG => nimbus_sandbox::launcher_main(),
+        _ => {}
     }
     let args = cli::Cli::parse();
     let code = match run(args) {

@@ -11,7 +11,7 @@ use nimbus_gateway::{Gateway, PublicEndpoint};
 use nimbus_runtime::peer::{PeerFilter, PeerRule};
 use nimbus_runtime::pool::PoolConfig;
 use nimbus_runtime::{discover_interpreters, install_bootstraps, Runtime, RuntimeConfig};
-use nimbus_sandbox::SandboxConfig;
+use nimbus_sandbox::{Launcher, SandboxConfig};
 use nimbus_store::{BlobStore, SqliteStore, Store, UnzipLimits};
 use nimbus_telemetry::{LogSink, Metrics};
 use serde::Deserialize;
@@ -241,12 +241,26 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
     }
     let scratch = data_dir.join("sandbox");
     std::fs::create_dir_all(&scratch)?;
+    let helper_exe = std::env::current_exe().context("finding the nimbus executable")?;
+    // Helpers are forked from one launcher process when the host allows sandboxes.
+    let launcher = if isolation.mounts() {
+        match Launcher::start(&helper_exe, &[crate::SANDBOX_LAUNCHER_ARG.to_string()]) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "sandbox launcher unavailable; each sandbox helper will be executed afresh");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let sandbox = SandboxConfig {
-        helper_exe: std::env::current_exe().context("finding the nimbus executable")?,
+        helper_exe,
         helper_args: vec![crate::SANDBOX_HELPER_ARG.to_string()],
         scratch_dir: scratch,
         cgroup_name: format!("nimbus-{}", std::process::id()),
         isolation,
+        launcher,
     };
     let stale = sandbox.remove_stale_cgroups("nimbus-");
     if stale > 0 {

@@ -1,0 +1,504 @@
+//! The launcher: a fork server for sandboxes.
+//!
+//! Re-executing the server binary for every sandbox costs an exec, the dynamic loader and the
+//! relocation of a large position-independent image (a few hundred KB of private memory per
+//! process, a few milliseconds per start), and the re-executed helper then forks the
+//! namespace's init, so every instance held two such processes. The launcher is that image
+//! made once: a single-threaded `nimbus` process started with the server that does nothing but
+//! fork. Each child is born as pid 1 of a new pid namespace and carries on as the sandbox's
+//! init ([`crate::helper::launched_init`]) with the pipes the server sent, sharing the
+//! launcher's already-relocated pages copy-on-write: one small process per instance.
+//!
+//! ```text
+//! server ══ socket ══ launcher ── ns-init ── program     (one ns-init per instance)
+//! ```
+//! Protocol (a `SOCK_SEQPACKET` pair, so each message is one datagram): the server sends
+//! [`REQUEST_MAGIC`], the number of cgroup fds (u32 LE), and the fds
+//! `[spec read end, status write end, stdout write end, stderr write end, cgroup.procs...]`;
+//! the launcher forks and answers with the child's host pid (i32 LE, or minus an errno) and its
+//! pidfd. The launcher reaps its children; the server watches them through the pidfd and their
+//! status pipe. Only the server holds the other end of the socket, so nothing else can ask for
+//! a fork. When the server goes away the socket hangs up and the launcher exits, and its
+//! children, whose parent-death signal is SIGKILL, end with it.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, ForkResult};
+
+use crate::sys;
+
+/// Name of the one environment variable the launcher is started with: its socket's fd.
+pub(crate) const LAUNCHER_ENV: &str = "NIMBUS_SANDBOX_LAUNCHER_FD";
+
+/// First bytes of a request.
+const REQUEST_MAGIC: &[u8; 4] = b"NLx1";
+
+/// Fds of a request besides the cgroup.procs files.
+const FIXED_FDS: usize = 4;
+
+/// At most this many cgroup.procs fds (one per v1 hierarchy; v1 hosts have about a dozen).
+const MAX_PROCS_FDS: usize = 28;
+
+/// What the server passes for one helper.
+pub(crate) struct LaunchFds<'a> {
+    /// Read end of the spec pipe (the helper's lifeline).
+    pub spec: BorrowedFd<'a>,
+    /// Write end of the status pipe.
+    pub status: BorrowedFd<'a>,
+    /// The instance's stdout and stderr pipes (write ends).
+    pub stdout: BorrowedFd<'a>,
+    pub stderr: BorrowedFd<'a>,
+    /// Opened `cgroup.procs` files the helper joins before anything else.
+    pub procs: Vec<BorrowedFd<'a>>,
+}
+
+/// A sandbox init the launcher forked (host pid and pidfd).
+pub(crate) struct Launched {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+}
+
+/// The server's handle on its launcher. Cloning shares it; requests are serialised.
+#[derive(Clone)]
+pub struct Launcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    exe: PathBuf,
+    args: Vec<String>,
+    conn: Mutex<Option<Conn>>,
+}
+
+/// A running launcher process and the server's end of its socket.
+struct Conn {
+    sock: OwnedFd,
+    child: Child,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Closing the socket alone ends it; the kill is for a launcher stuck in a fork.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl std::fmt::Debug for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launcher")
+            .field("exe", &self.inner.exe)
+            .field("args", &self.inner.args)
+            .finish()
+    }
+}
+
+impl Launcher {
+    /// Starts `exe args...` (which must call [`crate::launcher_main`]) as the launcher.
+    pub fn start(exe: &Path, args: &[String]) -> std::io::Result<Launcher> {
+        let conn = Conn::start(exe, args)?;
+        Ok(Launcher {
+            inner: Arc::new(Inner {
+                exe: exe.to_path_buf(),
+                args: args.to_vec(),
+                conn: Mutex::new(Some(conn)),
+            }),
+        })
+    }
+
+    /// The launcher's pid, while one runs.
+    pub fn pid(&self) -> Option<u32> {
+        let conn = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.as_ref().map(|c| c.child.id())
+    }
+
+    /// Forks a sandbox init with these fds. A launcher that died is started again once; an
+    /// error means the caller should start the sandbox helper itself.
+    pub(crate) fn launch(&self, fds: &LaunchFds<'_>) -> Result<Launched, String> {
+        let mut conn = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.is_none() {
+            *conn = Some(
+                Conn::start(&self.inner.exe, &self.inner.args)
+                    .map_err(|e| format!("restarting the launcher: {e}"))?,
+            );
+        }
+        let Some(c) = conn.as_ref() else {
+            return Err("no launcher".into());
+        };
+        match c.request(fds) {
+            Ok(launched) => Ok(launched),
+            Err(Failure::Launcher(e)) => {
+                // The launcher is gone or confused: replace it next time.
+                *conn = None;
+                Err(e)
+            }
+            Err(Failure::Fork(e)) => Err(e),
+        }
+    }
+}
+
+enum Failure {
+    /// The conversation with the launcher failed.
+    Launcher(String),
+    /// The launcher is fine but could not fork.
+    Fork(String),
+}
+
+impl Conn {
+    fn start(exe: &Path, args: &[String]) -> std::io::Result<Conn> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        let keep = theirs.as_raw_fd();
+        let mut cmd = Command::new(exe);
+        cmd.args(args)
+            .env_clear()
+            .env(LAUNCHER_ENV, keep.to_string())
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // SAFETY: runs between fork and exec; fcntl on an fd we own is async-signal-safe and
+        // allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(keep, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(theirs);
+        Ok(Conn { sock: ours, child })
+    }
+
+    fn request(&self, fds: &LaunchFds<'_>) -> Result<Launched, Failure> {
+        let lost = |what: &str, e: Errno| Failure::Launcher(format!("{what} the launcher: {e}"));
+        let mut raw: Vec<RawFd> = vec![
+            fds.spec.as_raw_fd(),
+            fds.status.as_raw_fd(),
+            fds.stdout.as_raw_fd(),
+            fds.stderr.as_raw_fd(),
+        ];
+        raw.extend(fds.procs.iter().map(|f| f.as_raw_fd()));
+        if fds.procs.len() > MAX_PROCS_FDS {
+            return Err(Failure::Fork(format!(
+                "{} cgroup hierarchies, the launcher takes at most {MAX_PROCS_FDS}",
+                fds.procs.len()
+            )));
+        }
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(REQUEST_MAGIC);
+        msg[4..].copy_from_slice(&(fds.procs.len() as u32).to_le_bytes());
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        loop {
+            match sendmsg::<()>(
+                self.sock.as_raw_fd(),
+                &[IoSlice::new(&msg)],
+                &cmsg,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(_) => break,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(lost("writing to", e)),
+            }
+        }
+        let mut reply = [0u8; 4];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let (n, pidfd) = loop {
+            let mut iov = [IoSliceMut::new(&mut reply)];
+            match recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => {
+                    let fds = received_fds(&m);
+                    break (m.bytes, fds.into_iter().next());
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(lost("reading from", e)),
+            }
+        };
+        if n != reply.len() {
+            return Err(Failure::Launcher(format!(
+                "the launcher answered {n} bytes (closed?)"
+            )));
+        }
+        let pid = i32::from_le_bytes(reply);
+        match pidfd {
+            Some(pidfd) if pid > 0 => Ok(Launched { pid, pidfd }),
+            _ if pid < 0 => Err(Failure::Fork(format!(
+                "the launcher could not fork: {}",
+                Errno::from_raw(-pid)
+            ))),
+            _ => Err(Failure::Launcher(format!(
+                "the launcher answered pid {pid} without a pidfd"
+            ))),
+        }
+    }
+}
+
+/// Takes ownership of every fd a message carried (so none leaks, whatever else it holds).
+fn received_fds<S>(m: &nix::sys::socket::RecvMsg<'_, '_, S>) -> Vec<OwnedFd> {
+    let mut out = Vec::new();
+    if let Ok(cmsgs) = m.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for fd in fds {
+                    // SAFETY: SCM_RIGHTS just installed this fd in our table; nothing else
+                    // knows it.
+                    out.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Entry point of the launcher process. See [`crate::launcher_main`].
+pub(crate) fn main() -> ! {
+    let code = match serve() {
+        Ok(()) => 0,
+        Err(msg) => {
+            eprintln!("nimbus sandbox launcher: {msg}");
+            125
+        }
+    };
+    std::process::exit(code)
+}
+
+fn serve() -> Result<(), String> {
+    let var = std::env::var(LAUNCHER_ENV).map_err(|_| {
+        format!("{LAUNCHER_ENV} is not set; this entry point is for nimbus-sandbox")
+    })?;
+    let fd: RawFd = var
+        .parse()
+        .ok()
+        .filter(|fd| *fd > 2)
+        .ok_or_else(|| format!("malformed {LAUNCHER_ENV}={var}"))?;
+    if crate::helper::thread_count() > 1 {
+        return Err("launcher_main must run before any other thread is started".into());
+    }
+    sys::set_cloexec(fd, true);
+    // SAFETY: the server passed this fd for exactly this purpose; nothing else refers to it.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The OOM killer should never pick the process that starts the sandboxes.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&chld), None)
+        .map_err(|e| format!("sigprocmask: {e}"))?;
+    let sigfd = SignalFd::with_flags(&chld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("signalfd: {e}"))?;
+    let devnull = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| format!("open /dev/null: {e}"))?;
+    // Our own pid namespace, to return to after each child is born in a new one.
+    let pidns = open(
+        "/proc/self/ns/pid",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open /proc/self/ns/pid: {e}"))?;
+    let own = Own {
+        sock: &sock,
+        sigfd: &sigfd,
+        devnull: &devnull,
+        pidns: &pidns,
+    };
+
+    loop {
+        let mut fds = [
+            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let sock_events = fds[0].revents().unwrap_or(PollFlags::empty());
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            while let Ok(Some(_)) = sigfd.read_signal() {}
+            reap();
+        }
+        if sock_events.contains(PollFlags::POLLIN) {
+            if !serve_one(&own)? {
+                return Ok(());
+            }
+        } else if !sock_events.is_empty() {
+            // Hang-up or error without a request: the server is gone.
+            return Ok(());
+        }
+    }
+}
+
+/// The launcher's own fds, which its children close first thing.
+struct Own<'a> {
+    sock: &'a OwnedFd,
+    sigfd: &'a SignalFd,
+    devnull: &'a OwnedFd,
+    pidns: &'a OwnedFd,
+}
+
+/// Reaps every child that has ended (they report to the server themselves).
+fn reap() {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Reads one request and forks its sandbox init. `Ok(false)`: the server closed the socket.
+fn serve_one(own: &Own<'_>) -> Result<bool, String> {
+    let sock = own.sock;
+    let mut msg = [0u8; 8];
+    let mut space = nix::cmsg_space!([RawFd; FIXED_FDS + MAX_PROCS_FDS]);
+    let (n, truncated, mut fds) = loop {
+        let mut iov = [IoSliceMut::new(&mut msg)];
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => {
+                let truncated =
+                    m.flags.contains(MsgFlags::MSG_CTRUNC) || m.flags.contains(MsgFlags::MSG_TRUNC);
+                break (m.bytes, truncated, received_fds(&m));
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(format!("recvmsg: {e}")),
+        }
+    };
+    if n == 0 {
+        return Ok(false);
+    }
+    let count = u32::from_le_bytes([msg[4], msg[5], msg[6], msg[7]]) as usize;
+    if n != msg.len() || truncated || &msg[..4] != REQUEST_MAGIC || fds.len() != FIXED_FDS + count {
+        // Not a request this launcher understands: refuse it, keep serving.
+        answer(sock, -(Errno::EINVAL as i32), None);
+        return Ok(true);
+    }
+    let procs = fds.split_off(FIXED_FDS);
+    let [spec, status, stdout, stderr]: [OwnedFd; FIXED_FDS] = match fds.try_into() {
+        Ok(a) => a,
+        Err(_) => {
+            answer(sock, -(Errno::EINVAL as i32), None);
+            return Ok(true);
+        }
+    };
+    // The next child is born as pid 1 of a new pid namespace...
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+        answer(sock, -(e as i32), None);
+        return Ok(true);
+    }
+    // SAFETY: the launcher is single-threaded (checked at start), so the child may run any
+    // code, as a freshly executed process would.
+    let forked = unsafe { fork() };
+    if let Ok(ForkResult::Child) = forked {
+        let code = init_child(own, spec, status, stdout, stderr, procs);
+        std::process::exit(code)
+    }
+    // ...and the launcher goes back to its own for the children after it. Failing that, it
+    // must not fork again: exiting makes the server start a new launcher.
+    setns(own.pidns, CloneFlags::CLONE_NEWPID).map_err(|e| format!("setns back: {e}"))?;
+    match forked {
+        Ok(ForkResult::Parent { child }) => {
+            // The child cannot be reaped before this (only `reap` does, on this thread), so
+            // the pid still names it.
+            match sys::pidfd_open(child.as_raw()) {
+                Some(pidfd) => answer(sock, child.as_raw(), Some(pidfd.as_fd())),
+                None => {
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    answer(sock, -(Errno::ENOSYS as i32), None);
+                }
+            }
+        }
+        Ok(ForkResult::Child) => {}
+        Err(e) => answer(sock, -(e as i32), None),
+    }
+    Ok(true)
+}
+
+fn answer(sock: &OwnedFd, pid: i32, pidfd: Option<BorrowedFd<'_>>) {
+    let bytes = pid.to_le_bytes();
+    let raw: Vec<RawFd> = pidfd.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+    // A failed send means the server is gone; the next poll sees the hang-up.
+    let _ = sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(&bytes)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    );
+}
+
+/// The forked child, pid 1 of its namespace: joins the instance's cgroups, takes the output
+/// pipes as stdout and stderr, and becomes the sandbox's init.
+fn init_child(
+    own: &Own<'_>,
+    spec: OwnedFd,
+    status: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    procs: Vec<OwnedFd>,
+) -> i32 {
+    // The launcher's own fds are not the sandbox's business (all are close-on-exec, but ns-init
+    // does not exec).
+    // SAFETY: closing fds this process owns; their OwnedFds belong to frames the child never
+    // returns to (it leaves through process::exit, which runs no destructors).
+    unsafe {
+        libc::close(own.sock.as_raw_fd());
+        libc::close(own.sigfd.as_fd().as_raw_fd());
+        libc::close(own.pidns.as_raw_fd());
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // Join the instance's cgroups first, as the executed helper does before it runs.
+    for p in &procs {
+        if let Err(e) = nix::unistd::write(p, b"0") {
+            eprintln!("nimbus sandbox init: joining a cgroup: {e}");
+            return 125;
+        }
+    }
+    drop(procs);
+    if dup2_stdin(own.devnull).is_err()
+        || dup2_stdout(&stdout).is_err()
+        || dup2_stderr(&stderr).is_err()
+    {
+        return 125;
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::close(own.devnull.as_raw_fd());
+    }
+    drop(stdout);
+    drop(stderr);
+    crate::helper::launched_init(spec, status)
+}
