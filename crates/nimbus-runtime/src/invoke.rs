@@ -120,6 +120,10 @@ pub struct Runtime {
     /// Every instance that may still be alive, for shutdown.
     pub(crate) all: Mutex<HashMap<String, Weak<Instance>>>,
     pub(crate) shutting_down: std::sync::atomic::AtomicBool,
+    /// The Runtime API's routes, shared by every instance's listener.
+    pub(crate) runtime_api: axum::Router,
+    /// Invocations started, ever: the heap trimmer's sign of activity.
+    pub(crate) started: std::sync::atomic::AtomicU64,
 }
 
 /// How an invocation on an instance ended.
@@ -264,6 +268,8 @@ impl Runtime {
             provisions: Mutex::new(HashMap::new()),
             all: Mutex::new(HashMap::new()),
             shutting_down: Default::default(),
+            runtime_api: crate::runtime_api::routes(),
+            started: Default::default(),
         })
     }
 
@@ -333,6 +339,41 @@ impl Runtime {
         });
     }
 
+    /// Once the server has gone quiet after activity (no invocation started and no instance
+    /// or spare come or gone for a whole tick), hands the memory the allocator kept from it back
+    /// to the kernel, so a burst of cold starts does not leave its high-water mark resident.
+    /// Ticks every 250 ms until the runtime is dropped; under steady load it never trims.
+    pub fn start_heap_trimmer(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = None;
+            let mut dirty = false;
+            loop {
+                tick.tick().await;
+                let Some(rt) = weak.upgrade() else { break };
+                let spares: usize = rt.spares.counts().iter().map(|(_, n)| n).sum();
+                let now = (
+                    rt.started.load(std::sync::atomic::Ordering::Relaxed),
+                    rt.pool.counts(),
+                    spares,
+                );
+                drop(rt);
+                if last != Some(now) {
+                    dirty = last.is_some();
+                    last = Some(now);
+                } else if dirty {
+                    dirty = false;
+                    let released = tokio::task::spawn_blocking(nimbus_sandbox::release_free_heap)
+                        .await
+                        .unwrap_or(false);
+                    tracing::trace!(released, "quiet: returned free heap to the kernel");
+                }
+            }
+        });
+    }
+
     /// (instances alive or starting, idle instances)
     pub fn instance_counts(&self) -> (usize, usize) {
         self.pool.counts()
@@ -354,6 +395,8 @@ impl Runtime {
         self: &Arc<Self>,
         req: InvokeRequest,
     ) -> Result<InvokeOutcome, InvokeError> {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rt = self.clone();
         tokio::spawn(async move { rt.invoke_attached(req).await })
             .await
@@ -821,7 +864,7 @@ impl Runtime {
             memory,
             flush: flush_tx,
         });
-        let app = crate::runtime_api::router(instance.clone());
+        let app = crate::runtime_api::service(self.runtime_api.clone(), instance.clone());
         // A sandboxed instance runs under its own uid: only its processes may use its endpoint.
         let rule = match self.sandbox.isolation.mounts() {
             true => crate::peer::PeerRule::Only(uid),
@@ -830,7 +873,7 @@ impl Runtime {
         let listener =
             crate::peer::PeerFilter::new(listener, rule, format!("Runtime API of instance {id}"));
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener, axum::ServiceExt::into_make_service(app)).await;
         });
         // Tear the endpoint down when the tree is gone, which also drops its hold on the instance.
         let weak = Arc::downgrade(&instance);

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use http_body_util::BodyExt;
 use nimbus_core::Limits;
@@ -17,7 +18,10 @@ use crate::instance::{Inflight, Instance, JobResult};
 
 const PREFIX: &str = "/2018-06-01/runtime";
 
-pub(crate) fn router(instance: Arc<Instance>) -> Router {
+/// The Runtime API's routes, built once per runtime. Each instance's listener serves them through
+/// [`service`], which attaches the instance to every request (a router per instance cost every
+/// warm instance ~9 KB).
+pub(crate) fn routes() -> Router {
     Router::new()
         .route(&format!("{PREFIX}/invocation/next"), get(next))
         .route(
@@ -30,7 +34,19 @@ pub(crate) fn router(instance: Arc<Instance>) -> Router {
         // rest, so an oversized response becomes Function.ResponseSizeTooLarge rather than a
         // rejected request the caller would wait on until the timeout.
         .layer(DefaultBodyLimit::disable())
-        .with_state(instance)
+}
+
+/// One instance's Runtime API: the shared `routes` with `instance` on each request.
+pub(crate) fn service(
+    routes: Router,
+    instance: Arc<Instance>,
+) -> tower::util::MapRequest<Router, impl FnMut(Request) -> Request + Clone> {
+    tower::ServiceBuilder::new()
+        .map_request(move |mut req: Request| {
+            req.extensions_mut().insert(instance.clone());
+            req
+        })
+        .service(routes)
 }
 
 fn api_error(status: StatusCode, error_type: &str, message: &str) -> Response {
@@ -51,7 +67,7 @@ fn header(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-async fn next(State(inst): State<Arc<Instance>>) -> Response {
+async fn next(Extension(inst): Extension<Arc<Instance>>) -> Response {
     // The first call ends init, whether or not an invocation is waiting (a provisioned
     // instance asks long before its first one).
     let _ = inst.init_done.set(Instant::now());
@@ -186,7 +202,7 @@ fn take_inflight(inst: &Instance, id: &str) -> Option<Inflight> {
 }
 
 async fn response(
-    State(inst): State<Arc<Instance>>,
+    Extension(inst): Extension<Arc<Instance>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
@@ -201,7 +217,7 @@ fn error_type(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn error(
-    State(inst): State<Arc<Instance>>,
+    Extension(inst): Extension<Arc<Instance>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -246,7 +262,11 @@ async fn complete(
     }
 }
 
-async fn init_error(State(inst): State<Arc<Instance>>, headers: HeaderMap, body: Body) -> Response {
+async fn init_error(
+    Extension(inst): Extension<Arc<Instance>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if inst.init_done.get().is_some() {
         return api_error(
             StatusCode::FORBIDDEN,

@@ -72,6 +72,20 @@ pub(crate) fn set_cloexec(fd: i32, on: bool) {
     }
 }
 
+/// `malloc_trim(0)` where the C library has it (glibc).
+pub(crate) fn malloc_trim() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim takes an integer and only walks the allocator's own free lists,
+        // under the allocator's locks; it touches no memory the program owns.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// Last errno as a raw number, for code paths that must not allocate.
 pub(crate) fn errno() -> i32 {
     Errno::last_raw()

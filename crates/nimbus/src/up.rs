@@ -291,6 +291,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         metrics.clone(),
     );
     runtime.start_reaper();
+    runtime.start_heap_trimmer();
     let gateway = Gateway::new(
         store.clone(),
         runtime.clone(),
