@@ -24,7 +24,8 @@ use crate::zygote::Zygote;
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// A refill waits this long after a spare is taken, so building the next one does not compete
-/// for the CPU with the cold start that took it.
+/// for the CPU with the cold start that took it; when none is left it starts at once, since the
+/// next cold start would otherwise build its own.
 const REFILL_DELAY: Duration = Duration::from_millis(20);
 
 /// Limits a spare has until it is assigned (the function's replace them).
@@ -370,7 +371,7 @@ impl Spares {
     }
 
     fn refill(&self, kind: SpareKind) {
-        {
+        let have = {
             let mut st = self.lock();
             let have = st.ready.get(&kind).map_or(0, VecDeque::len);
             let busy = st.filling.get(&kind).copied().unwrap_or(false);
@@ -386,12 +387,22 @@ impl Spares {
                 return;
             }
             st.filling.insert(kind, true);
-        }
+            have
+        };
         let me = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(REFILL_DELAY).await;
+            if have > 0 {
+                tokio::time::sleep(REFILL_DELAY).await;
+            }
             loop {
+                let started = Instant::now();
                 let made = me.inner.factory.make(kind).await;
+                tracing::debug!(
+                    kind = kind.name(),
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    ok = made.is_ok(),
+                    "spare built"
+                );
                 let mut st = me.lock();
                 match made {
                     Ok(spare) => {
