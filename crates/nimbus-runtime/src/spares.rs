@@ -198,6 +198,7 @@ impl SpareFactory {
                 let interp = interp.as_ref().map_err(|e| e.to_string())?;
                 let mut env = self.base_env.clone();
                 env.push(("NIMBUS_HANDOFF_FD".into(), "3".into()));
+                env.push(("NIMBUS_READY_LINE".into(), READY_LINE.into()));
                 Some(Program {
                     program: interp.executable.clone(),
                     args: vec![runtime_root.join(file).display().to_string()],
@@ -213,14 +214,61 @@ impl SpareFactory {
             prestart,
             ..self.spec(uid)
         };
-        match nimbus_sandbox::prepare_spare(&self.sandbox, spec).await {
-            Ok(spare) => Ok(spare),
+        let waits = spec.prestart.is_some();
+        let mut spare = match nimbus_sandbox::prepare_spare(&self.sandbox, spec).await {
+            Ok(spare) => spare,
             Err(e) => {
                 // prepare_spare tore the sandbox down before returning.
                 self.pool.free_uid(uid);
-                Err(e.to_string())
+                return Err(e.to_string());
+            }
+        };
+        if waits {
+            if let Err(e) = ready_line(&mut spare).await {
+                spare.kill();
+                let _ = spare.wait().await;
+                drop(spare);
+                self.pool.free_uid(uid);
+                return Err(format!("the {} runtime in a spare {e}", kind.name()));
             }
         }
+        Ok(spare)
+    }
+}
+
+/// What a started runtime prints, once loaded and waiting for its function, to say so.
+const READY_LINE: &str = "nimbus: spare ready";
+
+/// How long a started runtime may take to load.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits for the spare's runtime to print [`READY_LINE`]: until then it is still starting (node
+/// takes tens of milliseconds), and a cold start on it would wait for that. Reads byte by byte,
+/// so nothing after the line (the function's own output) is taken from the instance.
+async fn ready_line(spare: &mut Spare) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let Some(out) = spare.stdout_mut() else {
+        return Err("has no stdout".into());
+    };
+    let mut line = Vec::with_capacity(READY_LINE.len() + 1);
+    let read = async {
+        loop {
+            match out.read_u8().await {
+                Ok(b'\n') => return Ok(()),
+                Ok(b) if line.len() < READY_LINE.len() => line.push(b),
+                Ok(_) => return Err("printed something else".to_string()),
+                Err(e) => return Err(format!("exited while starting ({e})")),
+            }
+        }
+    };
+    match tokio::time::timeout(READY_TIMEOUT, read).await {
+        Ok(Ok(())) if line == READY_LINE.as_bytes() => Ok(()),
+        Ok(Ok(())) => Err(format!(
+            "printed {:?} instead of its ready line",
+            String::from_utf8_lossy(&line)
+        )),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!("did not start within {}s", READY_TIMEOUT.as_secs())),
     }
 }
 

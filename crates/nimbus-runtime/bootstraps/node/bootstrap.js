@@ -677,6 +677,9 @@ async function warmUp() {
 async function main() {
   if (env.NIMBUS_HANDOFF_FD) {
     await warmUp();
+    // The server counts the spare as ready only once it reads this: node takes tens of
+    // milliseconds to start, and a cold start should not wait for that.
+    if (env.NIMBUS_READY_LINE) fs.writeSync(1, env.NIMBUS_READY_LINE + '\n');
     receiveAssignment(parseInt(env.NIMBUS_HANDOFF_FD, 10));
   }
   loadStaticContext();
