@@ -126,6 +126,9 @@ pub struct Runtime {
     pub(crate) started: std::sync::atomic::AtomicU64,
 }
 
+/// The least time between two heap trims.
+const TRIM_GAP: Duration = Duration::from_secs(2);
+
 /// How an invocation on an instance ended.
 enum Ending {
     Result(JobResult),
@@ -342,7 +345,8 @@ impl Runtime {
     /// Once the server has gone quiet after activity (no invocation started and no instance
     /// or spare come or gone for a whole tick), hands the memory the allocator kept from it back
     /// to the kernel, so a burst of cold starts does not leave its high-water mark resident.
-    /// Ticks every 250 ms until the runtime is dropped; under steady load it never trims.
+    /// Ticks every 250 ms until the runtime is dropped; trims at most once per [`TRIM_GAP`]
+    /// (sparse traffic goes quiet after every request), and under steady load not at all.
     pub fn start_heap_trimmer(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -350,6 +354,7 @@ impl Runtime {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last = None;
             let mut dirty = false;
+            let mut trimmed: Option<Instant> = None;
             loop {
                 tick.tick().await;
                 let Some(rt) = weak.upgrade() else { break };
@@ -363,8 +368,9 @@ impl Runtime {
                 if last != Some(now) {
                     dirty = last.is_some();
                     last = Some(now);
-                } else if dirty {
+                } else if dirty && trimmed.is_none_or(|t| t.elapsed() >= TRIM_GAP) {
                     dirty = false;
+                    trimmed = Some(Instant::now());
                     let released = tokio::task::spawn_blocking(nimbus_sandbox::release_free_heap)
                         .await
                         .unwrap_or(false);

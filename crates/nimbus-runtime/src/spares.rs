@@ -256,8 +256,16 @@ async fn ready_line(spare: &mut Spare) -> Result<(), String> {
             match out.read_u8().await {
                 Ok(b'\n') => return Ok(()),
                 Ok(b) if line.len() < READY_LINE.len() => line.push(b),
-                Ok(_) => return Err("printed something else".to_string()),
-                Err(e) => return Err(format!("exited while starting ({e})")),
+                Ok(_) => {
+                    return Err(format!(
+                        "printed {:?}... before its ready line",
+                        String::from_utf8_lossy(&line)
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err("closed its stdout before saying it was ready (it exited?)".into())
+                }
+                Err(e) => return Err(format!("reading its stdout: {e}")),
             }
         }
     };

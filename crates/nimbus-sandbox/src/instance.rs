@@ -845,13 +845,7 @@ fn start_launched(
     let (status_r, status_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let launched = launcher.launch(&LaunchFds {
-        spec: spec_r.as_fd(),
-        status: status_w.as_fd(),
-        stdout: out_w.as_fd(),
-        stderr: err_w.as_fd(),
-        procs: procs.iter().map(|f| f.as_fd()).collect(),
-    })?;
+    // Ready before the launch, so nothing can fail once a sandbox init exists.
     let output = |e: std::io::Error| format!("instance output pipe: {e}");
     let proc = Proc::Launched {
         stdout: Some(
@@ -861,6 +855,13 @@ fn start_launched(
             ChildStderr::from_std(std::process::ChildStderr::from(err_r)).map_err(output)?,
         ),
     };
+    let launched = launcher.launch(&LaunchFds {
+        spec: spec_r.as_fd(),
+        status: status_w.as_fd(),
+        stdout: out_w.as_fd(),
+        stderr: err_w.as_fd(),
+        procs: procs.iter().map(|f| f.as_fd()).collect(),
+    })?;
     Ok((launched, proc, (status_r, spec_w)))
 }
 
@@ -879,13 +880,15 @@ fn start_prepared(
     };
 
     let launched = match (&prepared.request, &config.launcher) {
-        (Some(_), Some(launcher)) => match start_launched(launcher, &prepared.procs) {
-            Ok(l) => Some(l),
-            Err(reason) => {
-                tracing::warn!(%reason, "the sandbox launcher failed; re-executing the helper instead");
-                None
+        (Some(_), Some(launcher)) if launcher.disabled().is_none() => {
+            match start_launched(launcher, &prepared.procs) {
+                Ok(l) => Some(l),
+                Err(reason) => {
+                    tracing::warn!(%reason, "the sandbox launcher failed; re-executing the helper instead");
+                    None
+                }
             }
-        },
+        }
         _ => None,
     };
     let (pid, pidfd, proc, pipes, exe) = match launched {
@@ -905,11 +908,23 @@ fn start_prepared(
     };
     drop(prepared.procs);
     // A launched process is ns-init itself; an executed helper reports ns-init once it forks it.
+    // A launched one is signalled only through a pidfd: the launcher reaps it on its own time,
+    // so its pid may name another process by then.
     let init = match (&proc, &pidfd) {
-        (Proc::Launched { .. }, Some(fd)) => Some(Init {
-            pid,
-            pidfd: fd.try_clone().ok(),
-        }),
+        (Proc::Launched { .. }, Some(fd)) => match fd.try_clone() {
+            Ok(dup) => Some(Init {
+                pid,
+                pidfd: Some(dup),
+            }),
+            Err(e) => {
+                let _ = sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
+                return Err(SandboxError::io(
+                    "fcntl F_DUPFD_CLOEXEC",
+                    Path::new("the sandbox init's pidfd"),
+                    &e,
+                ));
+            }
+        },
         _ => None,
     };
     let shared = Arc::new(Shared {
@@ -1262,14 +1277,16 @@ async fn supervise_sandbox(
     let (code, signal) = match (exited, &status) {
         (Some(e), _) => e,
         (None, Ok(Some(s))) => (s.code(), s.signal()),
-        // Launched ns-init ended without a report: it was killed, by us if anyone.
-        (None, Ok(None)) => (
-            None,
-            shared
-                .killed
-                .load(Ordering::SeqCst)
-                .then_some(libc::SIGKILL),
-        ),
+        // Launched ns-init ended without a report: killed by us, or by something else.
+        (None, Ok(None)) if shared.killed.load(Ordering::SeqCst) => (None, Some(libc::SIGKILL)),
+        (None, Ok(None)) => {
+            setup_error.get_or_insert_with(|| {
+                "the sandbox's init ended without reporting how (killed from outside, or its \
+                 launcher died)"
+                    .to_string()
+            });
+            (None, None)
+        }
         (None, Err(_)) => (None, None),
     };
     if !ready {

@@ -15,8 +15,8 @@
 //! Protocol (a `SOCK_SEQPACKET` pair, so each message is one datagram): the server sends
 //! [`REQUEST_MAGIC`], the number of cgroup fds (u32 LE), and the fds
 //! `[spec read end, status write end, stdout write end, stderr write end, cgroup.procs...]`;
-//! the launcher forks and answers with the child's host pid (i32 LE, or minus an errno) and its
-//! pidfd. The launcher reaps its children; the server watches them through the pidfd and their
+//! the launcher forks and answers with the child's host pid (i32 LE, or minus an errno), the
+//! [`Step`] that failed (u32 LE), and the child's pidfd. The launcher reaps its children; the server watches them through the pidfd and their
 //! status pipe. Only the server holds the other end of the socket, so nothing else can ask for
 //! a fork. When the server goes away the socket hangs up and the launcher exits, and its
 //! children, whose parent-death signal is SIGKILL, end with it.
@@ -35,8 +35,8 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    recvmsg, sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage,
+    ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -85,6 +85,48 @@ struct Inner {
     exe: PathBuf,
     args: Vec<String>,
     conn: Mutex<Option<Conn>>,
+    /// Set when the host refuses what the launcher needs (a new pid namespace): every
+    /// sandbox then starts through the executed helper, without asking again.
+    disabled: std::sync::OnceLock<String>,
+}
+
+/// How long the server waits on the launcher for one answer before giving up on it.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Which step of a launch failed, as the launcher reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum Step {
+    Launched = 0,
+    /// The request was not one the launcher understands.
+    Request = 1,
+    Unshare = 2,
+    Fork = 3,
+    PidfdOpen = 4,
+}
+
+impl Step {
+    fn from_u32(n: u32) -> Option<Step> {
+        [
+            Step::Launched,
+            Step::Request,
+            Step::Unshare,
+            Step::Fork,
+            Step::PidfdOpen,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == n)
+    }
+
+    fn describe(self, errno: Errno) -> String {
+        match self {
+            Step::Launched => "launched".into(),
+            Step::Request => format!("the launcher refused the request as malformed ({errno})"),
+            Step::Unshare => format!("unshare CLONE_NEWPID (in the launcher): {errno}"),
+            Step::Fork => format!("fork (in the launcher): {errno}"),
+            Step::PidfdOpen => format!("pidfd_open of the new sandbox init: {errno}"),
+        }
+    }
 }
 
 /// A running launcher process and the server's end of its socket.
@@ -119,6 +161,7 @@ impl Launcher {
                 exe: exe.to_path_buf(),
                 args: args.to_vec(),
                 conn: Mutex::new(Some(conn)),
+                disabled: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -129,9 +172,18 @@ impl Launcher {
         conn.as_ref().map(|c| c.child.id())
     }
 
-    /// Forks a sandbox init with these fds. A launcher that died is started again once; an
-    /// error means the caller should start the sandbox helper itself.
+    /// Why the launcher is no longer used, if the host refused it.
+    pub fn disabled(&self) -> Option<&str> {
+        self.inner.disabled.get().map(String::as_str)
+    }
+
+    /// Forks a sandbox init with these fds. A launcher that died or stopped answering is
+    /// replaced (which ends the sandboxes it forked, as their parent-death signal is SIGKILL);
+    /// an error means the caller should start the sandbox helper itself.
     pub(crate) fn launch(&self, fds: &LaunchFds<'_>) -> Result<Launched, String> {
+        if let Some(why) = self.disabled() {
+            return Err(format!("the launcher is off: {why}"));
+        }
         let mut conn = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
         if conn.is_none() {
             *conn = Some(
@@ -149,6 +201,10 @@ impl Launcher {
                 *conn = None;
                 Err(e)
             }
+            Err(Failure::Refused(e)) => {
+                let _ = self.inner.disabled.set(e.clone());
+                Err(format!("{e}; the launcher is off from now on"))
+            }
             Err(Failure::Fork(e)) => Err(e),
         }
     }
@@ -157,7 +213,9 @@ impl Launcher {
 enum Failure {
     /// The conversation with the launcher failed.
     Launcher(String),
-    /// The launcher is fine but could not fork.
+    /// The host refuses what the launcher does (a new pid namespace).
+    Refused(String),
+    /// This one launch failed; the launcher is fine.
     Fork(String),
 }
 
@@ -189,6 +247,11 @@ impl Conn {
         }
         let child = cmd.spawn()?;
         drop(theirs);
+        // A launcher that stops answering (stopped, or stuck in a fork) must not hold every
+        // later start behind this connection's lock.
+        let timeout = nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as _, 0);
+        setsockopt(&ours, sockopt::ReceiveTimeout, &timeout)?;
+        setsockopt(&ours, sockopt::SendTimeout, &timeout)?;
         Ok(Conn { sock: ours, child })
     }
 
@@ -224,9 +287,9 @@ impl Conn {
                 Err(e) => return Err(lost("writing to", e)),
             }
         }
-        let mut reply = [0u8; 4];
+        let mut reply = [0u8; 8];
         let mut space = nix::cmsg_space!([RawFd; 1]);
-        let (n, pidfd) = loop {
+        let (n, truncated, pidfd) = loop {
             let mut iov = [IoSliceMut::new(&mut reply)];
             match recvmsg::<()>(
                 self.sock.as_raw_fd(),
@@ -235,27 +298,44 @@ impl Conn {
                 MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
                 Ok(m) => {
+                    let truncated = m.flags.contains(MsgFlags::MSG_CTRUNC);
                     let fds = received_fds(&m);
-                    break (m.bytes, fds.into_iter().next());
+                    break (m.bytes, truncated, fds.into_iter().next());
                 }
                 Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => {
+                    return Err(Failure::Launcher(format!(
+                        "the launcher did not answer within {}s",
+                        ANSWER_TIMEOUT.as_secs()
+                    )))
+                }
                 Err(e) => return Err(lost("reading from", e)),
             }
         };
         if n != reply.len() {
             return Err(Failure::Launcher(format!(
-                "the launcher answered {n} bytes (closed?)"
+                "the launcher answered {n} bytes instead of {} (it exited?)",
+                reply.len()
             )));
         }
-        let pid = i32::from_le_bytes(reply);
-        match pidfd {
-            Some(pidfd) if pid > 0 => Ok(Launched { pid, pidfd }),
-            _ if pid < 0 => Err(Failure::Fork(format!(
-                "the launcher could not fork: {}",
-                Errno::from_raw(-pid)
+        let pid = i32::from_le_bytes([reply[0], reply[1], reply[2], reply[3]]);
+        let step = Step::from_u32(u32::from_le_bytes([reply[4], reply[5], reply[6], reply[7]]));
+        match (step, pidfd) {
+            (Some(Step::Launched), Some(pidfd)) if pid > 0 => Ok(Launched { pid, pidfd }),
+            // The child exists but its pidfd did not reach us (this process is out of fds):
+            // it ends by itself when the spec pipe closes, as the caller's error path does.
+            (Some(Step::Launched), None) if truncated => Err(Failure::Fork(format!(
+                "the new sandbox init's pidfd was dropped on the way (out of file descriptors?): pid {pid}"
             ))),
+            (Some(Step::Unshare), _) if matches!(Errno::from_raw(-pid), Errno::EPERM | Errno::EINVAL | Errno::ENOSYS) => {
+                Err(Failure::Refused(Step::Unshare.describe(Errno::from_raw(-pid))))
+            }
+            (Some(step), _) if step != Step::Launched && pid < 0 => {
+                Err(Failure::Fork(step.describe(Errno::from_raw(-pid))))
+            }
             _ => Err(Failure::Launcher(format!(
-                "the launcher answered pid {pid} without a pidfd"
+                "the launcher answered pid {pid}, step {step:?}, {} pidfd",
+                if truncated { "a truncated" } else { "no" }
             ))),
         }
     }
@@ -308,6 +388,11 @@ fn serve() -> Result<(), String> {
     // The OOM killer should never pick the process that starts the sandboxes.
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
 
+    // Children must stay unreaped until `reap` (the pidfd_open after each fork relies on it),
+    // so SIGCHLD must not be ignored, whatever this process inherited.
+    // SAFETY: installing SIG_DFL runs no code in this process.
+    let _ =
+        unsafe { nix::sys::signal::signal(Signal::SIGCHLD, nix::sys::signal::SigHandler::SigDfl) };
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&chld), None)
@@ -401,20 +486,20 @@ fn serve_one(own: &Own<'_>) -> Result<bool, String> {
     let count = u32::from_le_bytes([msg[4], msg[5], msg[6], msg[7]]) as usize;
     if n != msg.len() || truncated || &msg[..4] != REQUEST_MAGIC || fds.len() != FIXED_FDS + count {
         // Not a request this launcher understands: refuse it, keep serving.
-        answer(sock, -(Errno::EINVAL as i32), None);
+        answer(sock, Err((Step::Request, Errno::EINVAL)));
         return Ok(true);
     }
     let procs = fds.split_off(FIXED_FDS);
     let [spec, status, stdout, stderr]: [OwnedFd; FIXED_FDS] = match fds.try_into() {
         Ok(a) => a,
         Err(_) => {
-            answer(sock, -(Errno::EINVAL as i32), None);
+            answer(sock, Err((Step::Request, Errno::EINVAL)));
             return Ok(true);
         }
     };
     // The next child is born as pid 1 of a new pid namespace...
     if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
-        answer(sock, -(e as i32), None);
+        answer(sock, Err((Step::Unshare, e)));
         return Ok(true);
     }
     // SAFETY: the launcher is single-threaded (checked at start), so the child may run any
@@ -432,21 +517,30 @@ fn serve_one(own: &Own<'_>) -> Result<bool, String> {
             // The child cannot be reaped before this (only `reap` does, on this thread), so
             // the pid still names it.
             match sys::pidfd_open(child.as_raw()) {
-                Some(pidfd) => answer(sock, child.as_raw(), Some(pidfd.as_fd())),
+                Some(pidfd) => answer(sock, Ok((child.as_raw(), pidfd.as_fd()))),
                 None => {
+                    let errno = Errno::last();
+                    // Not yet reaped (only `reap`, on this thread, reaps): the pid is the child.
                     let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-                    answer(sock, -(Errno::ENOSYS as i32), None);
+                    answer(sock, Err((Step::PidfdOpen, errno)));
                 }
             }
         }
         Ok(ForkResult::Child) => {}
-        Err(e) => answer(sock, -(e as i32), None),
+        Err(e) => answer(sock, Err((Step::Fork, e))),
     }
     Ok(true)
 }
 
-fn answer(sock: &OwnedFd, pid: i32, pidfd: Option<BorrowedFd<'_>>) {
-    let bytes = pid.to_le_bytes();
+/// Sends the child's pid and pidfd, or the step that failed and why.
+fn answer(sock: &OwnedFd, outcome: Result<(i32, BorrowedFd<'_>), (Step, Errno)>) {
+    let (pid, step, pidfd) = match outcome {
+        Ok((pid, fd)) => (pid, Step::Launched, Some(fd)),
+        Err((step, errno)) => (-(errno as i32), step, None),
+    };
+    let mut bytes = [0u8; 8];
+    bytes[..4].copy_from_slice(&pid.to_le_bytes());
+    bytes[4..].copy_from_slice(&(step as u32).to_le_bytes());
     let raw: Vec<RawFd> = pidfd.iter().map(|f| f.as_raw_fd()).collect();
     let cmsg = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
@@ -480,19 +574,28 @@ fn init_child(
         libc::close(own.pidns.as_raw_fd());
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // What went wrong before ns-init can say it the usual way: the same report, on the same pipe.
+    let failed = |syscall: &str, path: &str, errno: Errno| {
+        let report = crate::protocol::Report::SetupFailed {
+            syscall: syscall.into(),
+            path: path.into(),
+            errno: errno as i32,
+        };
+        let _ = nix::unistd::write(&status, &report.to_line());
+        125
+    };
     // Join the instance's cgroups first, as the executed helper does before it runs.
     for p in &procs {
         if let Err(e) = nix::unistd::write(p, b"0") {
-            eprintln!("nimbus sandbox init: joining a cgroup: {e}");
-            return 125;
+            return failed("write", "cgroup.procs (joining the instance's cgroups)", e);
         }
     }
     drop(procs);
-    if dup2_stdin(own.devnull).is_err()
-        || dup2_stdout(&stdout).is_err()
-        || dup2_stderr(&stderr).is_err()
+    if let Err(e) = dup2_stdin(own.devnull)
+        .and_then(|()| dup2_stdout(&stdout))
+        .and_then(|()| dup2_stderr(&stderr))
     {
-        return 125;
+        return failed("dup2", "the instance's stdin, stdout and stderr", e);
     }
     // SAFETY: as above.
     unsafe {

@@ -73,6 +73,7 @@ async fn run_all() -> usize {
         sandboxes_are_forked_by_the_launcher,
         helpers_start_without_a_launcher,
         a_dead_launcher_is_replaced,
+        a_launcher_that_stops_answering_is_replaced,
     ];
     let direct: Vec<(&str, TestFn)> = tests![
         direct_env_cwd_and_exec_error,
@@ -641,7 +642,7 @@ fn zombie_children(parent: u32) -> Vec<u32> {
 async fn sandboxes_are_forked_by_the_launcher(ctx: &Ctx) -> Result<(), String> {
     let launcher = ctx.config.launcher.as_ref().ok_or("no launcher")?;
     let launcher_pid = launcher.pid().ok_or("the launcher is not running")?;
-    let spec = ctx.spec("launched", "echo ready; read line; echo done");
+    let spec = ctx.spec("launched", "echo ready; sleep 1000");
     let mut inst = spawn(&ctx.config, spec).await.map_err(|e| e.to_string())?;
     // One process of ours per instance: ns-init, the launcher's child, whose only child is
     // the program.
@@ -745,6 +746,36 @@ async fn a_dead_launcher_is_replaced(ctx: &Ctx) -> Result<(), String> {
     let second = launcher.pid().ok_or("no launcher after the restart")?;
     ensure(second != first, || {
         format!("the launcher is still {first}, which was killed")
+    })
+}
+
+async fn a_launcher_that_stops_answering_is_replaced(ctx: &Ctx) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let launcher = Launcher::start(&exe, &[LAUNCHER_ARG.to_string()]).map_err(|e| e.to_string())?;
+    let first = launcher.pid().ok_or("the launcher is not running")?;
+    let mut config = ctx.config.clone();
+    config.launcher = Some(launcher.clone());
+    // The launcher this test started, stopped by its pid: it takes requests but never answers.
+    let pid = nix::unistd::Pid::from_raw(first as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).map_err(|e| e.to_string())?;
+    // The start gives up on it after its answer timeout and executes the helper instead...
+    let o = ctx
+        .run_with(&config, ctx.spec("stopped-launcher", "echo up"))
+        .await;
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+    let o = o?;
+    ensure(o.stdout.trim() == "up" && o.exit.code == Some(0), || {
+        format!("stdout {:?}, exit {:?}", o.stdout, o.exit)
+    })?;
+    // ...and the next start gets a new launcher; the stopped one is gone.
+    let o = ctx
+        .run_with(&config, ctx.spec("stopped-launcher-2", "echo up"))
+        .await?;
+    ensure(o.stdout.trim() == "up", || format!("stdout {:?}", o.stdout))?;
+    let second = launcher.pid().ok_or("no launcher after the replacement")?;
+    ensure(second != first, || format!("the launcher is still {first}"))?;
+    ensure(!Path::new(&format!("/proc/{first}")).exists(), || {
+        format!("the stopped launcher {first} is still there")
     })
 }
 
