@@ -127,7 +127,7 @@ pub struct Runtime {
 }
 
 /// The least time between two heap trims.
-const TRIM_GAP: Duration = Duration::from_secs(2);
+const TRIM_GAP: Duration = Duration::from_secs(1);
 
 /// How an invocation on an instance ended.
 enum Ending {

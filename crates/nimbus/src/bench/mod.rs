@@ -622,9 +622,9 @@ async fn measure_memory(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    // A second to settle: the server hands the burst's freed heap back to the kernel once it
-    // has been quiet for a 250 ms tick (`Runtime::start_heap_trimmer`).
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Two seconds to settle: the server hands the burst's freed heap back to the kernel once it
+    // has been quiet for a 250 ms tick, at most once a second (`Runtime::start_heap_trimmer`).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = server.rss_kb()?;
     let procs = server.platform_processes();
     let pss = procfs::total_pss_kb(&procs) + zygote_uss_kb(server);
