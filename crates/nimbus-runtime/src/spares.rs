@@ -156,10 +156,7 @@ impl SpareFactory {
                 Ok(spare)
             }
             Err(e) => {
-                spare.kill();
-                let _ = spare.wait().await;
-                drop(spare);
-                self.pool.free_uid(uid);
+                scrap(spare, &self.pool).await;
                 Err(e)
             }
         }
@@ -225,15 +222,21 @@ impl SpareFactory {
         };
         if waits {
             if let Err(e) = ready_line(&mut spare).await {
-                spare.kill();
-                let _ = spare.wait().await;
-                drop(spare);
-                self.pool.free_uid(uid);
+                scrap(spare, &self.pool).await;
                 return Err(format!("the {} runtime in a spare {e}", kind.name()));
             }
         }
         Ok(spare)
     }
+}
+
+/// Kills a spare and, once its processes are gone, frees its uid for another instance.
+async fn scrap(mut spare: Spare, pool: &Pool) {
+    let uid = spare.uid();
+    spare.kill();
+    let _ = spare.wait().await;
+    drop(spare);
+    pool.free_uid(uid);
 }
 
 /// What a started runtime prints, once loaded and waiting for its function, to say so.
@@ -415,15 +418,9 @@ impl Spares {
     }
 
     /// Kills a spare; its uid returns once its processes are gone.
-    fn discard(&self, mut spare: Spare) {
+    fn discard(&self, spare: Spare) {
         let pool = self.inner.factory.pool.clone();
-        let uid = spare.uid();
-        tokio::spawn(async move {
-            spare.kill();
-            let _ = spare.wait().await;
-            drop(spare);
-            pool.free_uid(uid);
-        });
+        tokio::spawn(async move { scrap(spare, &pool).await });
     }
 
     fn refill(&self, kind: SpareKind) {

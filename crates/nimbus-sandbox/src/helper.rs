@@ -119,19 +119,8 @@ fn run() -> Result<i32, String> {
             OwnedFd::from_raw_fd(status_fd),
         )
     };
-    Ok(run_with(lifeline, status))
-}
-
-/// The helper's work, once its two pipes are known.
-fn run_with(lifeline: OwnedFd, status: OwnedFd) -> i32 {
-    let status = Status(File::from(status));
-    let mut lifeline = File::from(lifeline);
-    let req: Request = match read_message(&mut lifeline) {
-        Ok(req) => req,
-        Err(e) => {
-            eprintln!("nimbus sandbox helper: reading the instance spec: {e}");
-            return 125;
-        }
+    let Some((req, lifeline, status)) = take_spec(lifeline, status, "helper") else {
+        return Ok(125);
     };
 
     // The OOM killer should pick the program, never the processes that report on it; the
@@ -142,13 +131,12 @@ fn run_with(lifeline: OwnedFd, status: OwnedFd) -> i32 {
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
-    if let Err(errno) = unshare(flags) {
-        status.setup_failed(&SetupError {
-            syscall: "unshare",
-            path: "CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWIPC|CLONE_NEWUTS".into(),
-            errno,
-        });
-        return 0;
+    if !unshare_or_report(
+        &status,
+        flags,
+        "CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWIPC|CLONE_NEWUTS",
+    ) {
+        return Ok(0);
     }
     // SAFETY: this process is single-threaded (checked above), so the child may do anything.
     match unsafe { fork() } {
@@ -158,7 +146,7 @@ fn run_with(lifeline: OwnedFd, status: OwnedFd) -> i32 {
             status.send(&Report::Started {
                 init_pid: child.as_raw(),
             });
-            supervise(child, &lifeline, &status)
+            Ok(supervise(child, &lifeline, &status))
         }
         Err(errno) => {
             status.setup_failed(&SetupError {
@@ -166,7 +154,36 @@ fn run_with(lifeline: OwnedFd, status: OwnedFd) -> i32 {
                 path: "namespace init".into(),
                 errno,
             });
-            0
+            Ok(0)
+        }
+    }
+}
+
+/// Reads the instance spec from the spec pipe: the spec and both pipes ready to use, or `None`
+/// after saying on stderr (the instance's) why it could not be read.
+fn take_spec(lifeline: OwnedFd, status: OwnedFd, who: &str) -> Option<(Request, File, Status)> {
+    let mut lifeline = File::from(lifeline);
+    match read_message(&mut lifeline) {
+        Ok(req) => Some((req, lifeline, Status(File::from(status)))),
+        Err(e) => {
+            eprintln!("nimbus sandbox {who}: reading the instance spec: {e}");
+            None
+        }
+    }
+}
+
+/// unshare(2) of `flags` (spelled `names` in the report); a failure is reported on the status
+/// pipe and returns false.
+fn unshare_or_report(status: &Status, flags: CloneFlags, names: &str) -> bool {
+    match unshare(flags) {
+        Ok(()) => true,
+        Err(errno) => {
+            status.setup_failed(&SetupError {
+                syscall: "unshare",
+                path: names.into(),
+                errno,
+            });
+            false
         }
     }
 }
@@ -244,22 +261,11 @@ fn supervise(init: Pid, lifeline: &File, status: &Status) -> i32 {
 /// it joins the remaining namespaces itself and carries on as [`ns_init`]. The launcher reaps
 /// it; the server learns how it ended from its reports, or from its pidfd when it was killed.
 pub(crate) fn launched_init(lifeline: OwnedFd, status: OwnedFd) -> i32 {
-    let status = Status(File::from(status));
-    let mut lifeline = File::from(lifeline);
-    let req: Request = match read_message(&mut lifeline) {
-        Ok(req) => req,
-        Err(e) => {
-            eprintln!("nimbus sandbox init: reading the instance spec: {e}");
-            return 125;
-        }
+    let Some((req, lifeline, status)) = take_spec(lifeline, status, "init") else {
+        return 125;
     };
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
-    if let Err(errno) = unshare(flags) {
-        status.setup_failed(&SetupError {
-            syscall: "unshare",
-            path: "CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWUTS".into(),
-            errno,
-        });
+    if !unshare_or_report(&status, flags, "CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWUTS") {
         return 0;
     }
     ns_init(&req, &status, lifeline)

@@ -62,7 +62,8 @@ struct Shared {
     /// Host pid of ns-init (forked by the launcher), the executed helper (sandbox without a
     /// launcher) or the program (direct).
     pid: i32,
-    pidfd: Option<OwnedFd>,
+    /// Shared with [`Init`] when the launched process is ns-init itself.
+    pidfd: Option<Arc<OwnedFd>>,
     /// Direct mode: the program leads its own process group.
     process_group: bool,
     /// The helper/program has been reaped; the pid must not be signalled any more.
@@ -81,7 +82,7 @@ struct Shared {
 /// ns-init as seen from the server.
 struct Init {
     pid: i32,
-    pidfd: Option<OwnedFd>,
+    pidfd: Option<Arc<OwnedFd>>,
 }
 
 impl Shared {
@@ -94,7 +95,7 @@ impl Shared {
                 // Killing ns-init ends the pid namespace; the helper stays to reap it (killing
                 // the helper instead would leave ns-init an orphan zombie of the host's init).
                 sigkill(
-                    init.pidfd.as_ref(),
+                    init.pidfd.as_deref(),
                     init.pid,
                     self.reaped.load(Ordering::SeqCst),
                 );
@@ -110,7 +111,7 @@ impl Shared {
             }
         }
         sigkill(
-            self.pidfd.as_ref(),
+            self.pidfd.as_deref(),
             self.pid,
             self.reaped.load(Ordering::SeqCst),
         );
@@ -812,11 +813,11 @@ impl Proc {
             Proc::Launched { .. } => {
                 if let Some(fd) = &shared.pidfd {
                     // A pidfd turns readable when its process has exited.
-                    // SAFETY: the AsyncFd owns this fresh duplicate, which stays open and the
-                    // same for the AsyncFd's whole life.
+                    // SAFETY: the AsyncFd holds a reference to the pidfd, which keeps it open
+                    // and the same for the AsyncFd's whole life.
                     let fd = unsafe {
                         tokio::io::unix::AsyncFd::register_with_interest(
-                            fd.try_clone()?,
+                            Arc::clone(fd),
                             tokio::io::Interest::READABLE,
                         )
                     }
@@ -894,7 +895,7 @@ fn start_prepared(
     let (pid, pidfd, proc, pipes, exe) = match launched {
         Some((l, proc, pipes)) => (
             l.pid,
-            Some(l.pidfd),
+            Some(Arc::new(l.pidfd)),
             proc,
             Some(pipes),
             config.helper_exe.clone(),
@@ -903,7 +904,13 @@ fn start_prepared(
             let (child, pipes, exe) = spawn_child(config, &prepared.request, direct, &procs_raw)?;
             let pid = child.id().unwrap_or(0) as i32;
             // The child cannot be reaped before the supervisor starts, so the pid is still ours.
-            (pid, sys::pidfd_open(pid), Proc::Child(child), pipes, exe)
+            (
+                pid,
+                sys::pidfd_open(pid).map(Arc::new),
+                Proc::Child(child),
+                pipes,
+                exe,
+            )
         }
     };
     drop(prepared.procs);
@@ -911,20 +918,10 @@ fn start_prepared(
     // A launched one is signalled only through a pidfd: the launcher reaps it on its own time,
     // so its pid may name another process by then.
     let init = match (&proc, &pidfd) {
-        (Proc::Launched { .. }, Some(fd)) => match fd.try_clone() {
-            Ok(dup) => Some(Init {
-                pid,
-                pidfd: Some(dup),
-            }),
-            Err(e) => {
-                let _ = sys::pidfd_kill(fd.as_fd(), libc::SIGKILL);
-                return Err(SandboxError::io(
-                    "fcntl F_DUPFD_CLOEXEC",
-                    Path::new("the sandbox init's pidfd"),
-                    &e,
-                ));
-            }
-        },
+        (Proc::Launched { .. }, Some(fd)) => Some(Init {
+            pid,
+            pidfd: Some(Arc::clone(fd)),
+        }),
         _ => None,
     };
     let shared = Arc::new(Shared {
@@ -997,12 +994,7 @@ fn spawn_child(
             unsafe {
                 cmd.pre_exec(move || {
                     join_cgroups(&procs)?;
-                    for fd in keep {
-                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
-                    Ok(())
+                    sys::keep_across_exec(&keep)
                 });
             }
             (
@@ -1227,7 +1219,7 @@ async fn supervise_sandbox(
             Report::Started { init_pid } => {
                 *lock(&shared.init) = Some(Init {
                     pid: init_pid,
-                    pidfd: sys::pidfd_open(init_pid),
+                    pidfd: sys::pidfd_open(init_pid).map(Arc::new),
                 });
                 if shared.killed.load(Ordering::SeqCst) {
                     shared.kill();

@@ -235,15 +235,10 @@ impl Conn {
             .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        // SAFETY: runs between fork and exec; fcntl on an fd we own is async-signal-safe and
-        // allocates nothing.
+        // SAFETY: runs between fork and exec; keep_across_exec only calls fcntl (async-signal-
+        // safe) on an fd we own and allocates nothing.
         unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(keep, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || sys::keep_across_exec(&[keep]));
         }
         let child = cmd.spawn()?;
         drop(theirs);
@@ -270,56 +265,29 @@ impl Conn {
                 fds.procs.len()
             )));
         }
-        let mut msg = [0u8; 8];
-        msg[..4].copy_from_slice(REQUEST_MAGIC);
-        msg[4..].copy_from_slice(&(fds.procs.len() as u32).to_le_bytes());
-        let cmsg = [ControlMessage::ScmRights(&raw)];
-        loop {
-            match sendmsg::<()>(
-                self.sock.as_raw_fd(),
-                &[IoSlice::new(&msg)],
-                &cmsg,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                Ok(_) => break,
-                Err(Errno::EINTR) => {}
-                Err(e) => return Err(lost("writing to", e)),
-            }
-        }
-        let mut reply = [0u8; 8];
+        let request = frame(*REQUEST_MAGIC, fds.procs.len() as u32);
+        send_datagram(&self.sock, &request, &raw).map_err(|e| lost("writing to", e))?;
         let mut space = nix::cmsg_space!([RawFd; 1]);
-        let (n, truncated, pidfd) = loop {
-            let mut iov = [IoSliceMut::new(&mut reply)];
-            match recvmsg::<()>(
-                self.sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(m) => {
-                    let truncated = m.flags.contains(MsgFlags::MSG_CTRUNC);
-                    let fds = received_fds(&m);
-                    break (m.bytes, truncated, fds.into_iter().next());
-                }
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => {
-                    return Err(Failure::Launcher(format!(
-                        "the launcher did not answer within {}s",
-                        ANSWER_TIMEOUT.as_secs()
-                    )))
-                }
-                Err(e) => return Err(lost("reading from", e)),
+        let reply = match receive_datagram(&self.sock, &mut space) {
+            Ok(r) => r,
+            Err(Errno::EAGAIN) => {
+                return Err(Failure::Launcher(format!(
+                    "the launcher did not answer within {}s",
+                    ANSWER_TIMEOUT.as_secs()
+                )))
             }
+            Err(e) => return Err(lost("reading from", e)),
         };
-        if n != reply.len() {
+        if reply.len != FRAME {
             return Err(Failure::Launcher(format!(
-                "the launcher answered {n} bytes instead of {} (it exited?)",
-                reply.len()
+                "the launcher answered {} bytes instead of {FRAME} (it exited?)",
+                reply.len
             )));
         }
-        let pid = i32::from_le_bytes([reply[0], reply[1], reply[2], reply[3]]);
-        let step = Step::from_u32(u32::from_le_bytes([reply[4], reply[5], reply[6], reply[7]]));
+        let truncated = reply.fds_dropped;
+        let (pid, step) = unframe(&reply.bytes);
+        let (pid, step) = (i32::from_le_bytes(pid), Step::from_u32(step));
+        let pidfd = reply.fds.into_iter().next();
         match (step, pidfd) {
             (Some(Step::Launched), Some(pidfd)) if pid > 0 => Ok(Launched { pid, pidfd }),
             // The child exists but its pidfd did not reach us (this process is out of fds):
@@ -356,6 +324,84 @@ fn received_fds<S>(m: &nix::sys::socket::RecvMsg<'_, '_, S>) -> Vec<OwnedFd> {
         }
     }
     out
+}
+
+/// Every message of the protocol is this many bytes (two little-endian 32-bit fields) plus fds.
+const FRAME: usize = 8;
+
+fn frame(first: [u8; 4], second: u32) -> [u8; FRAME] {
+    let mut bytes = [0u8; FRAME];
+    bytes[..4].copy_from_slice(&first);
+    bytes[4..].copy_from_slice(&second.to_le_bytes());
+    bytes
+}
+
+fn unframe(bytes: &[u8; FRAME]) -> ([u8; 4], u32) {
+    let [a, b, c, d, e, f, g, h] = *bytes;
+    ([a, b, c, d], u32::from_le_bytes([e, f, g, h]))
+}
+
+/// Sends one message and its fds (none: no control message), retrying on EINTR.
+fn send_datagram(sock: &OwnedFd, bytes: &[u8; FRAME], fds: &[RawFd]) -> nix::Result<()> {
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
+    loop {
+        match sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[IoSlice::new(bytes)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One message as received.
+struct Received {
+    /// Bytes received (0: the other end closed the socket).
+    len: usize,
+    bytes: [u8; FRAME],
+    /// The message was longer than a frame.
+    truncated: bool,
+    /// Some of its fds did not fit in the control buffer (or in this process's fd table).
+    fds_dropped: bool,
+    fds: Vec<OwnedFd>,
+}
+
+/// Receives one message, taking ownership of its fds (close-on-exec), retrying on EINTR.
+fn receive_datagram(sock: &OwnedFd, space: &mut [u8]) -> nix::Result<Received> {
+    let mut bytes = [0u8; FRAME];
+    let (len, truncated, fds_dropped, fds) = loop {
+        let mut iov = [IoSliceMut::new(&mut bytes)];
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut *space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => {
+                break (
+                    m.bytes,
+                    m.flags.contains(MsgFlags::MSG_TRUNC),
+                    m.flags.contains(MsgFlags::MSG_CTRUNC),
+                    received_fds(&m),
+                )
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    };
+    Ok(Received {
+        len,
+        bytes,
+        truncated,
+        fds_dropped,
+        fds,
+    })
 }
 
 /// Entry point of the launcher process. See [`crate::launcher_main`].
@@ -461,30 +507,19 @@ fn reap() {
 /// Reads one request and forks its sandbox init. `Ok(false)`: the server closed the socket.
 fn serve_one(own: &Own<'_>) -> Result<bool, String> {
     let sock = own.sock;
-    let mut msg = [0u8; 8];
     let mut space = nix::cmsg_space!([RawFd; FIXED_FDS + MAX_PROCS_FDS]);
-    let (n, truncated, mut fds) = loop {
-        let mut iov = [IoSliceMut::new(&mut msg)];
-        match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(m) => {
-                let truncated =
-                    m.flags.contains(MsgFlags::MSG_CTRUNC) || m.flags.contains(MsgFlags::MSG_TRUNC);
-                break (m.bytes, truncated, received_fds(&m));
-            }
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(format!("recvmsg: {e}")),
-        }
-    };
-    if n == 0 {
+    let request = receive_datagram(sock, &mut space).map_err(|e| format!("recvmsg: {e}"))?;
+    if request.len == 0 {
         return Ok(false);
     }
-    let count = u32::from_le_bytes([msg[4], msg[5], msg[6], msg[7]]) as usize;
-    if n != msg.len() || truncated || &msg[..4] != REQUEST_MAGIC || fds.len() != FIXED_FDS + count {
+    let (magic, count) = unframe(&request.bytes);
+    let mut fds = request.fds;
+    if request.len != FRAME
+        || request.truncated
+        || request.fds_dropped
+        || &magic != REQUEST_MAGIC
+        || fds.len() != FIXED_FDS + count as usize
+    {
         // Not a request this launcher understands: refuse it, keep serving.
         answer(sock, Err((Step::Request, Errno::EINVAL)));
         return Ok(true);
@@ -538,20 +573,9 @@ fn answer(sock: &OwnedFd, outcome: Result<(i32, BorrowedFd<'_>), (Step, Errno)>)
         Ok((pid, fd)) => (pid, Step::Launched, Some(fd)),
         Err((step, errno)) => (-(errno as i32), step, None),
     };
-    let mut bytes = [0u8; 8];
-    bytes[..4].copy_from_slice(&pid.to_le_bytes());
-    bytes[4..].copy_from_slice(&(step as u32).to_le_bytes());
     let raw: Vec<RawFd> = pidfd.iter().map(|f| f.as_raw_fd()).collect();
-    let cmsg = [ControlMessage::ScmRights(&raw)];
-    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
     // A failed send means the server is gone; the next poll sees the hang-up.
-    let _ = sendmsg::<()>(
-        sock.as_raw_fd(),
-        &[IoSlice::new(&bytes)],
-        cmsgs,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    );
+    let _ = send_datagram(sock, &frame(pid.to_le_bytes(), step as u32), &raw);
 }
 
 /// The forked child, pid 1 of its namespace: joins the instance's cgroups, takes the output

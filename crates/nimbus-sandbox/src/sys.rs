@@ -72,6 +72,18 @@ pub(crate) fn set_cloexec(fd: i32, on: bool) {
     }
 }
 
+/// Clears close-on-exec on `fds`, so a program about to be exec'd inherits them. Only fcntl(2):
+/// safe between fork and exec in a copy of a multi-threaded process.
+pub(crate) fn keep_across_exec(fds: &[i32]) -> std::io::Result<()> {
+    for &fd in fds {
+        // SAFETY: F_SETFD on an integer either changes that fd's flag or fails with EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// `malloc_trim(0)` where the C library has it (glibc).
 pub(crate) fn malloc_trim() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -499,16 +499,7 @@ async fn kill_leaves_no_survivors(ctx: &Ctx) -> Result<(), String> {
     ensure(first.as_deref() == Some("ready"), || {
         format!("got {first:?}")
     })?;
-    let pids: Vec<i32> = inst
-        .cgroup_dirs()
-        .iter()
-        .flat_map(|d| {
-            read(&d.join("cgroup.procs"))
-                .lines()
-                .map(|l| l.parse().unwrap())
-                .collect::<Vec<i32>>()
-        })
-        .collect();
+    let pids = procs_in(&inst.cgroup_dirs());
     ensure(pids.len() >= 6, || {
         format!("expected helper, init, sh and 4 sleeps: {pids:?}")
     })?;
@@ -517,9 +508,9 @@ async fn kill_leaves_no_survivors(ctx: &Ctx) -> Result<(), String> {
     let exit = inst.wait().await;
     ensure(exit.signal == Some(9), || format!("exit {exit:?}"))?;
     // A zombie has ended: the helper's parent, the launcher, reaps it on its own time.
-    let alive: Vec<i32> = pids
+    let alive: Vec<u32> = pids
         .into_iter()
-        .filter(|p| ppid_and_state(*p as u32).is_some_and(|(_, st)| !st.starts_with('Z')))
+        .filter(|p| ppid_and_state(*p).is_some_and(|(_, st)| !st.starts_with('Z')))
         .collect();
     ensure(alive.is_empty(), || format!("survivors: {alive:?}"))?;
     let dirs = inst.cgroup_dirs();
@@ -597,22 +588,26 @@ async fn dropping_an_instance_kills_it(ctx: &Ctx) -> Result<(), String> {
     let mut out = BufReader::new(inst.take_stdout().unwrap()).lines();
     out.next_line().await.map_err(|e| e.to_string())?;
     let dirs = inst.cgroup_dirs();
-    let pids: Vec<String> = dirs
-        .iter()
-        .flat_map(|d| {
-            read(&d.join("cgroup.procs"))
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let pids = procs_in(&dirs);
     drop(inst);
     wait_gone(&dirs).await?;
-    let alive: Vec<&String> = pids
+    let alive: Vec<&u32> = pids
         .iter()
         .filter(|p| Path::new(&format!("/proc/{p}")).exists())
         .collect();
     ensure(alive.is_empty(), || format!("survivors: {alive:?}"))
+}
+
+/// The pids in these cgroups' `cgroup.procs` (one entry per directory a process is in).
+fn procs_in(dirs: &[PathBuf]) -> Vec<u32> {
+    dirs.iter()
+        .flat_map(|d| {
+            read(&d.join("cgroup.procs"))
+                .lines()
+                .map(|l| l.parse().expect("a pid in cgroup.procs"))
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// `PPid` and `State` of a process, from `/proc/<pid>/status`.
@@ -665,16 +660,7 @@ async fn sandboxes_are_forked_by_the_launcher(ctx: &Ctx) -> Result<(), String> {
     ensure(first.as_deref() == Some("ready"), || {
         format!("stdout: {first:?}")
     })?;
-    let in_cgroup: Vec<u32> = inst
-        .cgroup_dirs()
-        .first()
-        .map(|d| {
-            read(&d.join("cgroup.procs"))
-                .lines()
-                .filter_map(|l| l.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let in_cgroup = procs_in(&inst.cgroup_dirs()[..1]);
     let ours: Vec<&u32> = in_cgroup
         .iter()
         .filter(|p| exe(**p) == exe(launcher_pid))

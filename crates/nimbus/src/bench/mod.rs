@@ -739,11 +739,11 @@ async fn measure_function(
     if let Some(l) = &rushed.latency {
         notes.push(format!(
             "{} back to back (each cold start as soon as the last instance is gone, without \
-             waiting for the spare pool to refill): cold p50 {:.1} ms, p99 {:.1} ms over {} \
+             waiting for the spare pool to refill): cold p50 {} ms, p99 {} ms over {} \
              verified cold starts",
             f.name,
-            l.p50.as_secs_f64() * 1e3,
-            l.p99.as_secs_f64() * 1e3,
+            stats::ms(l.p50),
+            stats::ms(l.p99),
             rushed.verified
         ));
     }
