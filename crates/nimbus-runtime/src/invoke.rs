@@ -675,14 +675,55 @@ impl Runtime {
             ),
             _ => (task_root.join("bootstrap"), vec![]),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| {
-                StartError::new(
+        // A spare of the prestarted kind takes the environment and carries on; a bare one
+        // execs the program. Either way the spare's uid is the instance's and the slot's
+        // (never used by any process) goes back.
+        let prestarted = SpareKind::prestarted_for(lang, v.config.environment.keys());
+        let picked = Instant::now();
+        let mut spare = prestarted
+            .and_then(|k| self.spares.take(k))
+            .map(|s| (s, true));
+        let mut source = match (&spare, prestarted) {
+            (Some(_), Some(k)) => k.name(),
+            _ => "none",
+        };
+        if spare.is_none() && prestarted == Some(SpareKind::Python) {
+            // None ready (a burst): a python runtime forked by the zygote into a sandbox built
+            // now beats starting an interpreter, on a bare spare or not.
+            spare = self
+                .spares
+                .make_now(SpareKind::Python)
+                .await
+                .map(|s| (s, true));
+            if spare.is_some() {
+                source = "python, built now";
+            }
+        }
+        if spare.is_none() {
+            spare = self.spares.take(SpareKind::Bare).map(|s| (s, false));
+            if spare.is_some() {
+                source = "bare";
+            }
+        }
+        let waited = picked.elapsed();
+        // A prestarted spare's runtime is already connected to the listener it came with.
+        let endpoint = spare.as_mut().and_then(|(s, _)| s.endpoint.take());
+        let bound = match endpoint {
+            Some(l) => tokio::net::TcpListener::from_std(l),
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await,
+        };
+        let listener = match bound {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some((s, _)) = spare {
+                    self.spares.discard(s);
+                }
+                return Err(StartError::new(
                     "Runtime.Unknown",
                     format!("could not open a Runtime API port: {e}"),
-                )
-            })?;
+                ));
+            }
+        };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let version_label = v.version.to_string();
         let stream = log_stream_name(&version_label, &id, nimbus_store::now_ms());
@@ -733,41 +774,10 @@ impl Runtime {
             ("AWS_REGION".into(), nimbus_core::REGION.into()),
             ("AWS_DEFAULT_REGION".into(), nimbus_core::REGION.into()),
         ]);
-        // A spare of the prestarted kind takes the environment and carries on; a bare one
-        // execs the program. Either way the spare's uid is the instance's and the slot's
-        // (never used by any process) goes back.
-        let prestarted = SpareKind::prestarted_for(lang, v.config.environment.keys());
-        let picked = Instant::now();
-        let mut spare = prestarted
-            .and_then(|k| self.spares.take(k))
-            .map(|s| (s, true));
-        let mut source = match (&spare, prestarted) {
-            (Some(_), Some(k)) => k.name(),
-            _ => "none",
-        };
-        if spare.is_none() && prestarted == Some(SpareKind::Python) {
-            // None ready (a burst): a python runtime forked by the zygote into a sandbox built
-            // now beats starting an interpreter, on a bare spare or not.
-            spare = self
-                .spares
-                .make_now(SpareKind::Python)
-                .await
-                .map(|s| (s, true));
-            if spare.is_some() {
-                source = "python, built now";
-            }
-        }
-        if spare.is_none() {
-            spare = self.spares.take(SpareKind::Bare).map(|s| (s, false));
-            if spare.is_some() {
-                source = "bare";
-            }
-        }
-        let waited = picked.elapsed();
         let uid = match &spare {
             Some((s, _)) => {
                 self.pool.free_uid(slot.uid);
-                s.uid()
+                s.sandbox.uid()
             }
             None => slot.uid,
         };
@@ -780,6 +790,7 @@ impl Runtime {
                     AssignStart::Exec(Program { program, args, env })
                 };
                 spare
+                    .sandbox
                     .assign(Assignment {
                         code: v.code_sha256.clone(),
                         memory_mb: v.config.memory_mb,

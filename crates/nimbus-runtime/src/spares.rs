@@ -6,6 +6,11 @@
 //!
 //! One refill task per kind at a time keeps `per_kind` spares ready; a kind whose spare could
 //! not be built is retried after a pause rather than in a loop.
+//!
+//! A prestarted spare also has its instance's Runtime API endpoint: a loopback listener bound
+//! when the spare is built and named in its environment (`AWS_LAMBDA_RUNTIME_API`). The runtime
+//! connects to it while it waits, and the instance made from the spare serves that listener, so
+//! the first `/next` of a cold start goes out on a connection that is already open.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -31,6 +36,27 @@ const REFILL_DELAY: Duration = Duration::from_millis(20);
 /// Limits a spare has until it is assigned (the function's replace them).
 const SPARE_MEMORY_MB: u32 = 128;
 const SPARE_TMP_MB: u32 = 512;
+
+/// A spare ready for a function: its sandbox and, for a prestarted runtime, the Runtime API
+/// listener the runtime has connected to (see the module docs).
+pub(crate) struct ReadySpare {
+    pub sandbox: Spare,
+    pub endpoint: Option<std::net::TcpListener>,
+}
+
+/// A loopback listener for an instance's Runtime API, and its `host:port`.
+fn runtime_endpoint() -> Result<(std::net::TcpListener, String), String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| format!("could not open a Runtime API port: {e}"))?;
+    // tokio takes it over on assignment, and only a non-blocking socket works there.
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("could not open a Runtime API port: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("could not open a Runtime API port: {e}"))?;
+    Ok((listener, addr.to_string()))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum SpareKind {
@@ -91,7 +117,7 @@ pub(crate) struct SpareFactory {
 }
 
 impl SpareFactory {
-    async fn make(&self, kind: SpareKind) -> Result<Spare, String> {
+    async fn make(&self, kind: SpareKind) -> Result<ReadySpare, String> {
         if kind == SpareKind::Python {
             match self.make_forked().await {
                 Ok(spare) => return Ok(spare),
@@ -104,7 +130,7 @@ impl SpareFactory {
     }
 
     /// A python spare whose runtime is forked into it by the zygote.
-    async fn make_forked(&self) -> Result<Spare, String> {
+    async fn make_forked(&self) -> Result<ReadySpare, String> {
         let python = self
             .interpreters
             .python
@@ -126,8 +152,16 @@ impl SpareFactory {
                 return Err(e.to_string());
             }
         };
+        let (endpoint, api) = match runtime_endpoint() {
+            Ok(e) => e,
+            Err(e) => {
+                scrap(spare, &self.pool).await;
+                return Err(e);
+            }
+        };
         let mut env = self.base_env.clone();
         env.push(("NIMBUS_HANDOFF_FD".into(), "3".into()));
+        env.push(("AWS_LAMBDA_RUNTIME_API".into(), api));
         let forked = match spare.adoption() {
             None => Err("the spare did not offer a handoff pipe".to_string()),
             Some(adoption) => {
@@ -153,7 +187,10 @@ impl SpareFactory {
         match forked {
             Ok(pid) => {
                 spare.adopt(pid);
-                Ok(spare)
+                Ok(ReadySpare {
+                    sandbox: spare,
+                    endpoint: Some(endpoint),
+                })
             }
             Err(e) => {
                 scrap(spare, &self.pool).await;
@@ -181,8 +218,9 @@ impl SpareFactory {
     }
 
     /// A spare whose interpreter (if any) is started in it.
-    async fn make_started(&self, kind: SpareKind) -> Result<Spare, String> {
+    async fn make_started(&self, kind: SpareKind) -> Result<ReadySpare, String> {
         let runtime_root = self.sandbox.runtime_root(&self.runtime_dir);
+        let mut endpoint = None;
         let prestart = match kind {
             SpareKind::Bare => None,
             SpareKind::Python | SpareKind::Node => {
@@ -193,9 +231,12 @@ impl SpareFactory {
                     _ => (&self.interpreters.node, crate::bootstraps::NODE_FILE),
                 };
                 let interp = interp.as_ref().map_err(|e| e.to_string())?;
+                let (listener, api) = runtime_endpoint()?;
+                endpoint = Some(listener);
                 let mut env = self.base_env.clone();
                 env.push(("NIMBUS_HANDOFF_FD".into(), "3".into()));
                 env.push(("NIMBUS_READY_LINE".into(), READY_LINE.into()));
+                env.push(("AWS_LAMBDA_RUNTIME_API".into(), api));
                 Some(Program {
                     program: interp.executable.clone(),
                     args: vec![runtime_root.join(file).display().to_string()],
@@ -226,7 +267,10 @@ impl SpareFactory {
                 return Err(format!("the {} runtime in a spare {e}", kind.name()));
             }
         }
-        Ok(spare)
+        Ok(ReadySpare {
+            sandbox: spare,
+            endpoint,
+        })
     }
 }
 
@@ -285,7 +329,7 @@ async fn ready_line(spare: &mut Spare) -> Result<(), String> {
 
 #[derive(Default)]
 struct State {
-    ready: HashMap<SpareKind, VecDeque<Spare>>,
+    ready: HashMap<SpareKind, VecDeque<ReadySpare>>,
     filling: HashMap<SpareKind, bool>,
     failed_at: HashMap<SpareKind, Instant>,
 }
@@ -340,7 +384,7 @@ impl Spares {
     }
 
     /// A ready spare of `kind`, if there is one; a refill starts either way.
-    pub fn take(&self, kind: SpareKind) -> Option<Spare> {
+    pub fn take(&self, kind: SpareKind) -> Option<ReadySpare> {
         if !self.inner.kinds.contains(&kind) {
             return None;
         }
@@ -350,7 +394,7 @@ impl Spares {
             let queue = st.ready.entry(kind).or_default();
             let mut found = None;
             while let Some(s) = queue.pop_front() {
-                if s.is_alive() {
+                if s.sandbox.is_alive() {
                     found = Some(s);
                     break;
                 }
@@ -366,7 +410,7 @@ impl Spares {
     }
 
     /// Builds a spare of `kind` now, for a cold start that found none ready.
-    pub async fn make_now(&self, kind: SpareKind) -> Option<Spare> {
+    pub async fn make_now(&self, kind: SpareKind) -> Option<ReadySpare> {
         if !self.inner.kinds.contains(&kind) {
             return None;
         }
@@ -397,7 +441,7 @@ impl Spares {
             .lock()
             .ready
             .drain()
-            .flat_map(|(_, q)| q.into_iter())
+            .flat_map(|(_, q)| q.into_iter().map(|s| s.sandbox))
             .collect();
         let mut all = all;
         for s in &mut all {
@@ -418,9 +462,9 @@ impl Spares {
     }
 
     /// Kills a spare; its uid returns once its processes are gone.
-    fn discard(&self, spare: Spare) {
+    pub fn discard(&self, spare: ReadySpare) {
         let pool = self.inner.factory.pool.clone();
-        tokio::spawn(async move { scrap(spare, &pool).await });
+        tokio::spawn(async move { scrap(spare.sandbox, &pool).await });
     }
 
     fn refill(&self, kind: SpareKind) {

@@ -340,10 +340,14 @@ fn ns_init_inner(req: &Request, status: &Status, spec: &mut File) -> Setup<()> {
             let Some((pid, mut w)) = prestarted.take() else {
                 return Err(fail("handoff", "no prestarted program")(Errno::EINVAL));
             };
-            // A program that died meanwhile makes this fail (EPIPE); its exit is reaped and
-            // reported below like any other.
+            // Ready first: the server then sets up the instance's endpoint while the runtime
+            // loads its function, instead of after it (on two cores, whichever is woken second
+            // can wait for a CPU). A program that died meanwhile makes the write fail (EPIPE);
+            // its exit is reaped and reported below like any other.
+            status.send(&Report::Ready);
             let _ = w.write_all(&env_block(&env));
-            pid
+            drop(w);
+            return reap_program(status, pid, adopted_exit);
         }
         Start::Exec(exec) => {
             if let Some((pid, w)) = prestarted.take() {
@@ -361,13 +365,16 @@ fn ns_init_inner(req: &Request, status: &Status, spec: &mut File) -> Setup<()> {
         }
     };
     status.send(&Report::Ready);
+    reap_program(status, program, adopted_exit)
+}
 
+/// Init duty once the program runs: reap everything reparented to us until the program exits,
+/// and report how it ended (for an adopted program, its parent outside reports that).
+fn reap_program(status: &Status, program: Pid, adopted_exit: Option<File>) -> Setup<()> {
     if let Some(exit) = adopted_exit {
         // The program is not our child: its parent outside reports how it ended.
         return watch_adopted(status, exit);
     }
-
-    // Init duty: reap everything that gets reparented to us until the program exits.
     loop {
         match waitpid(None::<Pid>, None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == program => {

@@ -502,6 +502,31 @@ impl SqliteStore {
         out
     }
 
+    /// Loads `name`'s function record and `$LATEST` into the cache in one trip to the
+    /// database, after a write changed them: the invocation that usually follows a deploy or
+    /// a configuration change (a cold start) then finds them cached. Best effort: a failed load
+    /// leaves the cache as it was.
+    async fn preload_latest(&self, name: &str) {
+        let generation = self.cache().generation;
+        let name = name.to_string();
+        let loaded = self
+            .with(move |conn| {
+                Ok((
+                    load_function(conn, &name)?,
+                    load_version(conn, &name, VersionId::Latest)?,
+                ))
+            })
+            .await;
+        if let Ok((function, latest)) = loaded {
+            let mut c = self.cache();
+            if c.generation == generation {
+                c.versions
+                    .insert((latest.function.clone(), VersionId::Latest), latest);
+                c.functions.insert(function.name.clone(), function);
+            }
+        }
+    }
+
     fn forget(&self) {
         let mut c = self.cache();
         c.generation += 1;
@@ -615,6 +640,7 @@ impl Store for SqliteStore {
         record: FunctionRecord,
         latest: FunctionVersion,
     ) -> Result<(), StoreError> {
+        let name = record.name.clone();
         self.meta_tx(move |tx| {
             if function_exists(tx, &record.name)? {
                 return Err(StoreError::Conflict(format!("Function already exist: {}", record.name)));
@@ -627,7 +653,9 @@ impl Store for SqliteStore {
             .map_err(backend)?;
             insert_version(tx, &latest)
         })
-        .await
+        .await?;
+        self.preload_latest(&name).await;
+        Ok(())
     }
 
     async fn get_function(&self, name: &str) -> Result<FunctionRecord, StoreError> {
@@ -675,6 +703,7 @@ impl Store for SqliteStore {
         expected_revision: Option<&str>,
     ) -> Result<(), StoreError> {
         let expected = expected_revision.map(str::to_string);
+        let name = latest.function.clone();
         self.meta_tx(move |tx| {
             let current = load_version(tx, &latest.function, VersionId::Latest)?;
             if let Some(exp) = expected {
@@ -684,7 +713,9 @@ impl Store for SqliteStore {
             }
             insert_version(tx, &latest)
         })
-        .await
+        .await?;
+        self.preload_latest(&name).await;
+        Ok(())
     }
 
     async fn set_reserved_concurrency(

@@ -469,12 +469,16 @@ function receiveAssignment(fd) {
     /* already closed */
   }
   if (data.length === 0) process.exit(0);
-  for (const k of Object.keys(env)) delete env[k];
+  const next = new Map();
   for (const entry of data.toString('utf8').split('\0')) {
     if (!entry) continue;
     const eq = entry.indexOf('=');
-    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+    if (eq > 0) next.set(entry.slice(0, eq), entry.slice(eq + 1));
   }
+  // Only what changes is written: setting TZ, even to the same value, makes node reload the
+  // time zone, and every write goes through libuv's environment lock.
+  for (const k of Object.keys(env)) if (!next.has(k)) delete env[k];
+  for (const [k, v] of next) if (env[k] !== v) env[k] = v;
   process.chdir(env.LAMBDA_TASK_ROOT || '/var/task');
 }
 
@@ -640,33 +644,75 @@ function makeRemaining(deadlineHeader) {
 }
 
 /**
- * While a spare waits for its function, run once through what a cold start does first, so
- * V8 has compiled it and node has initialised it lazily before the clock starts: the CommonJS
- * loader (compile a module), and a TCP connection with one request and response over loopback.
+ * While a spare waits for its function, run once through what a cold start does, so V8 has
+ * compiled it and node has initialised it lazily before the clock starts: the output streams,
+ * the CommonJS loader (compile a module), and one whole invocation of a stand-in handler through
+ * the real `Runtime` and `RuntimeClient` against a stand-in Runtime API on loopback (a TCP
+ * connection, `/next` with its headers, the context, the result posted and its 202).
  */
 async function warmUp() {
   try {
+    // The output streams are made on first use (a type check of fds 1 and 2 and a pipe
+    // stream each), as is the time zone data the console's timestamps use.
+    void process.stdout;
+    void process.stderr;
+    void new Date().toISOString();
+    void util.format('%s', {});
     const Module = require('module');
     const m = new Module(path.join(__dirname, 'nimbus-warm-up.js'), null);
-    m._compile('exports.handler = async () => ({ ok: true });', m.id);
-    await m.exports.handler();
+    m._compile('exports.handler = async (event) => ({ ok: true, event });', m.id);
     fs.existsSync(path.join(__dirname, 'nimbus-warm-up.js'));
     await new Promise((resolve) => {
       const server = net.createServer((c) => {
-        c.once('data', () => c.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}'));
+        let pending = Buffer.alloc(0);
+        c.on('error', noop);
+        c.on('data', (d) => {
+          pending = Buffer.concat([pending, d]);
+          for (;;) {
+            const end = pending.indexOf(CRLFCRLF);
+            if (end < 0) return;
+            const head = pending.latin1Slice(0, end);
+            const cl = /content-length:\s*(\d+)/i.exec(head);
+            const total = end + 4 + (cl ? parseInt(cl[1], 10) : 0);
+            if (pending.length < total) return;
+            pending = pending.subarray(total);
+            if (head.startsWith('GET')) {
+              const event = '{"warm":true}';
+              c.write(
+                'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+                  'Lambda-Runtime-Aws-Request-Id: nimbus-warm-up\r\n' +
+                  `Lambda-Runtime-Deadline-Ms: ${Date.now() + 1000}\r\n` +
+                  'Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:warm-up\r\n' +
+                  `Content-Length: ${event.length}\r\n\r\n${event}`,
+              );
+            } else {
+              c.write('HTTP/1.1 202 Accepted\r\nContent-Length: 15\r\n\r\n{"status":"OK"}');
+            }
+          }
+        });
       });
-      server.on('error', resolve);
+      const client = new RuntimeClient('127.0.0.1:0');
+      let finished = false;
+      const finish = () => {
+        if (finished) return;
+        finished = true;
+        const s = client.sock;
+        client.sock = null;
+        if (s) s.destroy();
+        server.close();
+        globalThis[REQUEST_ID_SYMBOL] = undefined;
+        beforeExitAction = noop;
+        resolve();
+      };
+      setTimeout(finish, 1000).unref();
+      server.on('error', finish);
       server.listen(0, '127.0.0.1', () => {
-        const { port } = server.address();
-        const client = new RuntimeClient(`127.0.0.1:${port}`);
-        client
-          .request('GET', API_PREFIX + 'invocation/next')
-          .catch(noop)
-          .finally(() => {
-            client.close && client.close();
-            server.close();
-            resolve();
-          });
+        client.port = server.address().port;
+        const runtime = new Runtime(client, m.exports.handler);
+        // One invocation only: where the real loop asks for the next one, stop.
+        runtime.scheduleNext = finish;
+        runtime.fatal = finish;
+        runtime.handleOnce().catch(finish);
       });
     });
   } catch (e) {
@@ -674,9 +720,46 @@ async function warmUp() {
   }
 }
 
+/**
+ * A spare is given its instance's Runtime API address before its function: connect now, so the
+ * first `/next` of the cold start goes out on an open connection. Null if there is none or it
+ * cannot be opened (the first request then connects as usual).
+ */
+async function preconnect() {
+  if (!env.AWS_LAMBDA_RUNTIME_API) return null;
+  const client = new RuntimeClient(env.AWS_LAMBDA_RUNTIME_API);
+  try {
+    client._connect();
+    const sock = client.sock;
+    const open = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), 1000);
+      sock.once('connect', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+      sock.once('error', () => {
+        clearTimeout(timer);
+        resolve(false);
+      });
+    });
+    if (open && client.sock === sock) {
+      sock.unref();
+      return client;
+    }
+  } catch (e) {
+    /* connects on first use instead */
+  }
+  const s = client.sock;
+  client.sock = null;
+  if (s) s.destroy();
+  return null;
+}
+
 async function main() {
+  let preconnected = null;
   if (env.NIMBUS_HANDOFF_FD) {
     await warmUp();
+    preconnected = await preconnect();
     // The server counts the spare as ready only once it reads this: node takes tens of
     // milliseconds to start, and a cold start should not wait for that.
     if (env.NIMBUS_READY_LINE) fs.writeSync(1, env.NIMBUS_READY_LINE + '\n');
@@ -684,7 +767,10 @@ async function main() {
   }
   loadStaticContext();
   patchConsole();
-  const client = new RuntimeClient(env.AWS_LAMBDA_RUNTIME_API);
+  const client =
+    preconnected !== null && preconnected.hostHeader === env.AWS_LAMBDA_RUNTIME_API
+      ? preconnected
+      : new RuntimeClient(env.AWS_LAMBDA_RUNTIME_API);
   let runtime = null;
 
   const fatal = (error, exitCode) => {
@@ -717,7 +803,8 @@ async function main() {
     process.exit(129);
   }
   runtime = new Runtime(client, handler);
-  runtime.scheduleNext();
+  // The first poll goes out now rather than on the next turn of the event loop.
+  runtime.handleOnce().catch((err) => runtime.fatal(err));
 }
 
 main();

@@ -449,7 +449,10 @@ def _receive_assignment(fd):
     """Pre-initialised instance (a Nimbus spare): this interpreter started, loaded the
     bootstrap, and waited before any function was chosen. The function's environment arrives
     on `fd` as KEY=value\\0 entries; its code is at /var/task by the time it does. EOF without
-    data means the spare was discarded."""
+    data means the spare was discarded.
+
+    Returns a client already connected to the Runtime API address the spare was given, so the
+    cold start's first request skips the connect (None when there is none)."""
     # While nothing waits on this interpreter, load what nearly every function imports, as
     # AWS's own runtime has by the time a handler is imported.
     try:
@@ -459,6 +462,14 @@ def _receive_assignment(fd):
     _warm_up()
     # The spare's own environment goes now rather than once the function's arrives.
     env = os.environ
+    client = None
+    api = env.get("AWS_LAMBDA_RUNTIME_API")
+    if api:
+        client = RuntimeClient(api)
+        try:
+            client._connect()
+        except OSError:
+            client = None
     tz = env.get("TZ")
     ready = env.get("NIMBUS_READY_LINE")
     env.clear()
@@ -488,6 +499,7 @@ def _receive_assignment(fd):
     # PYTHONPATH is read at interpreter start, which came before the function's environment.
     extra = [p for p in env.get("PYTHONPATH", "").split(":") if p and p not in sys.path]
     sys.path[1:1] = extra
+    return client
 
 
 class CognitoIdentity(object):
@@ -773,10 +785,15 @@ def run():
 
     env = os.environ
     handoff = env.get("NIMBUS_HANDOFF_FD")
+    client = None
     if handoff:
-        _receive_assignment(int(handoff))
+        client = _receive_assignment(int(handoff))
     _load_static_context()
-    client = RuntimeClient(env["AWS_LAMBDA_RUNTIME_API"])
+    api = env["AWS_LAMBDA_RUNTIME_API"]
+    if client is None or client.host_header != api.encode("latin-1"):
+        if client is not None:
+            client.close()
+        client = RuntimeClient(api)
     task_root = env.get("LAMBDA_TASK_ROOT") or os.getcwd()
     handler_name = env.get("_HANDLER", "")
 
