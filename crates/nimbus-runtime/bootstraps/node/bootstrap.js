@@ -646,9 +646,10 @@ function makeRemaining(deadlineHeader) {
 /**
  * While a spare waits for its function, run once through what a cold start does, so V8 has
  * compiled it and node has initialised it lazily before the clock starts: the output streams,
- * the CommonJS loader (compile a module), and one whole invocation of a stand-in handler through
- * the real `Runtime` and `RuntimeClient` against a stand-in Runtime API on loopback (a TCP
- * connection, `/next` with its headers, the context, the result posted and its 202).
+ * handler resolution, the console, the CommonJS loader (compile a module), and one whole
+ * invocation of a stand-in handler through the real `Runtime` and `RuntimeClient` against a
+ * stand-in Runtime API on loopback (a TCP connection, `/next` with its headers, the context,
+ * the result posted and its 202).
  */
 async function warmUp() {
   try {
@@ -658,6 +659,12 @@ async function warmUp() {
     void process.stderr;
     void new Date().toISOString();
     void util.format('%s', {});
+    // Handler resolution, down to require.resolve, for a module that does not exist (the
+    // misses are what a cold start walks through before it finds the function's file).
+    await loadHandler(__dirname, 'nimbus-warm-up.handler').catch(noop);
+    // The console and context set-up run again with the function's environment.
+    patchConsole();
+    loadStaticContext();
     const Module = require('module');
     const m = new Module(path.join(__dirname, 'nimbus-warm-up.js'), null);
     m._compile('exports.handler = async (event) => ({ ok: true, event });', m.id);
