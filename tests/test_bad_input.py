@@ -11,6 +11,7 @@ import urllib.request
 import zipfile
 
 import pytest
+from botocore.exceptions import ClientError
 
 from conftest import create, make_zip, unique
 
@@ -256,3 +257,14 @@ def test_update_code_with_bad_zip_changes_nothing(server, lam):
 def test_server_survives_everything(server, lam):
     # Runs last in this file: after all the above the server still answers.
     assert_serving(server, lam)
+
+
+def test_an_environment_value_with_a_nul_character_is_refused(lam):
+    # No process environment can carry a NUL: refused when stored, not at every cold start.
+    name = create(lam, {"app.py": "def handler(e, c):\n    return 1\n"})
+    with pytest.raises(ClientError) as err:
+        lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"BAD": "a\x00b"}})
+    assert err.value.response["Error"]["Code"] == "InvalidParameterValueException", err.value.response
+    assert "NUL" in err.value.response["Error"]["Message"], err.value.response
+    # What was stored before is untouched and still runs.
+    assert json.load(lam.invoke(FunctionName=name)["Payload"]) == 1

@@ -85,69 +85,73 @@ def test_cold_starts_use_prestarted_runtimes_with_the_functions_environment(new_
     assert ok(lam, node) == {"env": "yo", "cwd": "/var/task"}
 
 
-# Counts this process's TCP connections to the Runtime API port, from the kernel's socket table
-# and the process's own fds.
+# The fds of this process's TCP connections to the Runtime API port (from the kernel's socket
+# table and the process's own fds).
 CONNECTIONS_PY = """
 import os
 
 def handler(event, context):
     port = int(os.environ["AWS_LAMBDA_RUNTIME_API"].rsplit(":", 1)[1])
-    mine = set()
+    mine = {}
     for fd in os.listdir("/proc/self/fd"):
         try:
             link = os.readlink("/proc/self/fd/" + fd)
         except OSError:
             continue
         if link.startswith("socket:["):
-            mine.add(link[8:-1])
-    n = 0
+            mine[link[8:-1]] = int(fd)
+    fds = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as f:
             for row in f.readlines()[1:]:
                 cols = row.split()
                 if int(cols[2].rsplit(":", 1)[1], 16) == port and cols[3] == "01" and cols[9] in mine:
-                    n += 1
-    return {"connections": n}
+                    fds.append(mine[cols[9]])
+    return {"fds": fds}
 """
 
 CONNECTIONS_JS = """
 const fs = require('fs');
 exports.handler = async () => {
   const port = parseInt(process.env.AWS_LAMBDA_RUNTIME_API.split(':').pop(), 10);
-  const mine = new Set();
+  const mine = new Map();
   for (const fd of fs.readdirSync('/proc/self/fd')) {
     try {
       const link = fs.readlinkSync('/proc/self/fd/' + fd);
-      if (link.startsWith('socket:[')) mine.add(link.slice(8, -1));
+      if (link.startsWith('socket:[')) mine.set(link.slice(8, -1), parseInt(fd, 10));
     } catch (e) {}
   }
-  let n = 0;
+  const fds = [];
   for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
     for (const row of fs.readFileSync(table, 'utf8').split('\\n').slice(1)) {
       const cols = row.trim().split(/\\s+/);
-      if (cols.length > 9 && parseInt(cols[2].split(':').pop(), 16) === port && cols[3] === '01' && mine.has(cols[9])) n++;
+      if (cols.length > 9 && parseInt(cols[2].split(':').pop(), 16) === port && cols[3] === '01' && mine.has(cols[9])) fds.push(mine.get(cols[9]));
     }
   }
-  return { connections: n };
+  return { fds };
 };
 """
 
 
 def test_a_spares_runtime_uses_the_connection_it_opened_while_waiting(new_server):
     # A prestarted runtime is given its instance's Runtime API address while it is a spare and
-    # connects then; the cold start's first /next goes out on that connection. Node keeps an
-    # unused socket open, so a second connection here would mean the early one was not used.
+    # connects then, while fd 3 (the pipe its function's environment arrives on) is still open;
+    # the cold start's first /next goes out on that connection. A connection made after the
+    # hand-off would take fd 3, free by then; a second one would mean the early one was left.
     s = new_server("--spares", "2")
     lam = s.lambda_client()
     assert wait_until(lambda: spares_full(s), timeout=30), status(s)
     py = create(lam, {"app.py": CONNECTIONS_PY})
     js = create(lam, {"index.js": CONNECTIONS_JS}, runtime="nodejs20.x", handler="index.handler")
     for name in (py, js):
+        spares_before = status(s)["spares"]
         r = invoke(lam, name, {})
         assert "Init Duration" in r.log, r
-        assert r.payload == {"connections": 1}, (name, r.payload)
-        # ...and keeps using it: still one connection on the warm path.
-        assert ok(lam, name) == {"connections": 1}
+        fds = r.payload["fds"]
+        assert len(fds) == 1 and fds[0] != 3, (name, fds, spares_before)
+        # ...and keeps using it on the warm path.
+        assert ok(lam, name) == {"fds": fds}
+        assert wait_until(lambda: spares_full(s), timeout=30), status(s)
 
 
 def test_without_spares_cold_starts_still_work(new_server):

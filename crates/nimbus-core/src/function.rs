@@ -100,6 +100,13 @@ impl FunctionConfig {
         let mut env_bytes = 0;
         for (k, v) in &self.environment {
             validate_env_key(k)?;
+            if v.contains('\0') {
+                // No process environment can carry it (C strings end there).
+                return Err(CoreError::new(
+                    "Environment",
+                    format!("the value of environment variable {k} contains a NUL character"),
+                ));
+            }
             if RESERVED_ENV.contains(&k.as_str()) {
                 return Err(CoreError::new(
                     "Environment",
@@ -286,6 +293,12 @@ mod tests {
                 "Environment",
                 Box::new(|c| {
                     c.environment.insert("BIG".into(), "x".repeat(5000));
+                }),
+            ),
+            (
+                "Environment",
+                Box::new(|c| {
+                    c.environment.insert("NUL".into(), "a\0b".into());
                 }),
             ),
         ];

@@ -676,8 +676,7 @@ impl Runtime {
             _ => (task_root.join("bootstrap"), vec![]),
         };
         // A spare of the prestarted kind takes the environment and carries on; a bare one
-        // execs the program. Either way the spare's uid is the instance's and the slot's
-        // (never used by any process) goes back.
+        // execs the program.
         let prestarted = SpareKind::prestarted_for(lang, v.config.environment.keys());
         let picked = Instant::now();
         let mut spare = prestarted
@@ -706,7 +705,8 @@ impl Runtime {
             }
         }
         let waited = picked.elapsed();
-        // A prestarted spare's runtime is already connected to the listener it came with.
+        // A prestarted spare's runtime has (normally) connected to the listener it came with
+        // while it waited.
         let endpoint = spare.as_mut().and_then(|(s, _)| s.endpoint.take());
         let bound = match endpoint {
             Some(l) => tokio::net::TcpListener::from_std(l),
@@ -774,13 +774,11 @@ impl Runtime {
             ("AWS_REGION".into(), nimbus_core::REGION.into()),
             ("AWS_DEFAULT_REGION".into(), nimbus_core::REGION.into()),
         ]);
-        let uid = match &spare {
-            Some((s, _)) => {
-                self.pool.free_uid(slot.uid);
-                s.sandbox.uid()
-            }
-            None => slot.uid,
-        };
+        // On a spare the instance runs as the spare's uid. The slot's (never used by any
+        // process) goes back only once the assignment worked: on failure the caller returns the
+        // slot, uid included.
+        let spare_uid = spare.as_ref().map(|(s, _)| s.sandbox.uid());
+        let uid = spare_uid.unwrap_or(slot.uid);
         let spawned = Instant::now();
         let started = match spare {
             Some((spare, prestarted)) => {
@@ -800,6 +798,15 @@ impl Runtime {
                         start,
                     })
                     .await
+                    .map_err(|failed| {
+                        // The spare's uid is free again only once its processes are gone.
+                        if failed.reaped {
+                            self.pool.free_uid(uid);
+                        } else {
+                            tracing::warn!(uid, error = %failed.error, "a spare that could not be assigned was not seen to end; its uid stays out of use");
+                        }
+                        failed.error
+                    })
             }
             None => {
                 let spec = InstanceSpec {
@@ -838,6 +845,9 @@ impl Runtime {
                 )
             }
         })?;
+        if spare_uid.is_some() {
+            self.pool.free_uid(slot.uid);
+        }
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (flush_tx, flush_rx) = mpsc::unbounded_channel();

@@ -508,6 +508,7 @@ pub async fn spawn(config: &SandboxConfig, spec: InstanceSpec) -> Result<Instanc
             }),
         })
         .await
+        .map_err(|e| e.error)
 }
 
 fn join_err(e: tokio::task::JoinError) -> SandboxError {
@@ -544,7 +545,7 @@ pub async fn prepare_spare(config: &SandboxConfig, spec: SpareSpec) -> Result<Sp
             Ok(spare)
         }
         Ok(Phase::Ready) => Ok(spare),
-        Err(f) => Err(spare.fail(f).await),
+        Err(f) => Err(spare.fail(f).await.error),
     }
 }
 
@@ -667,24 +668,27 @@ impl Spare {
 
     /// Makes the spare an instance of one function: its code at /var/task, its limits, and its
     /// program started (or, for a prestarted runtime, handed its environment).
-    pub async fn assign(mut self, a: Assignment) -> Result<Instance, SandboxError> {
+    pub async fn assign(mut self, a: Assignment) -> Result<Instance, AssignError> {
         let start = match a.start {
-            AssignStart::Handoff { env } => {
-                validate_env(&env)?;
-                Start::Handoff { env }
-            }
+            AssignStart::Handoff { env } => validate_env(&env).map(|()| Start::Handoff { env }),
             AssignStart::Exec(p) => {
-                validate_program(&p.program, &p.args, &p.env)?;
-                Start::Exec(exec_of(p))
+                validate_program(&p.program, &p.args, &p.env).map(|()| Start::Exec(exec_of(p)))
             }
         };
-        if let Some(cg) = &self.instance.shared.cgroups {
-            cg.set_limits(Limits {
-                memory_mb: a.memory_mb,
-                cpu_weight_mb: a.cpu_weight_mb,
-                pids_max: a.pids_max,
-            })?;
-        }
+        let start = start.and_then(|start| match &self.instance.shared.cgroups {
+            Some(cg) => cg
+                .set_limits(Limits {
+                    memory_mb: a.memory_mb,
+                    cpu_weight_mb: a.cpu_weight_mb,
+                    pids_max: a.pids_max,
+                })
+                .map(|()| start),
+            None => Ok(start),
+        });
+        let start = match start {
+            Ok(s) => s,
+            Err(e) => return Err(self.fail(HelperFailure::Error(e)).await),
+        };
         let msg = Assign {
             code: a.code,
             tmp_mb: a.tmp_mb,
@@ -718,12 +722,14 @@ impl Spare {
 
     /// Tears the sandbox down (so a retry with the same id finds no leftovers) and explains
     /// why it failed.
-    async fn fail(mut self, failure: HelperFailure) -> SandboxError {
+    async fn fail(mut self, failure: HelperFailure) -> AssignError {
         let mut stderr = self.instance.stderr.take();
         self.instance.kill();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.instance.wait()).await;
+        let reaped = tokio::time::timeout(Duration::from_secs(5), self.instance.wait())
+            .await
+            .is_ok();
         drop(self.instance);
-        match failure {
+        let error = match failure {
             HelperFailure::Error(e) => e,
             HelperFailure::Died(reason) => {
                 // Whatever the helper printed explains more than its exit status.
@@ -746,9 +752,26 @@ impl Spare {
                     reason,
                 }
             }
-        }
+        };
+        AssignError { error, reaped }
     }
 }
+
+/// A spare that could not be assigned. It has been killed; `reaped` says whether its processes
+/// were seen to end (within a few seconds), so that its uid may serve another sandbox.
+#[derive(Debug)]
+pub struct AssignError {
+    pub error: SandboxError,
+    pub reaped: bool,
+}
+
+impl std::fmt::Display for AssignError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for AssignError {}
 
 /// See [`Spare::adoption`].
 #[derive(Debug, Clone)]

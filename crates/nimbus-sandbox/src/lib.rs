@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 pub use cgroup::CgroupVersion;
-pub use instance::{prepare_spare, spawn, Adoption, ExitInfo, Instance, MemoryProbe, Spare};
+pub use instance::{
+    prepare_spare, spawn, Adoption, AssignError, ExitInfo, Instance, MemoryProbe, Spare,
+};
 pub use launcher::Launcher;
 pub use probe::{probe, Feature, Isolation};
 

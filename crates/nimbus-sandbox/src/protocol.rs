@@ -84,7 +84,8 @@ pub(crate) enum Report {
         #[serde(default)]
         exit_fd: Option<i32>,
     },
-    /// The function's program runs: exec succeeded, or the prestarted one took its handoff.
+    /// The function's program runs: exec succeeded, or (sent just before the environment is
+    /// written to it) the prestarted one is about to get its handoff.
     Ready,
     /// execve failed (or the program could not be reached as the unprivileged user).
     ExecFailed { program: PathBuf, errno: i32 },

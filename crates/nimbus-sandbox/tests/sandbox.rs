@@ -1021,6 +1021,8 @@ async fn spare_rejects_bad_code_names(ctx: &Ctx) -> Result<(), String> {
             .await
         {
             Ok(_) => return Err(format!("code name {bad:?} was accepted")),
+            // A refused spare is killed and seen gone, so its uid can be used again.
+            Err(e) if !e.reaped => return Err(format!("refused spare not reaped: {e}")),
             Err(e) => e.to_string(),
         };
         ensure(err.contains("/var/task"), || {

@@ -1936,3 +1936,68 @@ impl Store for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latest(name: &str, sha: &str) -> FunctionVersion {
+        FunctionVersion {
+            function: name.into(),
+            version: VersionId::Latest,
+            config: FunctionConfig {
+                runtime_name: "python3".into(),
+                handler: "app.handler".into(),
+                memory_mb: 128,
+                timeout_s: 3,
+                ephemeral_mb: 512,
+                environment: BTreeMap::new(),
+                description: String::new(),
+                role: String::new(),
+            },
+            code_sha256: sha.into(),
+            code_size: 10,
+            last_modified_ms: 1,
+            revision_id: format!("r-{sha}"),
+        }
+    }
+
+    /// What the cache holds for `name`: its function record and the code of its `$LATEST`.
+    fn cached(s: &SqliteStore, name: &str) -> (bool, Option<String>) {
+        let c = s.cache();
+        (
+            c.functions.contains_key(name),
+            c.versions
+                .get(&(name.to_string(), VersionId::Latest))
+                .map(|v| v.code_sha256.clone()),
+        )
+    }
+
+    #[tokio::test]
+    async fn writes_that_replace_latest_leave_it_cached() {
+        let s = SqliteStore::in_memory().unwrap();
+        let record = FunctionRecord {
+            name: "f".into(),
+            created_ms: 1,
+            tags: BTreeMap::new(),
+            reserved_concurrency: None,
+        };
+        s.create_function(record, latest("f", "aa")).await.unwrap();
+        assert_eq!(cached(&s, "f"), (true, Some("aa".into())));
+        s.update_latest(latest("f", "bb"), None).await.unwrap();
+        assert_eq!(cached(&s, "f"), (true, Some("bb".into())));
+        // Other writes still clear it, and the next read loads what was written.
+        s.set_reserved_concurrency("f", Some(2)).await.unwrap();
+        assert_eq!(cached(&s, "f"), (false, None));
+        assert_eq!(
+            s.get_function("f").await.unwrap().reserved_concurrency,
+            Some(2)
+        );
+        // A refused write caches nothing new.
+        assert!(s
+            .update_latest(latest("f", "cc"), Some("stale"))
+            .await
+            .is_err());
+        assert_eq!(cached(&s, "f").1, None);
+    }
+}

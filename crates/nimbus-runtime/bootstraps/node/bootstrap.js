@@ -670,7 +670,11 @@ async function warmUp() {
     m._compile('exports.handler = async (event) => ({ ok: true, event });', m.id);
     fs.existsSync(path.join(__dirname, 'nimbus-warm-up.js'));
     await new Promise((resolve) => {
+      // Every connection the stand-in accepted, so none outlives the warm-up (an open handle
+      // would keep the event loop from ever draining, and 'beforeExit' from firing).
+      const accepted = new Set();
       const server = net.createServer((c) => {
+        accepted.add(c);
         let pending = Buffer.alloc(0);
         c.on('error', noop);
         c.on('data', (d) => {
@@ -707,6 +711,7 @@ async function warmUp() {
         client.sock = null;
         if (s) s.destroy();
         server.close();
+        for (const c of accepted) c.destroy();
         globalThis[REQUEST_ID_SYMBOL] = undefined;
         beforeExitAction = noop;
         resolve();
@@ -774,10 +779,15 @@ async function main() {
   }
   loadStaticContext();
   patchConsole();
-  const client =
-    preconnected !== null && preconnected.hostHeader === env.AWS_LAMBDA_RUNTIME_API
-      ? preconnected
-      : new RuntimeClient(env.AWS_LAMBDA_RUNTIME_API);
+  let client = preconnected;
+  if (client === null || client.hostHeader !== env.AWS_LAMBDA_RUNTIME_API) {
+    if (client !== null && client.sock !== null) {
+      const s = client.sock;
+      client.sock = null;
+      s.destroy();
+    }
+    client = new RuntimeClient(env.AWS_LAMBDA_RUNTIME_API);
+  }
   let runtime = null;
 
   const fatal = (error, exitCode) => {

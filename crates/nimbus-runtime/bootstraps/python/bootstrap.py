@@ -76,7 +76,8 @@ class RuntimeClient(object):
         self.buf = b""
         self.recv = None
 
-    def _connect(self):
+    def _connect(self, timeout=None):
+        """Connects; `timeout` bounds only the connect (the socket blocks after it)."""
         err = None
         host = self.host
         try:
@@ -90,7 +91,10 @@ class RuntimeClient(object):
         ):
             s = _socket.socket(family, kind, proto)
             try:
+                if timeout is not None:
+                    s.settimeout(timeout)
                 s.connect(addr)
+                s.settimeout(None)
             except OSError as e:
                 s.close()
                 err = e
@@ -467,7 +471,9 @@ def _receive_assignment(fd):
     if api:
         client = RuntimeClient(api)
         try:
-            client._connect()
+            # Bounded: a listener whose queue someone else filled must not hold the spare up
+            # (the first request then connects as usual).
+            client._connect(timeout=0.5)
         except OSError:
             client = None
     tz = env.get("TZ")
