@@ -46,16 +46,14 @@ pub(crate) struct ReadySpare {
 
 /// A loopback listener for an instance's Runtime API, and its `host:port`.
 fn runtime_endpoint() -> Result<(std::net::TcpListener, String), String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| format!("could not open a Runtime API port: {e}"))?;
-    // tokio takes it over on assignment, and only a non-blocking socket works there.
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("could not open a Runtime API port: {e}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("could not open a Runtime API port: {e}"))?;
-    Ok((listener, addr.to_string()))
+    let open = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        // tokio takes it over on assignment, and only a non-blocking socket works there.
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        Ok::<_, std::io::Error>((listener, addr.to_string()))
+    };
+    open().map_err(|e| format!("could not open a Runtime API port: {e}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

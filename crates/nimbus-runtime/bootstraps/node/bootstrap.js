@@ -194,6 +194,13 @@ class RuntimeClient {
     });
   }
 
+  /** Closes the connection, if any; the next request opens a new one. */
+  close() {
+    const s = this.sock;
+    this.sock = null;
+    if (s) s.destroy();
+  }
+
   _send() {
     if (this.sock === null) this._connect();
     this.sock.ref();
@@ -707,9 +714,7 @@ async function warmUp() {
       const finish = () => {
         if (finished) return;
         finished = true;
-        const s = client.sock;
-        client.sock = null;
-        if (s) s.destroy();
+        client.close();
         server.close();
         for (const c of accepted) c.destroy();
         globalThis[REQUEST_ID_SYMBOL] = undefined;
@@ -761,9 +766,7 @@ async function preconnect() {
   } catch (e) {
     /* connects on first use instead */
   }
-  const s = client.sock;
-  client.sock = null;
-  if (s) s.destroy();
+  client.close();
   return null;
 }
 
@@ -781,11 +784,7 @@ async function main() {
   patchConsole();
   let client = preconnected;
   if (client === null || client.hostHeader !== env.AWS_LAMBDA_RUNTIME_API) {
-    if (client !== null && client.sock !== null) {
-      const s = client.sock;
-      client.sock = null;
-      s.destroy();
-    }
+    if (client !== null) client.close();
     client = new RuntimeClient(env.AWS_LAMBDA_RUNTIME_API);
   }
   let runtime = null;
