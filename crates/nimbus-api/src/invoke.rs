@@ -88,6 +88,7 @@ pub async fn invoke(
         invoked_arn: target.invoked_arn,
         client_context,
         request_id: request_id.clone(),
+        log_tail: log_type == "Tail",
     };
     match invocation_type {
         "DryRun" => Ok(with_request_id(

@@ -467,6 +467,7 @@ async fn run(inner: &Inner, e: AsyncEvent) {
         client_context: None,
         // Every attempt keeps the event's request id, as Lambda's retries do.
         request_id: e.request_id.clone(),
+        log_tail: false,
     };
     let attempt = e.attempts + 1;
     match inner.runtime.invoke(req).await {

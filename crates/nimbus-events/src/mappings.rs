@@ -401,6 +401,7 @@ async fn deliver(inner: &Inner, m: &Mapping, batch: Vec<Received>) {
         invoked_arn: target.invoked_arn,
         client_context: None,
         request_id: uuid::Uuid::new_v4().to_string(),
+        log_tail: false,
     };
     let handles = |keep: &dyn Fn(&Received) -> bool| -> Vec<String> {
         batch

@@ -697,6 +697,7 @@ impl Gateway {
             invoked_arn: resolved.invoked_arn,
             client_context: None,
             request_id: uuid::Uuid::new_v4().to_string(),
+            log_tail: false,
         };
         match tokio::time::timeout(timeout, self.runtime.invoke(req)).await {
             Err(_) => {

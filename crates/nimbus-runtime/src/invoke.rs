@@ -47,6 +47,9 @@ pub struct InvokeRequest {
     pub invoked_arn: String,
     pub client_context: Option<String>,
     pub request_id: String,
+    /// The caller wants the last 4 KB of the log back (`X-Amz-Log-Type: Tail`); otherwise the
+    /// lines are not kept for it.
+    pub log_tail: bool,
 }
 
 /// How an invocation ended, as the Invoke API reports it.
@@ -57,7 +60,7 @@ pub struct InvokeOutcome {
     /// Set when the function failed (X-Amz-Function-Error: Unhandled).
     pub function_error: bool,
     pub executed_version: String,
-    /// The last 4 KB of the invocation's log.
+    /// The last 4 KB of the invocation's log, when the request asked for it (else empty).
     pub log_tail: String,
     pub cold_start: bool,
     pub duration: Duration,
@@ -581,10 +584,10 @@ impl Runtime {
             "start-failed",
             nimbus_store::now_ms(),
         );
-        let log = InvocationLog::new(Some(req.request_id.clone()));
+        let log = InvocationLog::new(&req.request_id, req.log_tail);
         let names = StreamNames {
-            function: v.function.clone(),
-            stream,
+            function: v.function.as_str().into(),
+            stream: stream.into(),
         };
         log.platform(
             &self.logs,
@@ -854,12 +857,12 @@ impl Runtime {
         let (exit_tx, exit_rx) = watch::channel(None);
         let capture = Arc::new(Capture {
             names: StreamNames {
-                function: v.function.clone(),
-                stream,
+                function: v.function.as_str().into(),
+                stream: stream.into(),
             },
             sink: self.logs.clone(),
             current: Mutex::new(None),
-            init: InvocationLog::new(None),
+            init: InvocationLog::init(),
         });
         spawn_capture(
             capture.clone(),
@@ -938,7 +941,7 @@ impl Runtime {
     ) -> Option<(InvokeOutcome, bool)> {
         let v = &req.version;
         let version_label = v.version.to_string();
-        let log = InvocationLog::new(Some(req.request_id.clone()));
+        let log = InvocationLog::new(&req.request_id, req.log_tail);
         let names = &inst.capture.names;
         let timeout = Duration::from_secs(v.config.timeout_s as u64);
         let (picked_tx, picked_rx) = oneshot::channel();
@@ -1127,7 +1130,9 @@ impl Runtime {
         );
         // A cold start's tail begins with what the runtime printed while it initialised (an init
         // error's trace, module-level prints), as Lambda's does.
-        let log_tail = if cold {
+        let log_tail = if !req.log_tail {
+            String::new()
+        } else if cold {
             InvocationLog::tail_of(&[&inst.capture.init, &log])
         } else {
             log.tail()

@@ -17,7 +17,10 @@ const MAX_LINE: usize = 256 * 1024;
 
 /// The log of one invocation (or of an instance's init phase): tagging, cap and tail.
 pub(crate) struct InvocationLog {
-    request_id: Option<String>,
+    request_id: Option<Arc<str>>,
+    /// Whether lines are kept for the tail: only when the caller asked for it (`LogType:
+    /// Tail`), and always for an instance's init output, which leads a cold start's tail.
+    keep_tail: bool,
     state: Mutex<LogState>,
 }
 
@@ -30,18 +33,28 @@ struct LogState {
 }
 
 impl InvocationLog {
-    pub(crate) fn new(request_id: Option<String>) -> Arc<InvocationLog> {
+    /// The log of one invocation; `keep_tail` when its tail will be asked for.
+    pub(crate) fn new(request_id: &str, keep_tail: bool) -> Arc<InvocationLog> {
         Arc::new(InvocationLog {
-            request_id,
+            request_id: Some(request_id.into()),
+            keep_tail,
             state: Mutex::new(LogState::default()),
         })
     }
 
-    pub(crate) fn request_id(&self) -> Option<&str> {
-        self.request_id.as_deref()
+    /// The log of an instance's init phase: lines outside any invocation.
+    pub(crate) fn init() -> Arc<InvocationLog> {
+        Arc::new(InvocationLog {
+            request_id: None,
+            keep_tail: true,
+            state: Mutex::new(LogState::default()),
+        })
     }
 
-    fn remember(state: &mut LogState, line: &str) {
+    fn remember(&self, state: &mut LogState, line: &str) {
+        if !self.keep_tail {
+            return;
+        }
         state.tail_bytes += line.len() + 1;
         state.tail.push_back(line.to_string());
         while state.tail_bytes > Limits::LOG_TAIL_BYTES && state.tail.len() > 1 {
@@ -53,13 +66,15 @@ impl InvocationLog {
 
     /// A line the platform writes (START, END, REPORT, errors): never capped.
     pub(crate) fn platform(&self, sink: &LogSink, names: &StreamNames, line: String) {
-        if let Ok(mut st) = self.state.lock() {
-            Self::remember(&mut st, &line);
+        if self.keep_tail {
+            if let Ok(mut st) = self.state.lock() {
+                self.remember(&mut st, &line);
+            }
         }
         sink.emit(
             &names.function,
             &names.stream,
-            self.request_id(),
+            self.request_id.as_ref(),
             nimbus_store::now_ms(),
             line,
         );
@@ -75,12 +90,12 @@ impl InvocationLog {
             return;
         }
         st.output_bytes += line.len() + 1;
-        Self::remember(&mut st, &line);
+        self.remember(&mut st, &line);
         drop(st);
         sink.emit(
             &names.function,
             &names.stream,
-            self.request_id(),
+            self.request_id.as_ref(),
             nimbus_store::now_ms(),
             line,
         );
@@ -130,8 +145,8 @@ impl InvocationLog {
 
 /// Which log stream an instance writes to.
 pub(crate) struct StreamNames {
-    pub function: String,
-    pub stream: String,
+    pub function: Arc<str>,
+    pub stream: Arc<str>,
 }
 
 /// Where an instance's output goes right now.

@@ -81,10 +81,11 @@ async fn next(Extension(inst): Extension<Arc<Instance>>) -> Response {
         );
     };
     drop(rx);
+    let job = *job;
     let now = Instant::now();
     inst.reset_peak_memory();
     job.log
-        .platform(&inst.capture.sink, &inst.capture.names, job.start.clone());
+        .platform(&inst.capture.sink, &inst.capture.names, job.start);
     if let Ok(mut current) = inst.capture.current.lock() {
         *current = Some(job.log.clone());
     }

@@ -1774,7 +1774,7 @@ impl Store for SqliteStore {
                 .prepare_cached("INSERT INTO log_events (function, stream, ts_ms, request_id, message) VALUES (?1, ?2, ?3, ?4, ?5)")
                 .map_err(backend)?;
             for e in &events {
-                stmt.execute(params![e.function, e.stream, e.ts_ms, e.request_id, e.message]).map_err(backend)?;
+                stmt.execute(params![&*e.function, &*e.stream, e.ts_ms, e.request_id.as_deref(), e.message]).map_err(backend)?;
             }
             Ok(())
         })

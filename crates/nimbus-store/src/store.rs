@@ -1,6 +1,7 @@
 //! The `Store` trait: what Nimbus keeps about functions, and the errors it can give.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use nimbus_core::{Alias, FunctionVersion, VersionId};
@@ -53,12 +54,15 @@ pub struct Page<T> {
 
 /// A log line on its way into the store.
 #[derive(Debug, Clone, PartialEq)]
+///
+/// The function, stream and request id are shared: every line an instance writes carries the
+/// same ones, so they are reference-counted rather than copied per line.
 pub struct NewLogEvent {
-    pub function: String,
-    pub stream: String,
+    pub function: Arc<str>,
+    pub stream: Arc<str>,
     pub ts_ms: i64,
     /// The invocation the line belongs to; None for lines printed outside any invocation.
-    pub request_id: Option<String>,
+    pub request_id: Option<Arc<str>>,
     pub message: String,
 }
 

@@ -38,17 +38,17 @@ impl LogSink {
     /// Queues one line.
     pub fn emit(
         &self,
-        function: &str,
-        stream: &str,
-        request_id: Option<&str>,
+        function: &Arc<str>,
+        stream: &Arc<str>,
+        request_id: Option<&Arc<str>>,
         ts_ms: i64,
         message: String,
     ) {
         let _ = self.tx.send(Msg::Event(NewLogEvent {
-            function: function.to_string(),
-            stream: stream.to_string(),
+            function: function.clone(),
+            stream: stream.clone(),
             ts_ms,
-            request_id: request_id.map(str::to_string),
+            request_id: request_id.cloned(),
             message,
         }));
     }
@@ -72,46 +72,47 @@ impl LogWriter {
 async fn writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>, retention: Duration) {
     let mut batch: Vec<NewLogEvent> = Vec::with_capacity(BATCH);
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut msgs: Vec<Msg> = Vec::with_capacity(BATCH);
     let mut retention_tick = tokio::time::interval(RETENTION_EVERY);
-    loop {
-        let first = tokio::select! {
-            m = rx.recv() => m,
+    let mut closed = false;
+    while !closed {
+        tokio::select! {
+            n = rx.recv_many(&mut msgs, BATCH) => closed = n == 0,
             _ = retention_tick.tick() => {
                 purge(&store, retention).await;
                 continue;
             }
-        };
-        let Some(first) = first else { break };
+        }
         // Gather what arrives within LINGER (or until a flush or a full batch) into one write.
-        let mut closed = false;
+        // What is already queued is taken in bulk; the timer is only set when the queue is
+        // empty, not once per line.
         let deadline = tokio::time::Instant::now() + LINGER;
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Event(e) => batch.push(e),
-                Msg::Flush(w) => {
-                    waiters.push(w);
-                    break;
+        loop {
+            let mut flushed = false;
+            for m in msgs.drain(..) {
+                match m {
+                    Msg::Event(e) => batch.push(e),
+                    Msg::Flush(w) => {
+                        waiters.push(w);
+                        flushed = true;
+                    }
                 }
             }
-            if batch.len() >= BATCH {
+            if closed || flushed || batch.len() >= BATCH {
                 break;
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(m)) => next = Some(m),
-                Ok(None) => closed = true,
-                Err(_) => {}
+            let room = BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut msgs, room)).await {
+                Ok(0) => closed = true,
+                Ok(_) => {}
+                Err(_) => break,
             }
         }
         store_batch(&store, &mut batch).await;
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
-        if closed {
-            break;
-        }
     }
-    store_batch(&store, &mut batch).await;
 }
 
 async fn store_batch(store: &Arc<dyn Store>, batch: &mut Vec<NewLogEvent>) {
@@ -143,11 +144,12 @@ mod tests {
     async fn lines_are_stored_in_order_and_flush_waits_for_them() {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
         let (sink, _writer) = LogSink::start(store.clone(), Duration::from_secs(3600));
+        let (f, s, req): (Arc<str>, Arc<str>, Arc<str>) = ("f".into(), "s".into(), "req".into());
         for i in 0..5000 {
             sink.emit(
-                "f",
-                "s",
-                Some("req"),
+                &f,
+                &s,
+                Some(&req),
                 nimbus_store::now_ms(),
                 format!("line {i}"),
             );
