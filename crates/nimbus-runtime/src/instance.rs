@@ -8,7 +8,7 @@ use bytes::Bytes;
 use nimbus_sandbox::ExitInfo;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::output::{Capture, FlushRequest, InvocationLog};
+use crate::output::{Capture, InvocationLog};
 
 /// Identifies the configuration an instance runs: instances are only reused for the same key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -84,7 +84,6 @@ pub(crate) struct Instance {
     pub control: mpsc::UnboundedSender<Control>,
     /// The memory cgroup's peak window, read and reset around each invocation.
     pub memory: nimbus_sandbox::MemoryProbe,
-    pub flush: mpsc::UnboundedSender<FlushRequest>,
 }
 
 impl Instance {
@@ -123,18 +122,9 @@ impl Instance {
         self.memory.reset_peak();
     }
 
-    /// Peak memory since the last reset and whether the OOM killer struck.
     /// Peak memory since the last reset (read directly from the memory cgroup).
     pub fn peak_memory(&self) -> Option<u64> {
         self.memory.peak_bytes()
-    }
-
-    /// Waits until every line printed so far has been read and tagged.
-    pub async fn flush_output(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.flush.send(tx).is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
-        }
     }
 }
 

@@ -853,23 +853,17 @@ impl Runtime {
         }
         let (jobs_tx, jobs_rx) = mpsc::channel(1);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let (flush_tx, flush_rx) = mpsc::unbounded_channel();
         let (exit_tx, exit_rx) = watch::channel(None);
-        let capture = Arc::new(Capture {
-            names: StreamNames {
+        let capture = Arc::new(Capture::new(
+            StreamNames {
                 function: v.function.as_str().into(),
                 stream: stream.into(),
             },
-            sink: self.logs.clone(),
-            current: Mutex::new(None),
-            init: InvocationLog::init(),
-        });
-        spawn_capture(
-            capture.clone(),
+            self.logs.clone(),
             sandbox.take_stdout(),
             sandbox.take_stderr(),
-            flush_rx,
-        );
+        ));
+        spawn_capture(capture.clone());
         let pid = sandbox.pid();
         let cgroups = sandbox.cgroup_dirs();
         let memory = sandbox.memory_probe();
@@ -892,7 +886,6 @@ impl Runtime {
             exit: exit_rx,
             control: control_tx,
             memory,
-            flush: flush_tx,
         });
         let app = crate::runtime_api::service(self.runtime_api.clone(), instance.clone());
         // A sandboxed instance runs under its own uid: only its processes may use its endpoint.
@@ -1099,7 +1092,7 @@ impl Runtime {
             }
         };
 
-        inst.flush_output().await;
+        inst.capture.flush();
         let dropped = log.dropped_bytes();
         if dropped > 0 {
             log.platform(

@@ -1,16 +1,20 @@
 //! What instances print: lines read from their stdout and stderr, tagged with the invocation they
 //! belong to, capped per invocation, kept as a tail for `X-Amz-Log-Result`, and sent to the log
-//! sink. One task per instance reads both pipes and answers flush requests, so the invoker can
-//! be sure every line printed before the response is accounted for before it writes END.
+//! sink. One task per instance reads both pipes as data arrives; at an invocation's end the
+//! invoker drains them itself ([`Capture::flush`]), so every line printed before the response
+//! is accounted for before it writes END. Both read under the same lock, so no bytes can be
+//! read by one and not yet tagged when the other looks.
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use nimbus_core::Limits;
 use nimbus_telemetry::LogSink;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::process::{ChildStderr, ChildStdout};
 
 /// Longest line kept whole; longer output is split into lines of this size.
 const MAX_LINE: usize = 256 * 1024;
@@ -156,9 +160,118 @@ pub(crate) struct Capture {
     /// The invocation being served, if any; lines outside invocations go to `init`.
     pub current: Mutex<Option<Arc<InvocationLog>>>,
     pub init: Arc<InvocationLog>,
+    /// The instance's stdout and stderr with their read state; see [`Capture::flush`].
+    pipes: Mutex<Pipes>,
+}
+
+struct Pipes {
+    out: Reader<ChildStdout>,
+    err: Reader<ChildStderr>,
+}
+
+/// One pipe (None once it closed), its read buffer and its partial line.
+struct Reader<R> {
+    pipe: Option<R>,
+    buf: Vec<u8>,
+    lines: LineBuf,
+}
+
+impl<R> Reader<R> {
+    fn new(pipe: Option<R>) -> Self {
+        Reader {
+            pipe,
+            buf: vec![0u8; READ_BUF_MIN],
+            lines: LineBuf::default(),
+        }
+    }
+}
+
+/// Reads a pipe poll by poll at most this many times before letting other tasks run.
+const READS_PER_POLL: usize = 16;
+
+impl<R: AsyncRead + AsFd + Unpin> Reader<R> {
+    /// Reads what tokio reports as ready; `Ready` once the pipe has closed.
+    fn poll_lines(&mut self, cx: &mut Context<'_>, capture: &Capture) -> Poll<()> {
+        for _ in 0..READS_PER_POLL {
+            let Some(pipe) = self.pipe.as_mut() else {
+                return Poll::Ready(());
+            };
+            let mut rb = ReadBuf::new(&mut self.buf);
+            match Pin::new(pipe).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if !rb.filled().is_empty() => {
+                    let n = rb.filled().len();
+                    self.lines.feed(&self.buf[..n], capture);
+                    grow_if_filled(&mut self.buf, n);
+                }
+                // End of file, or a broken pipe: either way nothing more comes.
+                Poll::Ready(_) => {
+                    self.lines.flush(capture);
+                    self.pipe = None;
+                    return Poll::Ready(());
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Reads what the pipe holds right now, and ends the partial line. This asks the kernel
+    /// directly (the pipe is non-blocking) rather than tokio, whose readiness may lag behind
+    /// data that is already there. Bounded, so a process that never stops printing cannot hold
+    /// the caller here: what it printed before the caller came fits in the pipe's buffer.
+    fn drain_now(&mut self, capture: &Capture) {
+        for _ in 0..READS_PER_POLL {
+            let Some(pipe) = self.pipe.as_ref() else {
+                break;
+            };
+            match nix::unistd::read(pipe.as_fd(), &mut self.buf) {
+                // End of file: the pipe stays for the capture task, which tokio wakes for the
+                // same end and which then lets it go.
+                Ok(0) => break,
+                Ok(n) => {
+                    self.lines.feed(&self.buf[..n], capture);
+                    grow_if_filled(&mut self.buf, n);
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        self.lines.flush(capture);
+    }
 }
 
 impl Capture {
+    pub(crate) fn new(
+        names: StreamNames,
+        sink: LogSink,
+        stdout: Option<ChildStdout>,
+        stderr: Option<ChildStderr>,
+    ) -> Capture {
+        Capture {
+            names,
+            sink,
+            current: Mutex::new(None),
+            init: InvocationLog::init(),
+            pipes: Mutex::new(Pipes {
+                out: Reader::new(stdout),
+                err: Reader::new(stderr),
+            }),
+        }
+    }
+
+    fn pipes(&self) -> MutexGuard<'_, Pipes> {
+        self.pipes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes sure every line printed so far has been read and tagged: drains both pipes and
+    /// ends their partial lines. Called at the end of an invocation, before END.
+    pub(crate) fn flush(&self) {
+        let mut p = self.pipes();
+        p.out.drain_now(self);
+        p.err.drain_now(self);
+    }
+
     fn line(&self, bytes: &[u8]) {
         let mut text = String::from_utf8_lossy(bytes).into_owned();
         if text.ends_with('\r') {
@@ -218,92 +331,16 @@ fn grow_if_filled(buf: &mut Vec<u8>, n: usize) {
     }
 }
 
-/// Requests to the capture task.
-pub(crate) type FlushRequest = oneshot::Sender<()>;
-
-/// Reads both pipes until they close. A flush request drains whatever is readable right now,
-/// emits partial lines, then answers.
-pub(crate) fn spawn_capture<O, E>(
-    capture: Arc<Capture>,
-    stdout: Option<O>,
-    stderr: Option<E>,
-    mut flushes: mpsc::UnboundedReceiver<FlushRequest>,
-) -> tokio::task::JoinHandle<()>
-where
-    O: AsyncRead + AsFd + Unpin + Send + 'static,
-    E: AsyncRead + AsFd + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut out = stdout;
-        let mut err = stderr;
-        let (mut lb_out, mut lb_err) = (LineBuf::default(), LineBuf::default());
-        let mut b1 = vec![0u8; READ_BUF_MIN];
-        let mut flushes_open = true;
-        let mut b2 = vec![0u8; READ_BUF_MIN];
-        loop {
-            if out.is_none() && err.is_none() {
-                break;
-            }
-            tokio::select! {
-                r = read_opt(&mut out, &mut b1) => match r {
-                    Some(n) if n > 0 => {
-                        lb_out.feed(&b1[..n], &capture);
-                        grow_if_filled(&mut b1, n);
-                    }
-                    _ => { lb_out.flush(&capture); out = None; }
-                },
-                r = read_opt(&mut err, &mut b2) => match r {
-                    Some(n) if n > 0 => {
-                        lb_err.feed(&b2[..n], &capture);
-                        grow_if_filled(&mut b2, n);
-                    }
-                    _ => { lb_err.flush(&capture); err = None; }
-                },
-                req = flushes.recv(), if flushes_open => {
-                    let Some(ack) = req else {
-                        // The instance is gone; keep draining the pipes until they close.
-                        flushes_open = false;
-                        continue;
-                    };
-                    drain_now(&mut out, &mut b1, &mut lb_out, &capture);
-                    drain_now(&mut err, &mut b2, &mut lb_err, &capture);
-                    lb_out.flush(&capture);
-                    lb_err.flush(&capture);
-                    let _ = ack.send(());
-                }
-            }
+/// Reads both pipes as data arrives, until both close.
+pub(crate) fn spawn_capture(capture: Arc<Capture>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(std::future::poll_fn(move |cx| {
+        let mut p = capture.pipes();
+        let out = p.out.poll_lines(cx, &capture);
+        let err = p.err.poll_lines(cx, &capture);
+        if out.is_ready() && err.is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
-        // Pipes closed: answer flushes until the instance is dropped.
-        while let Some(ack) = flushes.recv().await {
-            let _ = ack.send(());
-        }
-    })
-}
-
-async fn read_opt<R: AsyncRead + Unpin>(r: &mut Option<R>, buf: &mut [u8]) -> Option<usize> {
-    match r {
-        Some(r) => r.read(buf).await.ok(),
-        None => std::future::pending().await,
-    }
-}
-
-/// Reads what the pipe holds right now. This asks the kernel directly (the pipe is
-/// non-blocking) rather than tokio, whose readiness may lag behind data that is already there.
-fn drain_now<R: AsFd>(r: &mut Option<R>, buf: &mut Vec<u8>, lb: &mut LineBuf, capture: &Capture) {
-    let Some(reader) = r.as_ref() else { return };
-    loop {
-        match nix::unistd::read(reader.as_fd(), buf) {
-            Ok(0) => {
-                lb.flush(capture);
-                *r = None;
-                return;
-            }
-            Ok(n) => {
-                lb.feed(&buf[..n], capture);
-                grow_if_filled(buf, n);
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return,
-        }
-    }
+    }))
 }
