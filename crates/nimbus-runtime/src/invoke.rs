@@ -67,19 +67,10 @@ pub struct InvokeOutcome {
     pub init_duration: Option<Duration>,
 }
 
-/// The right to run one cold start now; dropping it wakes invocations waiting for one.
-pub(crate) struct ColdPermit {
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    pool: Arc<Pool>,
-}
-
-impl Drop for ColdPermit {
-    fn drop(&mut self) {
-        // Release first, so the woken find it free.
-        drop(self.permit.take());
-        self.pool.wake();
-    }
-}
+/// The right to run one cold start now. Invocations waiting for one queue on the semaphore
+/// (first come, first served), so a start that ends hands its permit to one waiter rather
+/// than waking them all.
+type ColdPermit = tokio::sync::OwnedSemaphorePermit;
 
 /// An instance as status reports show it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -509,34 +500,24 @@ impl Runtime {
     ) -> Result<(Lease, Option<ColdPermit>), InvokeError> {
         let deadline = tokio::time::Instant::now() + self.cfg.pool.queue_timeout;
         let mut waiting = false;
+        // A cold-start permit, taken before the pool is asked so that asking changes nothing
+        // when no start may begin; kept across rounds once waited for.
+        let mut permit: Option<ColdPermit> = None;
         let result = loop {
             let notified = self.pool.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (lease, discard) = self.pool.acquire(key, reserved);
+            if permit.is_none() {
+                permit = self.cold_permits.clone().try_acquire_owned().ok();
+            }
+            let (lease, discard) = self.pool.acquire(key, reserved, permit.is_some());
             for d in discard {
                 d.kill();
             }
-            // What to wait on: `notified`, or (None) a wake-up after this very moment.
-            let wait = match lease {
-                Ok(Lease::Cold(slot)) => match self.cold_permits.clone().try_acquire_owned() {
-                    Ok(p) => {
-                        break Ok((
-                            Lease::Cold(slot),
-                            Some(ColdPermit {
-                                permit: Some(p),
-                                pool: self.pool.clone(),
-                            }),
-                        ))
-                    }
-                    Err(_) => {
-                        // Enough starts are under way: give the slot back (which wakes every
-                        // waiter so far, this one too) and wait for one of them, or any
-                        // instance, to come free.
-                        self.pool.cold_failed(&key.function, slot);
-                        None
-                    }
-                },
+            // Whether to wait for a cold-start permit as well as for capacity.
+            let for_permit = match lease {
+                Ok(Lease::Cold(slot)) => break Ok((Lease::Cold(slot), permit.take())),
+                // A warm instance: a permit held goes back to the next in line.
                 Ok(l) => break Ok((l, None)),
                 Err(Throttle::Node(0)) => break Err(InvokeError::ShuttingDown),
                 Err(Throttle::Reserved(_)) => {
@@ -545,22 +526,27 @@ impl Runtime {
                         reason: "ReservedFunctionConcurrentInvocationLimitExceeded",
                     });
                 }
-                Err(Throttle::Node(_) | Throttle::FairShare) => Some(notified),
+                // Enough starts are under way: wait for one of them to end (its permit) or
+                // for any instance to come free, whichever is first.
+                Err(Throttle::Starting) => true,
+                Err(Throttle::Node(_) | Throttle::FairShare) => false,
             };
             if !waiting {
                 self.pool.set_waiting(&key.function, true);
                 waiting = true;
             }
-            let woke = match wait {
-                Some(n) => tokio::time::timeout_at(deadline, n).await.is_ok(),
-                None => {
-                    let again = self.pool.notified();
-                    tokio::pin!(again);
-                    again.as_mut().enable();
-                    self.cold_permits.available_permits() > 0
-                        || tokio::time::timeout_at(deadline, again).await.is_ok()
+            let woke = tokio::time::timeout_at(deadline, async {
+                if for_permit {
+                    tokio::select! {
+                        p = self.cold_permits.clone().acquire_owned() => permit = p.ok(),
+                        _ = notified => {}
+                    }
+                } else {
+                    notified.await
                 }
-            };
+            })
+            .await
+            .is_ok();
             if !woke {
                 self.metrics.throttle(&key.function, &key.version);
                 break Err(InvokeError::Throttled {

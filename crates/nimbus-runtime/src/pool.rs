@@ -44,6 +44,9 @@ pub enum Throttle {
     Node(usize),
     /// The node is full and this function has its fair share while another waits.
     FairShare,
+    /// Nothing is idle and the caller may not start an instance now (every cold-start permit
+    /// is taken). Nothing was changed.
+    Starting,
 }
 
 /// An instance to run on, or the right to start one.
@@ -177,12 +180,14 @@ impl Pool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes an idle instance or the right to start one. Killed instances to discard are
-    /// returned to the caller so killing happens outside the lock.
+    /// Takes an idle instance or, when `can_start` (the caller holds a cold-start permit), the
+    /// right to start one. Killed instances to discard are returned to the caller so killing
+    /// happens outside the lock.
     pub fn acquire(
         &self,
         key: &VersionKey,
         reserved: Option<u32>,
+        can_start: bool,
     ) -> (Result<Lease, Throttle>, Vec<Arc<Instance>>) {
         let mut inner = self.lock();
         let mut discard = Vec::new();
@@ -222,6 +227,9 @@ impl Pool {
         if let Some(instance) = warm {
             *inner.busy.entry(key.function.clone()).or_default() += 1;
             return (Ok(Lease::Warm(instance)), discard);
+        }
+        if !can_start {
+            return (Err(Throttle::Starting), discard);
         }
         if inner.total >= self.cfg.max_instances {
             // Evict the least recently used idle instance of any version (never a provisioned
@@ -468,7 +476,7 @@ mod tests {
 
     /// A cold slot for `function`, or why there is none.
     fn cold(p: &Pool, function: &str, reserved: Option<u32>) -> Result<ColdSlot, Throttle> {
-        let (lease, discard) = p.acquire(&key(function), reserved);
+        let (lease, discard) = p.acquire(&key(function), reserved, true);
         assert!(discard.is_empty(), "nothing idle to discard in these tests");
         match lease {
             Ok(Lease::Cold(slot)) => Ok(slot),
@@ -522,6 +530,22 @@ mod tests {
         // The node is full now, and neither function is starved: plain node throttles.
         assert_eq!(cold(&p, "b", None).err(), Some(Throttle::Node(4)));
         assert_eq!(cold(&p, "a", None).err(), Some(Throttle::Node(4)));
+    }
+
+    #[test]
+    fn without_a_start_permit_nothing_idle_changes_nothing() {
+        let p = pool(4);
+        let _a = cold(&p, "a", None).expect("a's slot");
+        let before = (p.counts(), p.busy_total());
+        let (lease, discard) = p.acquire(&key("a"), None, false);
+        assert!(discard.is_empty());
+        assert_eq!(lease.err(), Some(Throttle::Starting));
+        // No slot, uid or busy count was taken for the start that may not begin.
+        assert_eq!((p.counts(), p.busy_total()), before);
+        assert!(
+            cold(&p, "a", None).is_ok(),
+            "with a permit the start goes ahead"
+        );
     }
 
     #[test]
