@@ -337,6 +337,39 @@ def test_one_hot_function_cannot_starve_another(new_server):
     assert "b" in done and done["b"] < last_a - 0.5, (done["b"] - min(done.values()), last_a - min(done.values()))
 
 
+def test_invocations_held_back_for_fair_sharing_do_not_keep_the_other_function_from_starting(new_server):
+    """Node of 4: function A runs 3 long invocations and a short one, and 6 more of A's wait. B
+    arrives. When the short one ends, the freed capacity must go to B at once: B is starved,
+    and A's waiters, held back for it, hold no cold-start permit that B would need. (They once
+    did, and B then waited until A drained below its share: after the long ones.)"""
+    s = new_server("--max-instances", "4", "--queue-timeout", "30s")
+    lam = s.lambda_client()
+    a = create(lam, {"app.py": APP}, Timeout=30)
+    b = create(lam, {"app.py": APP}, Timeout=30)
+    done = {}
+
+    def run(key, fn, event):
+        invoke(s.lambda_client(), fn, event, tail=False)
+        done[key] = time.time()
+
+    running = [threading.Thread(target=run, args=(f"long{i}", a, {"sleep": 4.0})) for i in range(3)]
+    running.append(threading.Thread(target=run, args=("short", a, {"sleep": 0.5})))
+    for t in running:
+        t.start()
+    assert wait_until(lambda: status(s)["instances"] == 4, timeout=15)
+    waiting = [threading.Thread(target=run, args=(f"wait{i}", a, {"sleep": 0.1})) for i in range(6)]
+    for t in waiting:
+        t.start()
+    time.sleep(0.2)
+    other = threading.Thread(target=run, args=("b", b, {}))
+    other.start()
+    for t in running + waiting + [other]:
+        t.join(timeout=60)
+    assert "b" in done, done
+    first_long = min(v for k, v in done.items() if k.startswith("long"))
+    assert done["b"] < first_long - 1.0, (done["b"] - done["short"], first_long - done["short"])
+
+
 # ---------------------------------------------------------------------------------------------
 # No leaks after thousands of instance lifetimes.
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,10 @@ pub struct InvokeOutcome {
 /// (first come, first served), so a start that ends hands its permit to one waiter rather
 /// than waking them all.
 type ColdPermit = tokio::sync::OwnedSemaphorePermit;
+
+/// Waiting in the cold-start permit queue.
+type PermitWait =
+    dyn std::future::Future<Output = Result<ColdPermit, tokio::sync::AcquireError>> + Send;
 
 /// An instance as status reports show it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -501,13 +506,16 @@ impl Runtime {
         let deadline = tokio::time::Instant::now() + self.cfg.pool.queue_timeout;
         let mut waiting = false;
         // A cold-start permit, taken before the pool is asked so that asking changes nothing
-        // when no start may begin; kept across rounds once waited for.
+        // when no start may begin. Held only while the pool may hand out a start.
         let mut permit: Option<ColdPermit> = None;
+        // A place in the permit queue, kept across rounds: a freed instance wakes every waiter
+        // to look at the pool again, and none of them loses its place by looking.
+        let mut queued: Option<Pin<Box<PermitWait>>> = None;
         let result = loop {
             let notified = self.pool.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if permit.is_none() {
+            if permit.is_none() && queued.is_none() {
                 permit = self.cold_permits.clone().try_acquire_owned().ok();
             }
             let (lease, discard) = self.pool.acquire(key, reserved, permit.is_some());
@@ -529,24 +537,42 @@ impl Runtime {
                 // Enough starts are under way: wait for one of them to end (its permit) or
                 // for any instance to come free, whichever is first.
                 Err(Throttle::Starting) => true,
-                Err(Throttle::Node(_) | Throttle::FairShare) => false,
+                // Waiting for capacity, not for a start: a permit held now would only keep
+                // another function's start from beginning.
+                Err(Throttle::Node(_) | Throttle::FairShare) => {
+                    permit = None;
+                    queued = None;
+                    false
+                }
             };
             if !waiting {
                 self.pool.set_waiting(&key.function, true);
                 waiting = true;
             }
-            let woke = tokio::time::timeout_at(deadline, async {
+            // Some(permit) when the wait ended with a permit (None if the semaphore closed).
+            let waited = tokio::time::timeout_at(deadline, async {
                 if for_permit {
+                    let wait = queued
+                        .get_or_insert_with(|| Box::pin(self.cold_permits.clone().acquire_owned()));
                     tokio::select! {
-                        p = self.cold_permits.clone().acquire_owned() => permit = p.ok(),
-                        _ = notified => {}
+                        p = wait.as_mut() => Some(p.ok()),
+                        _ = notified => None,
                     }
                 } else {
-                    notified.await
+                    notified.await;
+                    None
                 }
             })
-            .await
-            .is_ok();
+            .await;
+            let woke = match waited {
+                Ok(Some(p)) => {
+                    permit = p;
+                    queued = None;
+                    true
+                }
+                Ok(None) => true,
+                Err(_) => false,
+            };
             if !woke {
                 self.metrics.throttle(&key.function, &key.version);
                 break Err(InvokeError::Throttled {

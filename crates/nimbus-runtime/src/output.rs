@@ -188,6 +188,11 @@ impl<R> Reader<R> {
 
 /// Reads a pipe poll by poll at most this many times before letting other tasks run.
 const READS_PER_POLL: usize = 16;
+/// The most an end-of-invocation drain reads from one pipe: twice the largest pipe buffer an
+/// unprivileged process can ask for (`/proc/sys/fs/pipe-max-size`, 1 MiB by default), so all
+/// that was printed before the response is read, while a process that never stops printing
+/// cannot hold the invoker.
+const DRAIN_MAX_BYTES: usize = 2 * 1024 * 1024;
 
 impl<R: AsyncRead + AsFd + Unpin> Reader<R> {
     /// Reads what tokio reports as ready; `Ready` once the pipe has closed.
@@ -218,10 +223,10 @@ impl<R: AsyncRead + AsFd + Unpin> Reader<R> {
 
     /// Reads what the pipe holds right now, and ends the partial line. This asks the kernel
     /// directly (the pipe is non-blocking) rather than tokio, whose readiness may lag behind
-    /// data that is already there. Bounded, so a process that never stops printing cannot hold
-    /// the caller here: what it printed before the caller came fits in the pipe's buffer.
+    /// data that is already there. Bounded by [`DRAIN_MAX_BYTES`].
     fn drain_now(&mut self, capture: &Capture) {
-        for _ in 0..READS_PER_POLL {
+        let mut read = 0;
+        while read < DRAIN_MAX_BYTES {
             let Some(pipe) = self.pipe.as_ref() else {
                 break;
             };
@@ -230,6 +235,7 @@ impl<R: AsyncRead + AsFd + Unpin> Reader<R> {
                 // same end and which then lets it go.
                 Ok(0) => break,
                 Ok(n) => {
+                    read += n;
                     self.lines.feed(&self.buf[..n], capture);
                     grow_if_filled(&mut self.buf, n);
                 }

@@ -229,6 +229,12 @@ impl Pool {
             return (Ok(Lease::Warm(instance)), discard);
         }
         if !can_start {
+            if !discard.is_empty() {
+                // Dead instances left, freeing capacity this caller cannot use now: others
+                // waiting for capacity may.
+                drop(inner);
+                self.wake();
+            }
             return (Err(Throttle::Starting), discard);
         }
         if inner.total >= self.cfg.max_instances {
