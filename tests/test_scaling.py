@@ -311,26 +311,35 @@ def test_a_full_node_throttles_after_the_queue_timeout(new_server):
     assert ok(lam, other)["count"] == 1
 
 
-def test_one_hot_function_cannot_starve_another(new_server):
-    """Node of 4 instances; function A has 12 slow invocations in flight (8 waiting). B's single
-    invocation gets the next free capacity instead of queueing behind all of A's."""
+def two_functions_on_a_node_of_four(new_server):
+    """A node of 4 instances with functions a and b. `start(key, fn, event)` invokes in a thread
+    of its own and records in `done[key]` when the invocation ended."""
     s = new_server("--max-instances", "4", "--queue-timeout", "30s")
     lam = s.lambda_client()
     a = create(lam, {"app.py": APP}, Timeout=30)
     b = create(lam, {"app.py": APP}, Timeout=30)
     done = {}
 
-    def run(key, fn, event):
-        invoke(s.lambda_client(), fn, event, tail=False)
-        done[key] = time.time()
+    def start(key, fn, event):
+        def run():
+            invoke(s.lambda_client(), fn, event, tail=False)
+            done[key] = time.time()
 
-    hot = [threading.Thread(target=run, args=(f"a{i}", a, {"sleep": 1.0})) for i in range(12)]
-    for t in hot:
+        t = threading.Thread(target=run)
         t.start()
+        return t
+
+    return s, a, b, done, start
+
+
+def test_one_hot_function_cannot_starve_another(new_server):
+    """Node of 4 instances; function A has 12 slow invocations in flight (8 waiting). B's single
+    invocation gets the next free capacity instead of queueing behind all of A's."""
+    s, a, b, done, start = two_functions_on_a_node_of_four(new_server)
+    hot = [start(f"a{i}", a, {"sleep": 1.0}) for i in range(12)]
     assert wait_until(lambda: status(s)["instances"] == 4, timeout=15)
     time.sleep(0.2)
-    cold = threading.Thread(target=run, args=("b", b, {}))
-    cold.start()
+    cold = start("b", b, {})
     for t in hot + [cold]:
         t.join(timeout=60)
     last_a = max(v for k, v in done.items() if k.startswith("a"))
@@ -342,27 +351,13 @@ def test_invocations_held_back_for_fair_sharing_do_not_keep_the_other_function_f
     arrives. When the short one ends, the freed capacity must go to B at once: B is starved,
     and A's waiters, held back for it, hold no cold-start permit that B would need. (They once
     did, and B then waited until A drained below its share: after the long ones.)"""
-    s = new_server("--max-instances", "4", "--queue-timeout", "30s")
-    lam = s.lambda_client()
-    a = create(lam, {"app.py": APP}, Timeout=30)
-    b = create(lam, {"app.py": APP}, Timeout=30)
-    done = {}
-
-    def run(key, fn, event):
-        invoke(s.lambda_client(), fn, event, tail=False)
-        done[key] = time.time()
-
-    running = [threading.Thread(target=run, args=(f"long{i}", a, {"sleep": 4.0})) for i in range(3)]
-    running.append(threading.Thread(target=run, args=("short", a, {"sleep": 0.5})))
-    for t in running:
-        t.start()
+    s, a, b, done, start = two_functions_on_a_node_of_four(new_server)
+    running = [start(f"long{i}", a, {"sleep": 4.0}) for i in range(3)]
+    running.append(start("short", a, {"sleep": 0.5}))
     assert wait_until(lambda: status(s)["instances"] == 4, timeout=15)
-    waiting = [threading.Thread(target=run, args=(f"wait{i}", a, {"sleep": 0.1})) for i in range(6)]
-    for t in waiting:
-        t.start()
+    waiting = [start(f"wait{i}", a, {"sleep": 0.1}) for i in range(6)]
     time.sleep(0.2)
-    other = threading.Thread(target=run, args=("b", b, {}))
-    other.start()
+    other = start("b", b, {})
     for t in running + waiting + [other]:
         t.join(timeout=60)
     assert "b" in done, done
