@@ -200,7 +200,7 @@ pub(crate) fn parse_oom_kill(text: &str) -> Option<u64> {
 }
 
 /// Limits written into a fresh instance cgroup.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
     pub memory_mb: u32,
     pub cpu_weight_mb: u32,
@@ -315,6 +315,9 @@ pub(crate) struct InstanceCgroups {
     controllers: Vec<(Controller, PathBuf)>,
     memory: Option<PathBuf>,
     peak: Arc<Mutex<PeakState>>,
+    /// The limits last written (only this process writes them): an assignment rewrites only
+    /// what differs, usually nothing but the memory of a function that is not the default's.
+    written: Mutex<Limits>,
 }
 
 #[derive(Debug, Default)]
@@ -391,6 +394,7 @@ impl InstanceCgroups {
             controllers: Vec::new(),
             memory: None,
             peak: Arc::new(Mutex::new(PeakState::default())),
+            written: Mutex::new(limits),
         };
         // On error `cg` is dropped here, which removes whatever was created.
         for (c, mount) in &layout.controllers {
@@ -427,8 +431,17 @@ impl InstanceCgroups {
 
     /// New limits for an instance that changes hands (a spare assigned to a function).
     pub fn set_limits(&self, limits: Limits) -> Result<(), SandboxError> {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         for (c, dir) in &self.controllers {
-            write_limits(self.version, *c, dir, limits)?;
+            let (now, wanted) = match c {
+                Controller::Memory => (&mut written.memory_mb, limits.memory_mb),
+                Controller::Cpu => (&mut written.cpu_weight_mb, limits.cpu_weight_mb),
+                Controller::Pids => (&mut written.pids_max, limits.pids_max),
+            };
+            if *now != wanted {
+                write_limits(self.version, *c, dir, limits)?;
+                *now = wanted;
+            }
         }
         Ok(())
     }

@@ -955,6 +955,28 @@ async fn spare_handoff_runs_the_prestarted_program(ctx: &Ctx) -> Result<(), Stri
         ))
         .await
         .map_err(|e| e.to_string())?;
+    // The function's limits, where they differ from the spare's (memory and CPU: 256 MB
+    // against 128) and where they do not (pids: 64 both).
+    let limit = |files: &[&str]| {
+        inst.cgroup_dirs().iter().find_map(|d| {
+            files
+                .iter()
+                .find_map(|f| fs::read_to_string(d.join(f)).ok())
+                .map(|v| v.trim().to_string())
+        })
+    };
+    let memory = limit(&["memory.max", "memory.limit_in_bytes"]);
+    ensure(memory.as_deref() == Some("268435456"), || {
+        format!("memory limit after the assignment: {memory:?}")
+    })?;
+    let cpu = limit(&["cpu.weight", "cpu.shares"]);
+    ensure(matches!(cpu.as_deref(), Some("14") | Some("148")), || {
+        format!("CPU weight after the assignment: {cpu:?}")
+    })?;
+    let pids = limit(&["pids.max"]);
+    ensure(pids.as_deref() == Some("64"), || {
+        format!("pids limit after the assignment: {pids:?}")
+    })?;
     let o = collect(inst).await;
     ensure(o.exit.code == Some(0), || {
         format!("exit {:?}: {}", o.exit, o.stderr)
