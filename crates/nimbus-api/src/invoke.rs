@@ -80,7 +80,7 @@ pub async fn invoke(
     let payload = check_payload(&body)?;
     let (name, q) = function_ref(&name, &params)?;
     let target = resolve_target(state.store.as_ref(), &name, q.as_ref()).await?;
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = nimbus_runtime::new_request_id();
     let req = InvokeRequest {
         version: target.version,
         reserved_concurrency: target.reserved,

@@ -548,7 +548,7 @@ async fn deliver(inner: &Inner, source: &str, arn: &str, record: Vec<u8>) {
     let delivered = match Destination::parse(arn) {
         Ok(Destination::Function { name, qualifier }) => inner
             .store_event(NewAsyncEvent {
-                request_id: uuid::Uuid::new_v4().to_string(),
+                request_id: nimbus_runtime::new_request_id(),
                 function: name,
                 qualifier,
                 payload: record,

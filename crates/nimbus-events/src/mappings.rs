@@ -400,7 +400,7 @@ async fn deliver(inner: &Inner, m: &Mapping, batch: Vec<Received>) {
         payload: Bytes::from(payload),
         invoked_arn: target.invoked_arn,
         client_context: None,
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: nimbus_runtime::new_request_id(),
         log_tail: false,
     };
     let handles = |keep: &dyn Fn(&Received) -> bool| -> Vec<String> {

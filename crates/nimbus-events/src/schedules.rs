@@ -124,7 +124,7 @@ async fn run(store: Arc<dyn Store>, events: crate::AsyncEvents, wake: Arc<Notify
                         None => scheduled_event(&s.name, due),
                     };
                     let event = NewAsyncEvent {
-                        request_id: uuid::Uuid::new_v4().to_string(),
+                        request_id: nimbus_runtime::new_request_id(),
                         function: function.clone(),
                         qualifier,
                         payload,

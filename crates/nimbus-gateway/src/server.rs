@@ -696,7 +696,7 @@ impl Gateway {
             payload: Bytes::from(event),
             invoked_arn: resolved.invoked_arn,
             client_context: None,
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: nimbus_runtime::new_request_id(),
             log_tail: false,
         };
         match tokio::time::timeout(timeout, self.runtime.invoke(req)).await {

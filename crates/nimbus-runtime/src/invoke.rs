@@ -181,6 +181,15 @@ fn signal_name(sig: i32) -> String {
     }
 }
 
+/// A new request id (a version 4 UUID, as Lambda's are), from the thread's random generator:
+/// one is made for every invocation, and the system call behind `Uuid::new_v4` is not needed
+/// for an identifier.
+pub fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
+}
+
 fn trace_id() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -503,6 +512,15 @@ impl Runtime {
         key: &VersionKey,
         reserved: Option<u32>,
     ) -> Result<(Lease, Option<ColdPermit>), InvokeError> {
+        // The common case first: an idle instance, taken without setting up a wait or touching
+        // the cold-start permits. Anything else goes through the loop below, which asks again.
+        let (lease, discard) = self.pool.acquire(key, reserved, false);
+        for d in discard {
+            d.kill();
+        }
+        if let Ok(Lease::Warm(i)) = lease {
+            return Ok((Lease::Warm(i), None));
+        }
         let deadline = tokio::time::Instant::now() + self.cfg.pool.queue_timeout;
         let mut waiting = false;
         // A cold-start permit, taken before the pool is asked so that asking changes nothing
@@ -1270,6 +1288,16 @@ fn error_type_of(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        let a = new_request_id();
+        let parsed = uuid::Uuid::parse_str(&a).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(a, parsed.hyphenated().to_string(), "lower-case, hyphenated");
+        assert_ne!(a, new_request_id());
+    }
 
     fn exit(code: Option<i32>, signal: Option<i32>, oom: bool) -> ExitInfo {
         ExitInfo {

@@ -20,6 +20,8 @@ mod zygote;
 
 pub use bootstraps::install_bootstraps;
 pub use interpreters::{discover_interpreters, Interpreter, Interpreters};
-pub use invoke::{InstanceInfo, InvokeError, InvokeOutcome, InvokeRequest, Runtime, RuntimeConfig};
+pub use invoke::{
+    new_request_id, InstanceInfo, InvokeError, InvokeOutcome, InvokeRequest, Runtime, RuntimeConfig,
+};
 pub use provision::ProvisionStatus;
 pub use target::{resolve_target, InvokeTarget};

@@ -324,14 +324,18 @@ impl Pool {
             .unwrap_or(0)
             == generation;
         let out = if reusable && current && !inner.shutting_down && instance.is_alive() {
-            inner
-                .idle
-                .entry(instance.key.clone())
-                .or_default()
-                .push(Idle {
-                    instance,
-                    since: Instant::now(),
-                });
+            let idle = Idle {
+                instance,
+                since: Instant::now(),
+            };
+            // The key is copied only for a version's first idle list, not on every release.
+            match inner.idle.get_mut(&idle.instance.key) {
+                Some(list) => list.push(idle),
+                None => {
+                    let key = idle.instance.key.clone();
+                    inner.idle.entry(key).or_default().push(idle);
+                }
+            }
             None
         } else {
             inner.total -= 1;
