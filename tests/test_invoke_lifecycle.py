@@ -67,6 +67,50 @@ os._exit(0)
 """
 
 
+PROBES_THE_RUNTIME_API = """#!/bin/sh
+exec python3 -c '
+import json, os, urllib.request, urllib.error
+base = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/"
+def call(method, path, body=None):
+    req = urllib.request.Request(base + path, data=body, method=method)
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+probes = {}
+for name, method, path in [
+    ("unknown", "GET", "invocation/nope"),
+    ("post_next", "POST", "invocation/next"),
+    ("get_response", "GET", "invocation/some-id/response"),
+    ("stray_id", "POST", "invocation/not-the-one/response"),
+]:
+    status, headers, body = call(method, path, b"{}" if method == "POST" else None)
+    probes[name] = {"status": status, "allow": headers.get("Allow"), "body": json.loads(body)}
+status, headers, body = call("GET", "invocation/next")
+rid = headers["Lambda-Runtime-Aws-Request-Id"]
+status, headers, body = call("POST", "invocation/" + rid + "/response", json.dumps(probes).encode())
+call("GET", "invocation/next")
+'
+"""
+
+
+def test_the_runtime_api_names_what_is_wrong_with_a_request(lam):
+    # A runtime that asks for what the Runtime API does not have gets an error that says so,
+    # and can still serve its invocation afterwards.
+    name = create(lam, {"bootstrap": (PROBES_THE_RUNTIME_API, 0o755)}, runtime="provided.al2023", handler="bootstrap")
+    probes = ok(lam, name, {})
+    assert probes["unknown"]["status"] == 404, probes
+    assert probes["unknown"]["body"]["errorType"] == "UnknownResource"
+    assert "/2018-06-01/runtime/invocation/nope" in probes["unknown"]["body"]["errorMessage"]
+    assert probes["post_next"]["status"] == 405, probes
+    assert probes["post_next"]["allow"] == "GET"
+    assert probes["get_response"]["status"] == 405, probes
+    assert probes["get_response"]["allow"] == "POST"
+    assert probes["stray_id"]["status"] == 400, probes
+    assert probes["stray_id"]["body"]["errorType"] == "InvalidRequestID"
+
+
 def test_an_instance_that_exits_between_invocations_does_not_fail_the_next(lam):
     # The runtime answers and then exits: the next event may be handed to an instance that is
     # dying. The function never saw that event, so it must run on a fresh instance instead.

@@ -119,8 +119,6 @@ pub struct Runtime {
     /// Every instance that may still be alive, for shutdown.
     pub(crate) all: Mutex<HashMap<String, Weak<Instance>>>,
     pub(crate) shutting_down: std::sync::atomic::AtomicBool,
-    /// The Runtime API's routes, shared by every instance's listener.
-    pub(crate) runtime_api: axum::Router,
     /// Invocations started, ever: the heap trimmer's sign of activity.
     pub(crate) started: std::sync::atomic::AtomicU64,
 }
@@ -279,7 +277,6 @@ impl Runtime {
             provisions: Mutex::new(HashMap::new()),
             all: Mutex::new(HashMap::new()),
             shutting_down: Default::default(),
-            runtime_api: crate::runtime_api::routes(),
             started: Default::default(),
         })
     }
@@ -917,7 +914,6 @@ impl Runtime {
             control: control_tx,
             memory,
         });
-        let app = crate::runtime_api::service(self.runtime_api.clone(), instance.clone());
         // A sandboxed instance runs under its own uid: only its processes may use its endpoint.
         let rule = match self.sandbox.isolation.mounts() {
             true => crate::peer::PeerRule::Only(uid),
@@ -925,9 +921,7 @@ impl Runtime {
         };
         let listener =
             crate::peer::PeerFilter::new(listener, rule, format!("Runtime API of instance {id}"));
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, axum::ServiceExt::into_make_service(app)).await;
-        });
+        let server = tokio::spawn(crate::runtime_api::serve(listener, instance.clone()));
         // Tear the endpoint down when the tree is gone, which also drops its hold on the instance.
         let weak = Arc::downgrade(&instance);
         let mut exit_watch = instance.exit.clone();

@@ -1,73 +1,171 @@
 //! The AWS Lambda Runtime API (2018-06-01) an instance's runtime polls. Each instance gets its own
 //! listener on loopback, so the port identifies the instance.
+//!
+//! Two of every invocation's three HTTP exchanges are here (`/next` and the posted result), so
+//! this endpoint is served by hyper directly: four fixed routes matched on the path, no router,
+//! no middleware, no boxed services or request extensions per request.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Request};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Extension;
-use axum::Router;
-use http_body_util::BodyExt;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use nimbus_core::Limits;
 
 use crate::instance::{Inflight, Instance, JobResult};
+use crate::peer::PeerFilter;
 
 const PREFIX: &str = "/2018-06-01/runtime";
 
-/// The Runtime API's routes, built once per runtime. Each instance's listener serves them through
-/// [`service`], which attaches the instance to every request (a router per instance cost every
-/// warm instance ~9 KB).
-pub(crate) fn routes() -> Router {
-    Router::new()
-        .route(&format!("{PREFIX}/invocation/next"), get(next))
-        .route(
-            &format!("{PREFIX}/invocation/{{id}}/response"),
-            post(response),
-        )
-        .route(&format!("{PREFIX}/invocation/{{id}}/error"), post(error))
-        .route(&format!("{PREFIX}/init/error"), post(init_error))
-        // Bodies are read by `read_capped`, which keeps at most Lambda's limit and measures the
-        // rest, so an oversized response becomes Function.ResponseSizeTooLarge rather than a
-        // rejected request the caller would wait on until the timeout.
-        .layer(DefaultBodyLimit::disable())
+type Reply = Response<Full<Bytes>>;
+
+/// Serves one instance's Runtime API on `listener` until the task is aborted (when the
+/// instance's process tree is gone). Each accepted connection (the filter has already checked
+/// who opened it) is served on a task of its own, HTTP/1.1 as the Runtime API is.
+pub(crate) async fn serve(listener: PeerFilter, instance: Arc<Instance>) {
+    use axum::serve::Listener;
+    let mut listener = listener;
+    loop {
+        let (stream, _) = listener.accept().await;
+        let instance = instance.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let instance = instance.clone();
+                async move { Ok::<_, Infallible>(handle(&instance, req).await) }
+            });
+            // No timer: a header read timeout would arm one per request, and the only peer is
+            // the instance's own runtime.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
-/// One instance's Runtime API: the shared `routes` with `instance` on each request.
-pub(crate) fn service(
-    routes: Router,
-    instance: Arc<Instance>,
-) -> tower::util::MapRequest<Router, impl FnMut(Request) -> Request + Clone> {
-    tower::ServiceBuilder::new()
-        .map_request(move |mut req: Request| {
-            req.extensions_mut().insert(instance.clone());
-            req
-        })
-        .service(routes)
+/// Routes one request: `GET /invocation/next`, `POST /invocation/{id}/response`,
+/// `POST /invocation/{id}/error` and `POST /init/error` under the 2018-06-01 prefix.
+async fn handle(inst: &Instance, req: Request<Incoming>) -> Reply {
+    let route = req
+        .uri()
+        .path()
+        .strip_prefix(PREFIX)
+        .map(Route::parse)
+        .unwrap_or(Route::Unknown);
+    match (route, req.method()) {
+        (Route::Next, &Method::GET) => next(inst).await,
+        (Route::Response(id), &Method::POST) => {
+            complete(inst, &id, req.into_body(), JobResult::Response).await
+        }
+        (Route::Error(id), &Method::POST) => {
+            let error_type = error_type(req.headers());
+            complete(inst, &id, req.into_body(), |body| JobResult::Error {
+                body,
+                error_type,
+            })
+            .await
+        }
+        (Route::InitError, &Method::POST) => {
+            let error_type = error_type(req.headers());
+            init_error(inst, error_type, req.into_body()).await
+        }
+        (Route::Unknown, _) => api_error(
+            StatusCode::NOT_FOUND,
+            "UnknownResource",
+            &format!(
+                "{} {} is not a Runtime API resource",
+                req.method(),
+                req.uri().path()
+            ),
+        ),
+        (route, method) => {
+            let allowed = route.method();
+            let mut r = api_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                &format!("{} takes {allowed}, not {method}", req.uri().path()),
+            );
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allowed));
+            r
+        }
+    }
 }
 
-fn api_error(status: StatusCode, error_type: &str, message: &str) -> Response {
+/// A Runtime API resource, from the path after the prefix.
+#[derive(Debug, PartialEq)]
+enum Route {
+    Next,
+    Response(String),
+    Error(String),
+    InitError,
+    Unknown,
+}
+
+impl Route {
+    fn parse(rest: &str) -> Route {
+        match rest {
+            "/invocation/next" => return Route::Next,
+            "/init/error" => return Route::InitError,
+            _ => {}
+        }
+        let Some(tail) = rest.strip_prefix("/invocation/") else {
+            return Route::Unknown;
+        };
+        let Some((id, action)) = tail.split_once('/') else {
+            return Route::Unknown;
+        };
+        if id.is_empty() {
+            return Route::Unknown;
+        }
+        // Clients percent-encode the id (the Node.js client uses encodeURIComponent).
+        let id = percent_encoding::percent_decode_str(id)
+            .decode_utf8_lossy()
+            .into_owned();
+        match action {
+            "response" => Route::Response(id),
+            "error" => Route::Error(id),
+            _ => Route::Unknown,
+        }
+    }
+
+    fn method(&self) -> &'static str {
+        match self {
+            Route::Next => "GET",
+            _ => "POST",
+        }
+    }
+}
+
+fn json(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn api_error(status: StatusCode, error_type: &str, message: &str) -> Reply {
     let body = serde_json::json!({ "errorMessage": message, "errorType": error_type }).to_string();
-    (status, [("content-type", "application/json")], body).into_response()
+    json(status, body)
 }
 
-fn accepted() -> Response {
-    (
+fn accepted() -> Reply {
+    json(
         StatusCode::ACCEPTED,
-        [("content-type", "application/json")],
-        r#"{"status":"OK"}"#,
+        Bytes::from_static(br#"{"status":"OK"}"#),
     )
-        .into_response()
 }
 
 fn header(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-async fn next(Extension(inst): Extension<Arc<Instance>>) -> Response {
+async fn next(inst: &Instance) -> Reply {
     // The first call ends init, whether or not an invocation is waiting (a provisioned
     // instance asks long before its first one).
     let _ = inst.init_done.set(Instant::now());
@@ -101,8 +199,8 @@ async fn next(Extension(inst): Extension<Arc<Instance>>) -> Response {
         });
     }
     let _ = job.picked.send(now);
-    let mut headers = HeaderMap::new();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let mut r = json(StatusCode::OK, job.payload);
+    let headers = r.headers_mut();
     headers.insert("lambda-runtime-aws-request-id", header(&job.request_id));
     headers.insert(
         "lambda-runtime-deadline-ms",
@@ -124,7 +222,7 @@ async fn next(Extension(inst): Extension<Arc<Instance>>) -> Response {
             }
         }
     }
-    (StatusCode::OK, headers, job.payload).into_response()
+    r
 }
 
 /// A body read from the runtime: whole, too large (with its full size), or broken off.
@@ -137,7 +235,7 @@ enum Capped {
 /// Reads a body keeping at most `limit` bytes. Past the limit the rest is read and counted but
 /// not kept, so the runtime gets a proper answer (413) and memory stays bounded; a runtime that
 /// never stops sending is ended by the invocation's timeout, which kills the instance.
-async fn read_capped(body: Body, limit: usize) -> Capped {
+async fn read_capped(body: Incoming, limit: usize) -> Capped {
     let mut body = body;
     let mut kept = Vec::new();
     let mut total = 0usize;
@@ -162,7 +260,7 @@ async fn read_capped(body: Body, limit: usize) -> Capped {
     }
 }
 
-fn too_large(size: usize) -> Response {
+fn too_large(size: usize) -> Reply {
     api_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "RequestEntityTooLarge",
@@ -182,7 +280,7 @@ fn is_serving(inst: &Instance, id: &str) -> bool {
         .is_some_and(|f| f.request_id == id)
 }
 
-fn not_serving(id: &str) -> Response {
+fn not_serving(id: &str) -> Reply {
     api_error(
         StatusCode::BAD_REQUEST,
         "InvalidRequestID",
@@ -202,14 +300,6 @@ fn take_inflight(inst: &Instance, id: &str) -> Option<Inflight> {
     }
 }
 
-async fn response(
-    Extension(inst): Extension<Arc<Instance>>,
-    Path(id): Path<String>,
-    body: Body,
-) -> Response {
-    complete(&inst, &id, body, JobResult::Response).await
-}
-
 fn error_type(headers: &HeaderMap) -> Option<String> {
     headers
         .get("lambda-runtime-function-error-type")
@@ -217,27 +307,13 @@ fn error_type(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn error(
-    Extension(inst): Extension<Arc<Instance>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let error_type = error_type(&headers);
-    complete(&inst, &id, body, |body| JobResult::Error {
-        body,
-        error_type,
-    })
-    .await
-}
-
 /// Ends invocation `id` with the posted body, shaped by `result`.
 async fn complete(
     inst: &Instance,
     id: &str,
-    body: Body,
+    body: Incoming,
     result: impl FnOnce(Bytes) -> JobResult,
-) -> Response {
+) -> Reply {
     // Check the id first: a stray post must not make the runtime wait for a huge upload.
     if !is_serving(inst, id) {
         return not_serving(id);
@@ -263,11 +339,7 @@ async fn complete(
     }
 }
 
-async fn init_error(
-    Extension(inst): Extension<Arc<Instance>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn init_error(inst: &Instance, error_type: Option<String>, body: Incoming) -> Reply {
     if inst.init_done.get().is_some() {
         return api_error(
             StatusCode::FORBIDDEN,
@@ -281,7 +353,55 @@ async fn init_error(
         Capped::Broken(e) => return api_error(StatusCode::BAD_REQUEST, "InvalidRequest", &e),
     };
     if let Ok(mut slot) = inst.init_error.lock() {
-        *slot = Some((body, error_type(&headers)));
+        *slot = Some((body, error_type));
     }
     accepted()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_read_from_the_path() {
+        assert_eq!(Route::parse("/invocation/next"), Route::Next);
+        assert_eq!(Route::parse("/init/error"), Route::InitError);
+        assert_eq!(
+            Route::parse("/invocation/8476a536-e9f4-11e8-9739-2dfe598c3fcd/response"),
+            Route::Response("8476a536-e9f4-11e8-9739-2dfe598c3fcd".into())
+        );
+        assert_eq!(
+            Route::parse("/invocation/abc/error"),
+            Route::Error("abc".into())
+        );
+        // Percent-encoded ids are decoded, as a path parameter is.
+        assert_eq!(
+            Route::parse("/invocation/a%2Fb%20c/response"),
+            Route::Response("a/b c".into())
+        );
+        for unknown in [
+            "",
+            "/",
+            "/invocation",
+            "/invocation/",
+            "/invocation//response",
+            "/invocation/abc",
+            "/invocation/abc/",
+            "/invocation/abc/respond",
+            "/invocation/abc/response/more",
+            "/invocation/next/",
+            "/init",
+            "/init/error/",
+        ] {
+            assert_eq!(Route::parse(unknown), Route::Unknown, "{unknown:?}");
+        }
+    }
+
+    #[test]
+    fn each_route_names_its_method() {
+        assert_eq!(Route::Next.method(), "GET");
+        assert_eq!(Route::InitError.method(), "POST");
+        assert_eq!(Route::Response("x".into()).method(), "POST");
+        assert_eq!(Route::Error("x".into()).method(), "POST");
+    }
 }
