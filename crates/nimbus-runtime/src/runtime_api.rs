@@ -26,14 +26,19 @@ type Reply = Response<Full<Bytes>>;
 
 /// Serves one instance's Runtime API on `listener` until the task is aborted (when the
 /// instance's process tree is gone). Each accepted connection (the filter has already checked
-/// who opened it) is served on a task of its own, HTTP/1.1 as the Runtime API is.
+/// who opened it) is served on a task of its own, HTTP/1.1 as the Runtime API is. The
+/// connection tasks belong to this one: aborting it ends them too, so a connection some
+/// process still holds open cannot keep the instance (and its sandbox) alive.
 pub(crate) async fn serve(listener: PeerFilter, instance: Arc<Instance>) {
     use axum::serve::Listener;
     let mut listener = listener;
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, _) = listener.accept().await;
+        // Connections that have ended are let go here, so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
         let instance = instance.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let instance = instance.clone();
                 async move { Ok::<_, Infallible>(handle(&instance, req).await) }
