@@ -628,6 +628,58 @@ fn write_file(path: &Path, value: &str) -> Result<(), SandboxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_limits_writes_only_what_differs_from_what_it_last_wrote() {
+        // The controllers' files in a plain directory: what was written is what is read back.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().to_path_buf();
+        for f in ["memory.limit_in_bytes", "cpu.shares", "pids.max"] {
+            fs::write(d.join(f), "untouched").expect("seed");
+        }
+        let spare = Limits {
+            memory_mb: 128,
+            cpu_weight_mb: 128,
+            pids_max: 64,
+        };
+        let cg = InstanceCgroups {
+            version: CgroupVersion::V1,
+            dirs: Vec::new(),
+            controllers: vec![
+                (Controller::Memory, d.clone()),
+                (Controller::Cpu, d.clone()),
+                (Controller::Pids, d.clone()),
+            ],
+            memory: None,
+            peak: Arc::new(Mutex::new(PeakState::default())),
+            written: Mutex::new(spare),
+        };
+        let read = |f: &str| fs::read_to_string(d.join(f)).expect("read");
+        // The spare's own limits: nothing to write.
+        cg.set_limits(spare).expect("same limits");
+        for f in ["memory.limit_in_bytes", "cpu.shares", "pids.max"] {
+            assert_eq!(read(f), "untouched", "{f} rewritten");
+        }
+        // A function with more memory: memory and CPU change, pids stays.
+        let function = Limits {
+            memory_mb: 256,
+            cpu_weight_mb: 256,
+            pids_max: 64,
+        };
+        cg.set_limits(function).expect("function limits");
+        assert_eq!(read("memory.limit_in_bytes"), "268435456");
+        assert_eq!(read("cpu.shares"), cpu_shares_v1(256).to_string());
+        assert_eq!(read("pids.max"), "untouched");
+        // What was written is remembered: only the pids limit changes next.
+        fs::write(d.join("memory.limit_in_bytes"), "untouched").expect("reseed");
+        cg.set_limits(Limits {
+            pids_max: 32,
+            ..function
+        })
+        .expect("pids");
+        assert_eq!(read("pids.max"), "32");
+        assert_eq!(read("memory.limit_in_bytes"), "untouched");
+    }
     use crate::mountinfo;
 
     #[test]
