@@ -216,6 +216,8 @@ def test_provisioned_concurrency_lifecycle(new_server):
     lam.update_alias(FunctionName=name, Name="live", FunctionVersion=v2)
     assert wait_until(lambda: sorted(i["version"] for i in status(s)["instanceList"] if i["function"] == name) == [v2, v2],
                       timeout=20), status(s)
+    # Listed from the moment they start; provisioned (and served warm) once their init is done.
+    assert ready(lam, name, "live", 2), provisioned(lam, name, "live")
     r = invoke(lam, name, {}, Qualifier="live")
     assert "Init Duration" not in r.log and r.payload["env"] == "v2", r
 
