@@ -200,7 +200,7 @@ pub(crate) fn parse_oom_kill(text: &str) -> Option<u64> {
 }
 
 /// Limits written into a fresh instance cgroup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub memory_mb: u32,
     pub cpu_weight_mb: u32,
