@@ -172,6 +172,48 @@ def test_invoke_payloads(server, lam):
         assert json.loads(r["Payload"].read()) == json.loads(good), good
 
 
+def test_the_invoke_path_names_what_is_wrong(server, lam):
+    """Invoke is answered in front of the router (nimbus-api's service.rs); its path, query
+    and body limits are checked there, each with an error that names the problem."""
+    name = create(lam, APP)
+    path = f"/2015-03-31/functions/{name}/invocations"
+    # A name that is not UTF-8 once percent-decoded.
+    code, headers, body = raw(server, "POST", "/2015-03-31/functions/%FF%FE/invocations", b"{}")
+    assert code == 400, (code, body)
+    assert headers["x-amzn-errortype"].startswith("InvalidParameterValueException"), headers
+    assert "UTF-8" in body["Message"], body
+    # An unknown function and a malformed qualifier, by name and by query.
+    code, headers, body = raw(server, "POST", "/2015-03-31/functions/no-such-fn/invocations", b"{}")
+    assert code == 404 and headers["x-amzn-errortype"].startswith("ResourceNotFoundException"), body
+    assert "no-such-fn" in body["Message"], body
+    code, _, body = raw(server, "POST", path + "?Qualifier=not%20valid!", b"{}")
+    assert code == 400 and body["Message"], body
+    code, _, body = raw(server, "POST", f"/2015-03-31/functions/{name}%3A7/invocations?Qualifier=8", b"{}")
+    assert code == 400 and "differ" in body["Message"], body
+    # The same name percent-encoded and qualified in the query is the same function.
+    code, _, body = raw(server, "POST", f"/2015-03-31/functions/{name.replace('-', '%2D')}/invocations?Qualifier=%24LATEST", b'{"k": 1}')
+    assert code == 200 and body == {"k": 1}, (code, body)
+    # Another method on the Invoke path: the router's 405, with a body.
+    code, _, body = raw(server, "GET", path)
+    assert code == 405 and "GET" in body["Message"], (code, body)
+    host, port = server.endpoint.removeprefix("http://").split(":")
+    # A body announced past the server's limit: refused at once, before it is sent.
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n".encode())
+        reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+        assert b"RequestTooLargeException" in reply
+    # A chunked body (no length announced) over Invoke's 6 MB: refused in Lambda's words.
+    chunk = b"[" + b"1," * (3 * 1024 * 1024) + b"1]"
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n0\r\n\r\n")
+        reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+        assert b"RequestTooLargeException" in reply and b"6291456" in reply, reply[:400]
+    assert_serving(server, lam)
+
+
 def test_malformed_request_bodies(server, lam):
     for body in [b"{", b"not json", b"[]", b'{"FunctionName": 5}', b'{"MemorySize": "big"}']:
         code, headers, resp = raw(server, "POST", "/2015-03-31/functions", body, {"content-type": "application/json"})

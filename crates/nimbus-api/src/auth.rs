@@ -2,6 +2,7 @@
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,14 +23,23 @@ pub async fn verify_sigv4(State(state): State<ApiState>, req: Request, next: Nex
                 .into_response()
         }
     };
-    let raw_path = parts.uri.path();
-    let raw_query = parts.uri.query().unwrap_or("");
+    if let Some(refused) = check(&state, &parts, &bytes) {
+        return refused;
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// Checks that a request (its head and whole body) is signed by one of the configured
+/// credentials: None if it is, the refusal (in the words of the protocol it was sent in) if
+/// not. Callers skip it when no credentials are configured.
+pub(crate) fn check(state: &ApiState, parts: &Parts, body: &[u8]) -> Option<Response> {
     let signed = SignedRequest {
         method: parts.method.as_str(),
-        raw_path,
-        raw_query,
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query().unwrap_or(""),
         headers: &parts.headers,
-        body: &bytes,
+        body,
     };
     let lookup = |key: &str| {
         state
@@ -38,12 +48,10 @@ pub async fn verify_sigv4(State(state): State<ApiState>, req: Request, next: Nex
             .find(|c| c.access_key_id == key)
             .map(|c| c.secret_access_key.clone())
     };
-    if let Err(e) = verify(&signed, lookup, std::time::SystemTime::now()) {
-        if crate::sqs::is_sqs_request(&parts.headers) {
-            return crate::sqs::auth_error(&e);
-        }
-        return ApiError::new(StatusCode::FORBIDDEN, e.code(), e.to_string()).into_response();
-    }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let e = verify(&signed, lookup, std::time::SystemTime::now()).err()?;
+    Some(if crate::sqs::is_sqs_request(&parts.headers) {
+        crate::sqs::auth_error(&e)
+    } else {
+        ApiError::new(StatusCode::FORBIDDEN, e.code(), e.to_string()).into_response()
+    })
 }

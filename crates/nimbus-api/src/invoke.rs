@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
@@ -33,6 +35,8 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The route's handler when the API is served as a plain router ([`crate::router`]); the
+/// server answers this route in [`crate::service`] without the router, with the same function.
 pub async fn invoke(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -40,8 +44,18 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let invocation_type =
-        header_str(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
+    invoke_function(&state, &name, &params, &headers, body).await
+}
+
+/// Invoke: `path_name` is the `{name}` of the path (decoded), `params` its query.
+pub(crate) async fn invoke_function(
+    state: &ApiState,
+    path_name: &str,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let invocation_type = header_str(headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
     let limit = match invocation_type {
         "RequestResponse" | "DryRun" => Limits::SYNC_PAYLOAD_BYTES,
         "Event" => Limits::ASYNC_PAYLOAD_BYTES,
@@ -57,13 +71,13 @@ pub async fn invoke(
             body.len()
         )));
     }
-    let log_type = header_str(&headers, "x-amz-log-type").unwrap_or("None");
+    let log_type = header_str(headers, "x-amz-log-type").unwrap_or("None");
     if log_type != "None" && log_type != "Tail" {
         return Err(ApiError::invalid(format!(
             "X-Amz-Log-Type {log_type:?} is not one of None, Tail"
         )));
     }
-    let client_context = match header_str(&headers, "x-amz-client-context") {
+    let client_context = match header_str(headers, "x-amz-client-context") {
         None => None,
         Some(b64) => {
             let raw = base64::engine::general_purpose::STANDARD
@@ -78,7 +92,7 @@ pub async fn invoke(
         }
     };
     let payload = check_payload(&body)?;
-    let (name, q) = function_ref(&name, &params)?;
+    let (name, q) = function_ref(path_name, params)?;
     let target = resolve_target(state.store.as_ref(), &name, q.as_ref()).await?;
     let request_id = nimbus_runtime::new_request_id();
     let req = InvokeRequest {
@@ -145,30 +159,34 @@ pub(crate) fn invoke_error(e: InvokeError) -> ApiError {
     }
 }
 
+// Lambda's response headers, as constants: a name given as a string is copied into a new
+// buffer on every insert (`http` keeps only its standard names static).
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
+const EXECUTED_VERSION: HeaderName = HeaderName::from_static("x-amz-executed-version");
+const FUNCTION_ERROR: HeaderName = HeaderName::from_static("x-amz-function-error");
+const LOG_RESULT: HeaderName = HeaderName::from_static("x-amz-log-result");
+
 fn with_request_id(mut resp: Response, request_id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert("x-amzn-requestid", v);
+        resp.headers_mut().insert(REQUEST_ID, v);
     }
     resp
 }
 
 fn sync_response(o: InvokeOutcome, tail: bool) -> Response {
-    let mut resp = (StatusCode::OK, o.payload).into_response();
+    let mut resp = Response::new(Body::from(o.payload));
     let h = resp.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(v) = HeaderValue::from_str(&o.executed_version) {
-        h.insert("x-amz-executed-version", v);
+        h.insert(EXECUTED_VERSION, v);
     }
     if o.function_error {
-        h.insert(
-            "x-amz-function-error",
-            HeaderValue::from_static("Unhandled"),
-        );
+        h.insert(FUNCTION_ERROR, HeaderValue::from_static("Unhandled"));
     }
     if tail {
         let encoded = base64::engine::general_purpose::STANDARD.encode(o.log_tail.as_bytes());
         if let Ok(v) = HeaderValue::from_str(&encoded) {
-            h.insert("x-amz-log-result", v);
+            h.insert(LOG_RESULT, v);
         }
     }
     with_request_id(resp, &o.request_id)

@@ -16,6 +16,7 @@ mod mappings;
 mod nimbus;
 pub mod provisioned;
 mod schedules;
+mod service;
 mod sqs;
 pub use nimbus_sigv4 as sigv4;
 mod wire;
@@ -30,6 +31,7 @@ use nimbus_store::{BlobStore, Store};
 use nimbus_telemetry::Metrics;
 
 pub use error::ApiError;
+pub use service::{service, ApiService};
 pub use sigv4::Credentials;
 
 /// Largest request body accepted at all (a 50 MB zip, base64-encoded, inside JSON). Smaller
@@ -74,7 +76,8 @@ impl ApiState {
     }
 }
 
-/// The whole API as one router.
+/// The whole API as one router. The server runs it behind [`service`], which answers Invoke
+/// itself.
 pub fn router(state: ApiState) -> Router {
     use functions as f;
     let lambda = Router::new()
@@ -214,16 +217,21 @@ async fn refuse_oversized_bodies(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let announced = req
-        .headers()
+    match announced_too_large(req.headers()) {
+        Some(e) => e.into_response(),
+        None => next.run(req).await,
+    }
+}
+
+/// The refusal for a request whose `Content-Length` is over [`MAX_BODY`].
+fn announced_too_large(headers: &axum::http::HeaderMap) -> Option<ApiError> {
+    let announced = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match announced {
-        Some(n) if n > MAX_BODY as u64 => ApiError::too_large(format!(
-            "the request body is {n} bytes; the largest accepted is {MAX_BODY} bytes"
+        .and_then(|v| v.parse::<u64>().ok())?;
+    (announced > MAX_BODY as u64).then(|| {
+        ApiError::too_large(format!(
+            "the request body is {announced} bytes; the largest accepted is {MAX_BODY} bytes"
         ))
-        .into_response(),
-        _ => next.run(req).await,
-    }
+    })
 }

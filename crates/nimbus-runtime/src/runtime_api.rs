@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use nimbus_core::Limits;
@@ -166,6 +166,14 @@ fn accepted() -> Reply {
     )
 }
 
+// The event's headers, as constants: a name given as a string is copied into a new buffer on
+// every insert (`http` keeps only its standard names static).
+const REQUEST_ID: HeaderName = HeaderName::from_static("lambda-runtime-aws-request-id");
+const DEADLINE_MS: HeaderName = HeaderName::from_static("lambda-runtime-deadline-ms");
+const FUNCTION_ARN: HeaderName = HeaderName::from_static("lambda-runtime-invoked-function-arn");
+const TRACE_ID: HeaderName = HeaderName::from_static("lambda-runtime-trace-id");
+const CLIENT_CONTEXT: HeaderName = HeaderName::from_static("lambda-runtime-client-context");
+
 fn header(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -206,21 +214,15 @@ async fn next(inst: &Instance) -> Reply {
     let _ = job.picked.send(now);
     let mut r = json(StatusCode::OK, job.payload);
     let headers = r.headers_mut();
-    headers.insert("lambda-runtime-aws-request-id", header(&job.request_id));
-    headers.insert(
-        "lambda-runtime-deadline-ms",
-        header(&deadline_ms.to_string()),
-    );
-    headers.insert(
-        "lambda-runtime-invoked-function-arn",
-        header(&job.invoked_arn),
-    );
-    headers.insert("lambda-runtime-trace-id", header(&job.trace_id));
+    headers.insert(REQUEST_ID, header(&job.request_id));
+    headers.insert(DEADLINE_MS, HeaderValue::from(deadline_ms));
+    headers.insert(FUNCTION_ARN, header(&job.invoked_arn));
+    headers.insert(TRACE_ID, header(&job.trace_id));
     if let Some(cc) = &job.client_context {
         // The client context is any UTF-8 JSON; header values carry non-ASCII bytes as obs-text.
         match HeaderValue::from_bytes(cc.as_bytes()) {
             Ok(v) => {
-                headers.insert("lambda-runtime-client-context", v);
+                headers.insert(CLIENT_CONTEXT, v);
             }
             Err(_) => {
                 tracing::warn!(request_id = %job.request_id, "client context has bytes a header cannot carry; not passed on")

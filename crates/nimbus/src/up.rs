@@ -376,7 +376,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
     println!("nimbus gateway listening on {scheme}://{gateway_addr}");
     println!("nimbus listening on http://{addr}");
 
-    let app = nimbus_api::router(state);
+    let app = nimbus_api::service(state);
     // On a signal: stop accepting connections, let running invocations finish within the grace
     // period (the rest are killed and their callers told), then store the metrics minutes held
     // in memory and every pending log line.
@@ -395,7 +395,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         let _ = gateway_stop_rx.await;
     }));
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(listener, axum::ServiceExt::into_make_service(app))
             .with_graceful_shutdown(async move {
                 let _ = stopped_rx.await;
             })
