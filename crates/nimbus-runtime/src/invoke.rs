@@ -41,7 +41,7 @@ pub struct RuntimeConfig {
 /// An invocation of a resolved version.
 #[derive(Debug, Clone)]
 pub struct InvokeRequest {
-    pub version: FunctionVersion,
+    pub version: Arc<FunctionVersion>,
     pub reserved_concurrency: Option<u32>,
     pub payload: Bytes,
     /// The ARN the caller used (with its qualifier), passed to the runtime.

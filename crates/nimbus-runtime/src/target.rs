@@ -1,13 +1,16 @@
 //! Which stored version an invocation of `name[:qualifier]` runs: shared by every caller that
 //! invokes by name (the Invoke API, the gateway's function integrations, async dispatch).
 
+use std::sync::Arc;
+
 use nimbus_core::{FunctionRef, FunctionVersion, Qualifier, VersionId};
 use nimbus_store::{Store, StoreError};
 
 /// A resolved invocation target.
 #[derive(Debug, Clone)]
 pub struct InvokeTarget {
-    pub version: FunctionVersion,
+    /// Shared with the store's cache: an invocation does not copy the version's record.
+    pub version: Arc<FunctionVersion>,
     /// The function's reserved concurrency, which the pool enforces.
     pub reserved: Option<u32>,
     /// The ARN the caller used (qualified when a qualifier was given), as the runtime reports
@@ -22,7 +25,7 @@ pub async fn resolve_target(
     name: &str,
     qualifier: Option<&Qualifier>,
 ) -> Result<InvokeTarget, StoreError> {
-    let record = store.get_function(name).await?;
+    let record = store.function_shared(name).await?;
     let (version, invoked_arn) = match qualifier {
         None => (VersionId::Latest, FunctionRef::arn(name)),
         Some(Qualifier::Latest) => (
@@ -41,7 +44,7 @@ pub async fn resolve_target(
             )
         }
     };
-    let version = store.get_version(name, version).await?;
+    let version = store.version_shared(name, version).await?;
     Ok(InvokeTarget {
         version,
         reserved: record.reserved_concurrency,

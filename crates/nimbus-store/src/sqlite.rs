@@ -166,6 +166,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX async_events_held ON async_events (function) WHERE held = 1;
     CREATE INDEX async_events_leased ON async_events (leased_until_ms) WHERE leased_until_ms IS NOT NULL;
     "#,
+    // 9: log events lose their index on time. Only retention used it, and every log line paid
+    // for it (three per invocation); retention now finds its cut by id, since events are
+    // stored in the order they were written.
+    r#"
+    DROP INDEX log_events_ts;
+    "#,
 ];
 
 /// Prepared statements kept per connection (more than the store has).
@@ -187,8 +193,10 @@ pub struct SqliteStore {
 #[derive(Default)]
 struct MetaCache {
     generation: u64,
-    functions: HashMap<String, FunctionRecord>,
-    versions: HashMap<(String, VersionId), FunctionVersion>,
+    /// Shared, so a lookup copies a pointer, not the record.
+    functions: HashMap<String, Arc<FunctionRecord>>,
+    /// By function, then version: a lookup by `&str` needs no key of its own.
+    versions: HashMap<String, HashMap<VersionId, Arc<FunctionVersion>>>,
     aliases: HashMap<(String, String), Alias>,
 }
 
@@ -521,8 +529,11 @@ impl SqliteStore {
             let mut c = self.cache();
             if c.generation == generation {
                 c.versions
-                    .insert((latest.function.clone(), VersionId::Latest), latest);
-                c.functions.insert(function.name.clone(), function);
+                    .entry(latest.function.clone())
+                    .or_default()
+                    .insert(VersionId::Latest, Arc::new(latest));
+                c.functions
+                    .insert(function.name.clone(), Arc::new(function));
             }
         }
     }
@@ -659,12 +670,19 @@ impl Store for SqliteStore {
     }
 
     async fn get_function(&self, name: &str) -> Result<FunctionRecord, StoreError> {
+        self.function_shared(name).await.map(Arc::unwrap_or_clone)
+    }
+
+    async fn function_shared(&self, name: &str) -> Result<Arc<FunctionRecord>, StoreError> {
+        if let Some(hit) = self.cache().functions.get(name) {
+            return Ok(hit.clone());
+        }
         let key = name.to_string();
         let name = name.to_string();
         self.cached(
             |c| c.functions.get(&key).cloned(),
-            move |conn| load_function(conn, &name),
-            |c, v: FunctionRecord| {
+            move |conn| load_function(conn, &name).map(Arc::new),
+            |c, v: Arc<FunctionRecord>| {
                 c.functions.insert(v.name.clone(), v);
             },
         )
@@ -1563,13 +1581,30 @@ impl Store for SqliteStore {
         name: &str,
         version: VersionId,
     ) -> Result<FunctionVersion, StoreError> {
-        let key = (name.to_string(), version);
+        self.version_shared(name, version)
+            .await
+            .map(Arc::unwrap_or_clone)
+    }
+
+    async fn version_shared(
+        &self,
+        name: &str,
+        version: VersionId,
+    ) -> Result<Arc<FunctionVersion>, StoreError> {
+        let lookup = |c: &MetaCache, name: &str| c.versions.get(name)?.get(&version).cloned();
+        if let Some(hit) = lookup(&self.cache(), name) {
+            return Ok(hit);
+        }
+        let key = name.to_string();
         let name = name.to_string();
         self.cached(
-            |c| c.versions.get(&key).cloned(),
-            move |conn| load_version(conn, &name, version),
-            |c, v: FunctionVersion| {
-                c.versions.insert((v.function.clone(), version), v);
+            |c| lookup(c, &key),
+            move |conn| load_version(conn, &name, version).map(Arc::new),
+            |c, v: Arc<FunctionVersion>| {
+                c.versions
+                    .entry(v.function.clone())
+                    .or_default()
+                    .insert(version, v);
             },
         )
         .await
@@ -1815,8 +1850,15 @@ impl Store for SqliteStore {
 
     async fn purge_logs(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.tx(move |tx| {
+            // The first event stored that is not older than the cut, found by walking the ids
+            // from the oldest: it reads only what is about to go, with no index on time.
             let n = tx
-                .execute("DELETE FROM log_events WHERE ts_ms < ?1", [before_ms])
+                .execute(
+                    "DELETE FROM log_events WHERE id < COALESCE(
+                        (SELECT id FROM log_events WHERE ts_ms >= ?1 ORDER BY id LIMIT 1),
+                        (SELECT max(id) + 1 FROM log_events))",
+                    [before_ms],
+                )
                 .map_err(backend)?;
             Ok(n as u64)
         })
@@ -1941,6 +1983,41 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn log_retention_cuts_at_the_first_event_stored_that_is_not_older() {
+        let s = SqliteStore::in_memory().unwrap();
+        let f: Arc<str> = "f".into();
+        let event = |ts_ms: i64| NewLogEvent {
+            function: f.clone(),
+            stream: f.clone(),
+            ts_ms,
+            request_id: None,
+            message: format!("at {ts_ms}"),
+        };
+        // 25 is stored after 30: written late, it waits for a later purge.
+        s.append_logs([10, 20, 30, 25, 40].map(event).to_vec())
+            .await
+            .unwrap();
+        let left = |s: SqliteStore| async move {
+            let q = LogQuery {
+                function: "f".into(),
+                since_ms: None,
+                after_id: None,
+                filter: None,
+                request_id: None,
+                limit: 100,
+            };
+            let events = s.query_logs(q).await.unwrap();
+            events.into_iter().map(|e| e.ts_ms).collect::<Vec<_>>()
+        };
+        assert_eq!(s.purge_logs(5).await.unwrap(), 0);
+        assert_eq!(s.purge_logs(30).await.unwrap(), 2);
+        assert_eq!(left(s.clone()).await, vec![30, 25, 40]);
+        assert_eq!(s.purge_logs(41).await.unwrap(), 3);
+        assert_eq!(left(s.clone()).await, Vec::<i64>::new());
+        assert_eq!(s.purge_logs(100).await.unwrap(), 0);
+    }
+
     fn latest(name: &str, sha: &str) -> FunctionVersion {
         FunctionVersion {
             function: name.into(),
@@ -1968,7 +2045,8 @@ mod tests {
         (
             c.functions.contains_key(name),
             c.versions
-                .get(&(name.to_string(), VersionId::Latest))
+                .get(name)
+                .and_then(|v| v.get(&VersionId::Latest))
                 .map(|v| v.code_sha256.clone()),
         )
     }

@@ -169,6 +169,11 @@ pub trait Store: Send + Sync + 'static {
         latest: FunctionVersion,
     ) -> Result<(), StoreError>;
     async fn get_function(&self, name: &str) -> Result<FunctionRecord, StoreError>;
+    /// [`Store::get_function`] without the copy: a store that caches records hands out the
+    /// cached one. For the invocation path, which reads a record on every call.
+    async fn function_shared(&self, name: &str) -> Result<Arc<FunctionRecord>, StoreError> {
+        self.get_function(name).await.map(Arc::new)
+    }
     /// Functions in name order, starting after `marker`, with their `$LATEST` version.
     async fn list_functions(
         &self,
@@ -196,6 +201,14 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         version: VersionId,
     ) -> Result<FunctionVersion, StoreError>;
+    /// [`Store::get_version`] without the copy (see [`Store::function_shared`]).
+    async fn version_shared(
+        &self,
+        name: &str,
+        version: VersionId,
+    ) -> Result<Arc<FunctionVersion>, StoreError> {
+        self.get_version(name, version).await.map(Arc::new)
+    }
     /// `$LATEST` first, then published versions in order, starting after `marker`.
     async fn list_versions(
         &self,
@@ -230,7 +243,9 @@ pub trait Store: Send + Sync + 'static {
     /// Appends log events in one transaction.
     async fn append_logs(&self, events: Vec<NewLogEvent>) -> Result<(), StoreError>;
     async fn query_logs(&self, query: LogQuery) -> Result<Vec<LogEvent>, StoreError>;
-    /// Deletes log events older than `before_ms`; returns how many.
+    /// Deletes the log events older than `before_ms`, oldest first in the order they were
+    /// stored, up to the first one that is not; returns how many. (Events are stored as they
+    /// are written, so an older one stored after a newer one waits for a later purge.)
     async fn purge_logs(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// Adds each row into the stored row of the same function, version and minute (see
     /// [`MetricMinute::merge`]), or stores it as it is; one transaction.
