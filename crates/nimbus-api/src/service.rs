@@ -12,6 +12,12 @@
 //! 5. [`crate::invoke::invoke_function`] does the rest, as it does behind the router.
 //!
 //! Any other method on the Invoke path goes to the router, which answers it as before.
+//!
+//! Where the two differ, it is in how a refusal is worded: a name that is not UTF-8 once
+//! decoded, a body sent without a length that runs past [`MAX_BODY`] and a body the client
+//! stops sending get Lambda's JSON error (with `x-amzn-ErrorType`) here, where axum's
+//! extractors answered in plain text. The body is read before the name is checked, as the
+//! SigV4 layer already did when credentials are configured.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

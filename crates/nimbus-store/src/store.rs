@@ -245,7 +245,9 @@ pub trait Store: Send + Sync + 'static {
     async fn query_logs(&self, query: LogQuery) -> Result<Vec<LogEvent>, StoreError>;
     /// Deletes the log events older than `before_ms`, oldest first in the order they were
     /// stored, up to the first one that is not; returns how many. (Events are stored as they
-    /// are written, so an older one stored after a newer one waits for a later purge.)
+    /// are written, so an older one stored after a newer one waits for a later purge; after
+    /// the host's clock is stepped back, lines stamped by the fast clock hold back the purge
+    /// of everything stored after them until the clock passes their time: kept, not lost.)
     async fn purge_logs(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// Adds each row into the stored row of the same function, version and minute (see
     /// [`MetricMinute::merge`]), or stores it as it is; one transaction.
