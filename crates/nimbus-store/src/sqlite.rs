@@ -474,11 +474,13 @@ impl SqliteStore {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A cached lookup: `get` reads the cache, `load` the database, `put` fills the cache.
-    async fn cached<T, G, L, P>(&self, get: G, load: L, put: P) -> Result<T, StoreError>
+    /// A cached lookup: `get` reads the cache, `load` makes (only on a miss, so a hit copies
+    /// no key into it) what reads the database, `put` fills the cache.
+    async fn cached<T, G, M, L, P>(&self, get: G, load: M, put: P) -> Result<T, StoreError>
     where
         T: Clone + Send + 'static,
         G: FnOnce(&MetaCache) -> Option<T>,
+        M: FnOnce() -> L,
         L: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
         P: FnOnce(&mut MetaCache, T),
     {
@@ -489,7 +491,7 @@ impl SqliteStore {
             }
             c.generation
         };
-        let value = self.with(load).await?;
+        let value = self.with(load()).await?;
         let mut c = self.cache();
         if c.generation == generation {
             put(&mut c, value.clone());
@@ -674,14 +676,12 @@ impl Store for SqliteStore {
     }
 
     async fn function_shared(&self, name: &str) -> Result<Arc<FunctionRecord>, StoreError> {
-        if let Some(hit) = self.cache().functions.get(name) {
-            return Ok(hit.clone());
-        }
-        let key = name.to_string();
-        let name = name.to_string();
         self.cached(
-            |c| c.functions.get(&key).cloned(),
-            move |conn| load_function(conn, &name).map(Arc::new),
+            |c| c.functions.get(name).cloned(),
+            || {
+                let name = name.to_string();
+                move |conn| load_function(conn, &name).map(Arc::new)
+            },
             |c, v: Arc<FunctionRecord>| {
                 c.functions.insert(v.name.clone(), v);
             },
@@ -1591,15 +1591,12 @@ impl Store for SqliteStore {
         name: &str,
         version: VersionId,
     ) -> Result<Arc<FunctionVersion>, StoreError> {
-        let lookup = |c: &MetaCache, name: &str| c.versions.get(name)?.get(&version).cloned();
-        if let Some(hit) = lookup(&self.cache(), name) {
-            return Ok(hit);
-        }
-        let key = name.to_string();
-        let name = name.to_string();
         self.cached(
-            |c| lookup(c, &key),
-            move |conn| load_version(conn, &name, version).map(Arc::new),
+            |c| c.versions.get(name)?.get(&version).cloned(),
+            || {
+                let name = name.to_string();
+                move |conn| load_version(conn, &name, version).map(Arc::new)
+            },
             |c, v: Arc<FunctionVersion>| {
                 c.versions
                     .entry(v.function.clone())
@@ -1723,10 +1720,12 @@ impl Store for SqliteStore {
 
     async fn get_alias(&self, function: &str, name: &str) -> Result<Alias, StoreError> {
         let key = (function.to_string(), name.to_string());
-        let (function, name) = key.clone();
         self.cached(
             |c| c.aliases.get(&key).cloned(),
-            move |conn| load_alias(conn, &function, &name),
+            || {
+                let (function, name) = key.clone();
+                move |conn| load_alias(conn, &function, &name)
+            },
             |c, a: Alias| {
                 c.aliases.insert((a.function.clone(), a.name.clone()), a);
             },
