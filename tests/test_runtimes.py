@@ -83,6 +83,7 @@ exports.handler = async (event, context) => {
       invoked_function_arn: context.invokedFunctionArn,
     },
     env: process.env,
+    modules: Object.keys(require.cache),
     event,
   };
 };
@@ -242,6 +243,10 @@ def test_node_commonjs_async(lam, node_async):
     check_environment(env, node_async, 192, "index.handler", r.payload["ctx"])
     assert env["MY_VAR"] == "node value"
     assert "node says hi" in r.log
+    # The spare's warm-up loaded a stand-in module; the function's module cache holds only its own.
+    assert "/var/task/index.js" in r.payload["modules"], r.payload["modules"]
+    assert not [m for m in r.payload["modules"] if "nimbus-warm-up" in m], r.payload["modules"]
+    assert "NIMBUS_WARM_UP" not in env
 
 
 def test_node_callback_style(lam):
