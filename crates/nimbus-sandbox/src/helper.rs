@@ -324,7 +324,6 @@ fn ns_init_inner(req: &Request, status: &Status, spec: &mut File) -> Setup<()> {
     let Ok(assign) = read_message::<Assign>(&mut *spec) else {
         return Ok(());
     };
-    assign_code(req, &assign)?;
     let mut adopted_exit = None;
     if let (Some(pid), Some((read_end, w))) = (assign.adopted, adopt_pipe.take()) {
         drop(read_end);
@@ -335,17 +334,27 @@ fn ns_init_inner(req: &Request, status: &Status, spec: &mut File) -> Setup<()> {
             adopted_exit = Some(r);
         }
     }
+    if let Start::Handoff { env } = &assign.start {
+        let Some((_, w)) = prestarted.as_mut() else {
+            return Err(fail("handoff", "no prestarted program")(Errno::EINVAL));
+        };
+        // The environment goes before the code is mounted, so the runtime takes it in while
+        // the mounts below are made (see `handoff_block`). A program that died meanwhile makes
+        // the write fail (EPIPE); its exit is reaped and reported below like any other.
+        let _ = w.write_all(&handoff_block(env));
+    }
+    // A failure here drops the handoff pipe before its last byte: the runtime exits.
+    assign_code(req, &assign)?;
     let program = match assign.start {
-        Start::Handoff { env } => {
+        Start::Handoff { .. } => {
             let Some((pid, mut w)) = prestarted.take() else {
                 return Err(fail("handoff", "no prestarted program")(Errno::EINVAL));
             };
             // Ready first: the server then sets up the instance's endpoint while the runtime
             // loads its function, instead of after it (on two cores, whichever is woken second
-            // can wait for a CPU). A program that died meanwhile makes the write fail (EPIPE);
-            // its exit is reaped and reported below like any other.
+            // can wait for a CPU).
             status.send(&Report::Ready);
-            let _ = w.write_all(&env_block(&env));
+            let _ = w.write_all(&[CODE_READY]);
             drop(w);
             return reap_program(status, pid, adopted_exit);
         }
@@ -431,8 +440,16 @@ fn watch_adopted(status: &Status, mut exit: File) -> Setup<()> {
     Ok(())
 }
 
-/// `KEY=value\0` for each variable: what a prestarted runtime reads on fd 3.
-fn env_block(env: &[(String, String)]) -> Vec<u8> {
+/// The byte a handoff ends with once `/var/task` is mounted.
+const CODE_READY: u8 = 0;
+
+/// What a prestarted runtime reads on fd 3 before its code is mounted: the function's
+/// environment as `KEY=value\0` entries, then an empty entry (one more NUL) that ends it. Once
+/// the code is at `/var/task`, [`CODE_READY`] follows and the pipe closes. A runtime that reads
+/// to the end and skips empty entries needs no more than that; one that applies the environment
+/// at the empty entry overlaps its work with the mounts. End of file before `CODE_READY`: the
+/// spare was let go or its assignment failed, and the runtime should exit.
+fn handoff_block(env: &[(String, String)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (k, v) in env {
         out.extend_from_slice(k.as_bytes());
@@ -440,6 +457,7 @@ fn env_block(env: &[(String, String)]) -> Vec<u8> {
         out.extend_from_slice(v.as_bytes());
         out.push(0);
     }
+    out.push(0);
     out
 }
 

@@ -926,7 +926,8 @@ async fn spare_handoff_runs_the_prestarted_program(ctx: &Ctx) -> Result<(), Stri
     ctx.spec("handoff-code", "exit 0");
     // Before the handoff the program sees no code; after it, its function's code and env.
     let script = "echo before=$(ls -A /var/task | wc -l); \
-                  env=$(tr '\\0' '\\n' <&3); echo \"$env\"; \
+                  cat <&3 >/tmp/handoff; env=$(tr '\\0' '\\n' </tmp/handoff); echo \"$env\"; \
+                  echo ends=$(tail -c 3 /tmp/handoff | od -An -tx1 | tr -d ' \\n'); \
                   echo after=$(ls /var/task); echo staging=$(ls -a / | grep -c nimbus-code); \
                   echo tmp=$(df -m /tmp | awk 'NR==2{print $2}'); echo uid=$(id -u); echo cwd=$(pwd)";
     let mut spare = prepare_spare(&ctx.config, spare_spec(ctx, "handoff-test", script))
@@ -983,6 +984,13 @@ async fn spare_handoff_runs_the_prestarted_program(ctx: &Ctx) -> Result<(), Stri
     })?;
     ensure(line_value(&o.stdout, "FN") == Some("hello world"), || {
         format!("handoff env missing: {}", o.stdout)
+    })?;
+    // The environment's closing empty entry, then the byte that says the code is mounted.
+    ensure(line_value(&o.stdout, "ends") == Some("000000"), || {
+        format!(
+            "handoff not ended by an empty entry and the code's byte: {}",
+            o.stdout
+        )
     })?;
     ensure(line_value(&o.stdout, "after") == Some("run.sh"), || {
         format!("/var/task after the assignment: {}", o.stdout)

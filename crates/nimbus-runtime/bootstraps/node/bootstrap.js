@@ -460,29 +460,54 @@ function loadStaticContext() {
 
 /**
  * Pre-initialised instance (a Nimbus spare): node started and loaded this file before any
- * function was chosen. The function's environment arrives on `fd` as KEY=value\0 entries; its
- * code is at /var/task by the time it does. EOF without data: the spare was discarded.
+ * function was chosen. The function's environment arrives on `fd` as KEY=value\0 entries ended
+ * by an empty one; it is applied while the sandbox mounts the function's code, which one more
+ * NUL then says is at /var/task. End of file before that: the spare was let go (or its
+ * assignment failed), and the process exits.
  */
 function receiveAssignment(fd) {
-  let data;
-  try {
-    data = fs.readFileSync(fd);
-  } catch (e) {
-    process.exit(0);
+  const chunk = Buffer.allocUnsafe(16384);
+  let data = Buffer.alloc(0);
+  // Reads once more; false at end of file (or if the pipe broke).
+  const more = () => {
+    let n = 0;
+    try {
+      n = fs.readSync(fd, chunk, 0, chunk.length, null);
+    } catch (e) {
+      n = 0;
+    }
+    if (n > 0) data = Buffer.concat([data, chunk.subarray(0, n)]);
+    return n > 0;
+  };
+  // Where the environment's closing empty entry is, once it has come.
+  const envEnd = () => {
+    if (data.length > 0 && data[0] === 0) return 0;
+    const i = data.indexOf(ENV_END);
+    return i < 0 ? -1 : i + 1;
+  };
+  let end;
+  while ((end = envEnd()) < 0) {
+    if (!more()) process.exit(0);
+  }
+  const next = parseAssignment(data.subarray(0, end));
+  // Only what changes is written: setting TZ, even to the same value, makes node reload the
+  // time zone, and every write goes through libuv's environment lock.
+  for (const k of Object.keys(env)) if (!next.has(k)) delete env[k];
+  for (const [k, v] of next) if (env[k] !== v) env[k] = v;
+  // The code's mount: the byte after that entry.
+  while (data.length < end + 2) {
+    if (!more()) process.exit(0);
   }
   try {
     fs.closeSync(fd);
   } catch (e) {
     /* already closed */
   }
-  if (data.length === 0) process.exit(0);
-  const next = parseAssignment(data);
-  // Only what changes is written: setting TZ, even to the same value, makes node reload the
-  // time zone, and every write goes through libuv's environment lock.
-  for (const k of Object.keys(env)) if (!next.has(k)) delete env[k];
-  for (const [k, v] of next) if (env[k] !== v) env[k] = v;
   process.chdir(env.LAMBDA_TASK_ROOT || '/var/task');
 }
+
+/** The end of a handoff's environment: its last entry's NUL, then an empty entry. */
+const ENV_END = Buffer.from([0, 0]);
 
 /** The function's environment from an assignment: KEY=value entries, each ending in NUL. */
 function parseAssignment(data) {
@@ -673,6 +698,9 @@ async function warmUp() {
     void process.stderr;
     void new Date().toISOString();
     void util.format('%s', {});
+    const own = fs.openSync(__filename, 'r');
+    fs.readSync(own, Buffer.allocUnsafe(64), 0, 64, null);
+    fs.closeSync(own);
     parseAssignment(Buffer.from('NIMBUS_WARM_UP=1\0'));
     env.NIMBUS_WARM_UP = '1';
     delete env.NIMBUS_WARM_UP;

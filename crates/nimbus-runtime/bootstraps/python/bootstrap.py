@@ -452,8 +452,8 @@ def _warm_up():
 def _receive_assignment(fd):
     """Pre-initialised instance (a Nimbus spare): this interpreter started, loaded the
     bootstrap, and waited before any function was chosen. The function's environment arrives
-    on `fd` as KEY=value\\0 entries; its code is at /var/task by the time it does. EOF without
-    data means the spare was discarded.
+    on `fd` as KEY=value\\0 entries ended by an empty one, before its code is mounted; one more
+    NUL says the code is at /var/task. End of file before that: the spare was let go.
 
     Returns a client already connected to the Runtime API address the spare was given, so the
     cold start's first request skips the connect (None when there is none)."""
@@ -482,25 +482,42 @@ def _receive_assignment(fd):
     if ready:
         # A started spare counts as ready only once the server reads this line (spares.rs).
         os.write(1, ready.encode() + b"\n")
-    chunks = []
+    data = b""
+
+    def more():
+        # One more read of the handoff; end of file (or a broken pipe) before the code's mount
+        # means the spare was let go or its assignment failed.
+        while True:
+            try:
+                b = os.read(fd, 65536)
+            except InterruptedError:
+                continue
+            except OSError:
+                b = b""
+            if not b:
+                os._exit(0)
+            return b
+
+    # The environment is ended by an empty entry; it is applied while the code is mounted.
     while True:
-        try:
-            b = os.read(fd, 65536)
-        except InterruptedError:
-            continue
-        if not b:
+        if data[:1] == b"\0":
+            end = 0
             break
-        chunks.append(b)
-    os.close(fd)
-    data = b"".join(chunks)
-    if not data:
-        os._exit(0)
-    for entry in data.split(b"\0"):
+        end = data.find(b"\0\0")
+        if end >= 0:
+            end += 1
+            break
+        data += more()
+    for entry in data[:end].split(b"\0"):
         if entry:
             k, _, v = entry.partition(b"=")
             env[k.decode("utf-8", "surrogateescape")] = v.decode("utf-8", "surrogateescape")
     if env.get("TZ") != tz:
         time.tzset()
+    # One more NUL after that entry: the code is at /var/task.
+    while len(data) < end + 2:
+        data += more()
+    os.close(fd)
     os.chdir(env.get("LAMBDA_TASK_ROOT") or "/var/task")
     # PYTHONPATH is read at interpreter start, which came before the function's environment.
     extra = [p for p in env.get("PYTHONPATH", "").split(":") if p and p not in sys.path]
