@@ -64,7 +64,9 @@ pub(crate) struct Assign {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub(crate) enum Start {
-    /// The prestarted program gets this environment on fd 3 (`KEY=value\0` entries, then EOF).
+    /// The prestarted program gets this environment on fd 3 before the code is mounted
+    /// (`KEY=value\0` entries and an empty one), then one NUL once it is, then EOF (see the
+    /// helper's `handoff_block`).
     Handoff { env: Vec<(String, String)> },
     /// Exec this program (any prestarted one is killed first).
     Exec(Exec),
@@ -84,8 +86,9 @@ pub(crate) enum Report {
         #[serde(default)]
         exit_fd: Option<i32>,
     },
-    /// The function's program runs: exec succeeded, or (sent just before the environment is
-    /// written to it) the prestarted one is about to get its handoff.
+    /// The function's program runs: exec succeeded, or (sent once the code is mounted, just
+    /// before the byte that tells the prestarted program so) the prestarted one has its
+    /// environment and is about to load the function.
     Ready,
     /// execve failed (or the program could not be reached as the unprivileged user).
     ExecFailed { program: PathBuf, errno: i32 },

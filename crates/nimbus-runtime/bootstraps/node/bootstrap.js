@@ -471,10 +471,14 @@ function receiveAssignment(fd) {
   // Reads once more; false at end of file (or if the pipe broke).
   const more = () => {
     let n = 0;
-    try {
-      n = fs.readSync(fd, chunk, 0, chunk.length, null);
-    } catch (e) {
-      n = 0;
+    for (;;) {
+      try {
+        n = fs.readSync(fd, chunk, 0, chunk.length, null);
+      } catch (e) {
+        if (e && e.code === 'EINTR') continue;
+        n = 0;
+      }
+      break;
     }
     if (n > 0) data = Buffer.concat([data, chunk.subarray(0, n)]);
     return n > 0;
@@ -699,8 +703,11 @@ async function warmUp() {
     void new Date().toISOString();
     void util.format('%s', {});
     const own = fs.openSync(__filename, 'r');
-    fs.readSync(own, Buffer.allocUnsafe(64), 0, 64, null);
-    fs.closeSync(own);
+    try {
+      fs.readSync(own, Buffer.allocUnsafe(64), 0, 64, null);
+    } finally {
+      fs.closeSync(own);
+    }
     parseAssignment(Buffer.from('NIMBUS_WARM_UP=1\0'));
     env.NIMBUS_WARM_UP = '1';
     delete env.NIMBUS_WARM_UP;
