@@ -16,16 +16,19 @@ pub(crate) const NODE_FILE: &str = "bootstrap.js";
 const NODE_WARM_UP_FILE: &str = "nimbus-warm-up.js";
 pub(crate) const ZYGOTE_FILE: &str = "zygote.py";
 
+/// Every file of the runtime directory, with its text.
+const FILES: [(&str, &str); 4] = [
+    (PYTHON_FILE, PYTHON),
+    (NODE_FILE, NODE),
+    (NODE_WARM_UP_FILE, NODE_WARM_UP),
+    (ZYGOTE_FILE, ZYGOTE),
+];
+
 /// Writes the bootstraps into `dir` (replacing older copies) and makes them read-only.
 pub fn install_bootstraps(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-    for (name, text) in [
-        (PYTHON_FILE, PYTHON),
-        (NODE_FILE, NODE),
-        (NODE_WARM_UP_FILE, NODE_WARM_UP),
-        (ZYGOTE_FILE, ZYGOTE),
-    ] {
+    for (name, text) in FILES {
         let path = dir.join(name);
         if std::fs::read_to_string(&path).ok().as_deref() == Some(text) {
             continue;
@@ -50,12 +53,7 @@ mod tests {
         let dir = tmp.path().join("runtime");
         install_bootstraps(&dir).expect("first install");
         install_bootstraps(&dir).expect("second install over the read-only copies");
-        for (name, text) in [
-            (PYTHON_FILE, PYTHON),
-            (NODE_FILE, NODE),
-            (NODE_WARM_UP_FILE, NODE_WARM_UP),
-            (ZYGOTE_FILE, ZYGOTE),
-        ] {
+        for (name, text) in FILES {
             let path = dir.join(name);
             assert_eq!(std::fs::read_to_string(&path).expect(name), text, "{name}");
             let mode = std::fs::metadata(&path).expect(name).permissions().mode();

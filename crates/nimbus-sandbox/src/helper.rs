@@ -334,13 +334,11 @@ fn ns_init_inner(req: &Request, status: &Status, spec: &mut File) -> Setup<()> {
             adopted_exit = Some(r);
         }
     }
-    if let Start::Handoff { env } = &assign.start {
-        let Some((_, w)) = prestarted.as_mut() else {
-            return Err(fail("handoff", "no prestarted program")(Errno::EINVAL));
-        };
+    if let (Start::Handoff { env }, Some((_, w))) = (&assign.start, prestarted.as_mut()) {
         // The environment goes before the code is mounted, so the runtime takes it in while
         // the mounts below are made (see `handoff_block`). A program that died meanwhile makes
-        // the write fail (EPIPE); its exit is reaped and reported below like any other.
+        // the write fail (EPIPE); its exit is reaped and reported below like any other. A
+        // handoff without a prestarted program is refused below.
         let _ = w.write_all(&handoff_block(env));
     }
     // A failure here drops the handoff pipe before its last byte: the runtime exits.
