@@ -15,7 +15,8 @@ use std::task::{Context, Poll};
 
 type BoxedFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// Runs `F` inline; on drop before completion, moves it to a spawned task that finishes it.
+/// Polls a boxed future where it is awaited; if dropped before the future ends, moves it to a
+/// spawned task that finishes it.
 pub(crate) struct Detached<T: Send + 'static> {
     fut: Option<BoxedFuture<T>>,
 }
