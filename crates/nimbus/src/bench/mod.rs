@@ -108,21 +108,35 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("interpreter floors ...");
     let floors = floors(&args, &interpreters).await;
 
+    // The peer is installed first: its cold starts are measured in blocks between Nimbus's.
+    let setup = if args.no_peer {
+        None
+    } else {
+        match args.peer {
+            BenchPeer::ServerlessOffline => Some(peer_setup(&interpreters).await),
+        }
+    };
+    let mut peer_cold = Vec::new();
     let mut rows = Vec::new();
     eprintln!("nimbus ...");
-    let memory = measure_nimbus(&args, &mut rows, &mut notes).await?;
+    let memory = measure_nimbus(
+        &args,
+        &mut rows,
+        &mut notes,
+        setup.as_ref().and_then(|s| s.as_ref().ok()),
+        &mut peer_cold,
+    )
+    .await?;
 
     eprintln!("runtime API floor ...");
     measure_relay_floor(&args, &interpreters, &mut rows, &mut notes).await;
 
-    let peer = if args.no_peer {
-        PeerState::Skipped
-    } else {
-        match args.peer {
-            BenchPeer::ServerlessOffline => {
-                eprintln!("serverless-offline ...");
-                measure_peer(&args, &interpreters, &mut rows, &mut notes).await
-            }
+    let peer = match setup {
+        None => PeerState::Skipped,
+        Some(Err(e)) => PeerState::Unavailable(e),
+        Some(Ok(setup)) => {
+            eprintln!("serverless-offline ...");
+            measure_peer(&args, &setup, peer_cold, &mut rows, &mut notes).await
         }
     };
 
@@ -515,6 +529,8 @@ async fn measure_nimbus(
     args: &BenchArgs,
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
+    setup: Option<&PeerSetup>,
+    peer_cold: &mut Vec<(Lang, Result<Cold, String>)>,
 ) -> anyhow::Result<Result<Memory, String>> {
     let top = args.concurrency.iter().copied().max().unwrap_or(1);
     let max_instances = args
@@ -550,9 +566,21 @@ async fn measure_nimbus(
     for f in &functions {
         eprintln!("  {} ...", f.name);
         let mut row = Row::new(System::Nimbus, f.lang);
-        if let Err(e) =
-            measure_function(args, &client, &mut server, f, baseline, &mut row, notes).await
-        {
+        // The peer serves the python and node hellos, not the Rust one.
+        let partner = setup.filter(|_| f.lang != Lang::Provided && args.cold > 0);
+        let measured = measure_function(
+            args,
+            &client,
+            &mut server,
+            f,
+            baseline,
+            &mut row,
+            notes,
+            partner,
+            peer_cold,
+        )
+        .await;
+        if let Err(e) = measured {
             eprintln!("  {}: {e:#}", f.name);
             row.error = Some(format!("{e:#}"));
         }
@@ -707,6 +735,7 @@ async fn cold_invoke(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn measure_function(
     args: &BenchArgs,
     client: &Client,
@@ -715,26 +744,52 @@ async fn measure_function(
     baseline: usize,
     row: &mut Row,
     notes: &mut Vec<String>,
+    partner: Option<&PeerSetup>,
+    peer_cold: &mut Vec<(Lang, Result<Cold, String>)>,
 ) -> anyhow::Result<()> {
     let target = Target::invoke(&server.endpoint, f.name)?;
 
     // Cold starts: a configuration change retires every instance, so the next invoke starts a
     // new one. Only that invoke is timed, once the retired instance's processes are gone and
-    // the spare pool is full again (the table's figure), and then again back to back.
+    // the spare pool is full again (the table's figure), and then again back to back. The
+    // peer's cold starts of the same handler run in blocks between the paced series' blocks.
+    let mut blocks = match partner {
+        None => None,
+        Some(setup) => {
+            eprintln!(
+                "    serverless-offline {} cold, in blocks between ours ...",
+                f.lang.label()
+            );
+            match PeerBlocks::start(setup, f.lang, args.cold).await {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    peer_cold.push((f.lang, Err(e)));
+                    None
+                }
+            }
+        }
+    };
     let spares = spare_counts(client).await;
-    let (paced, paced_note) = cold_series(
+    let paced = cold_series(
         args,
         client,
         server,
         f,
         baseline,
         Pacing::SparesFull(&spares),
+        blocks.as_mut(),
     )
-    .await?;
+    .await;
+    if let Some(b) = blocks {
+        let (cold, note) = b.finish().await;
+        peer_cold.push((f.lang, Ok(cold)));
+        notes.extend(note);
+    }
+    let (paced, paced_note) = paced?;
     row.cold = Some(paced);
     notes.extend(paced_note);
     let (rushed, rushed_note) =
-        cold_series(args, client, server, f, baseline, Pacing::BackToBack).await?;
+        cold_series(args, client, server, f, baseline, Pacing::BackToBack, None).await?;
     notes.extend(rushed_note);
     if let Some(l) = &rushed.latency {
         notes.push(format!(
@@ -805,7 +860,10 @@ fn refilled(now: &BTreeMap<String, u64>, full: &BTreeMap<String, u64>) -> bool {
 }
 
 /// `args.cold` forced cold starts of `f`, each timed alone; returns them and a note when the
-/// pacing could not be kept.
+/// pacing could not be kept. With `peer`, the series is cut into four blocks and the peer's
+/// four blocks of cold starts run between them in the order ours, peer, peer, ours, ours,
+/// peer, peer, ours: both systems' samples then sit at the same mean time in the run, so a
+/// machine that speeds up or slows down steadily moves both alike.
 async fn cold_series(
     args: &BenchArgs,
     client: &Client,
@@ -813,7 +871,11 @@ async fn cold_series(
     f: &Function,
     baseline: usize,
     pacing: Pacing<'_>,
+    mut peer: Option<&mut PeerBlocks>,
 ) -> anyhow::Result<(Cold, Option<String>)> {
+    let ours = quarters(args.cold);
+    // Where the peer's blocks go: two after our first block, two after our third.
+    let breaks = [ours[0], ours[0] + ours[1] + ours[2]];
     let target = Target::invoke(&server.endpoint, f.name)?.with_log_tail();
     let mut cold = Cold {
         attempted: args.cold,
@@ -825,6 +887,12 @@ async fn cold_series(
     let mut misses = 0;
     let mut note = None;
     for i in 0..args.cold {
+        if let Some(p) = peer.as_deref_mut() {
+            if breaks.contains(&i) {
+                p.block().await;
+                p.block().await;
+            }
+        }
         let limit = if settle {
             Duration::from_millis(500)
         } else {
@@ -869,19 +937,34 @@ async fn cold_series(
         }
         cold_invoke(&mut conn, &target, &mut cold, &mut samples, nimbus_cold).await;
     }
+    // A series too short for four blocks of ours still gives the peer all of its own.
+    if let Some(p) = peer {
+        while p.block().await {}
+    }
     cold.latency = Latency::of(&mut samples);
     Ok((cold, note))
 }
 
-async fn measure_peer(
-    args: &BenchArgs,
-    interpreters: &Interpreters,
-    rows: &mut Vec<Row>,
-    notes: &mut Vec<String>,
-) -> PeerState {
+/// `n` split into four blocks as even as can be, the larger ones first.
+fn quarters(n: usize) -> [usize; 4] {
+    let mut q = [n / 4; 4];
+    for b in q.iter_mut().take(n % 4) {
+        *b += 1;
+    }
+    q
+}
+
+/// serverless-offline installed, with the PATH it runs under.
+struct PeerSetup {
+    dir: PathBuf,
+    path: String,
+}
+
+/// Installs the peer (`npm ci`, once) and works out its PATH.
+async fn peer_setup(interpreters: &Interpreters) -> Result<PeerSetup, String> {
     let dir = peer::install_dir();
     if let Err(e) = peer::install(&dir).await {
-        return PeerState::Unavailable(format!("installing it failed: {e:#}"));
+        return Err(format!("installing it failed: {e:#}"));
     }
     // serverless-offline runs `python3` from PATH: the same interpreter Nimbus runs, not the
     // pyenv shim in front of it.
@@ -889,6 +972,108 @@ async fn measure_peer(
     if let Some(dir) = interpreters.python.as_deref().and_then(Path::parent) {
         path = format!("{}:{path}", dir.display());
     }
+    Ok(PeerSetup { dir, path })
+}
+
+/// The peer's forced cold starts of one handler, taken in blocks between Nimbus's (see
+/// [`cold_series`]): serverless-offline in its cold-start mode (`--reloadHandler`), running
+/// for the length of the series.
+struct PeerBlocks {
+    peer: peer::Peer,
+    lang: Lang,
+    target: Target,
+    sizes: std::vec::IntoIter<usize>,
+    cold: Cold,
+    samples: Vec<Duration>,
+    conn: Option<Conn>,
+    /// Processes in its group once it had answered its first request.
+    idle_group: usize,
+    /// The most processes its group held at the end of a block.
+    most: usize,
+}
+
+impl PeerBlocks {
+    async fn start(setup: &PeerSetup, lang: Lang, n: usize) -> Result<PeerBlocks, String> {
+        let peer = peer::Peer::start(&setup.dir, true, &setup.path)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let target =
+            Target::invoke(&peer.endpoint, &peer_function(lang)).map_err(|e| format!("{e:#}"))?;
+        // The first request loads the peer's runner code itself; it is not a handler cold start.
+        probe(&target).await?;
+        let mut blocks = PeerBlocks {
+            idle_group: 0,
+            most: 0,
+            peer,
+            lang,
+            target,
+            sizes: quarters(n).to_vec().into_iter(),
+            cold: Cold {
+                attempted: n,
+                ..Cold::default()
+            },
+            samples: Vec::with_capacity(n),
+            conn: None,
+        };
+        blocks.settle().await;
+        blocks.idle_group = blocks.peer.group_size();
+        Ok(blocks)
+    }
+
+    /// The next block of cold starts; false when none was left.
+    async fn block(&mut self) -> bool {
+        let Some(n) = self.sizes.next() else {
+            return false;
+        };
+        for _ in 0..n {
+            cold_invoke(
+                &mut self.conn,
+                &self.target,
+                &mut self.cold,
+                &mut self.samples,
+                |a| handler_cold(&a.body) == Some(true),
+            )
+            .await;
+        }
+        self.most = self.most.max(self.peer.group_size());
+        self.settle().await;
+        true
+    }
+
+    /// Waits (up to 3 s) until the handler processes of the last block are cleaned up (it
+    /// retires them after 1 s idle), so their ending does not fall into our next block.
+    async fn settle(&self) {
+        let until = Instant::now() + Duration::from_secs(3);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        while self.peer.group_size() > self.idle_group.max(1) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the peer; the series and a note on its process group.
+    async fn finish(mut self) -> (Cold, Vec<String>) {
+        self.cold.latency = Latency::of(&mut self.samples);
+        let mut notes = Vec::new();
+        if self.most > 1 {
+            notes.push(format!(
+                "serverless-offline's process group held up to {} processes at the end of a block of {} cold starts.",
+                self.most,
+                self.lang.label()
+            ));
+        }
+        drop(self.conn.take());
+        notes.extend(self.peer.stop().await);
+        (self.cold, notes)
+    }
+}
+
+async fn measure_peer(
+    args: &BenchArgs,
+    setup: &PeerSetup,
+    cold: Vec<(Lang, Result<Cold, String>)>,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> PeerState {
     let langs: Vec<Lang> = [Lang::Python, Lang::Node]
         .into_iter()
         .filter(|l| selected(args, *l))
@@ -897,9 +1082,18 @@ async fn measure_peer(
         .iter()
         .map(|l| Row::new(System::ServerlessOffline, *l))
         .collect();
+    // Its cold starts were taken between Nimbus's (see `cold_series`).
+    for (lang, result) in cold {
+        if let Some(row) = peer_rows.iter_mut().find(|r| r.lang == lang) {
+            match result {
+                Ok(c) => row.cold = Some(c),
+                Err(e) => row.error = Some(e),
+            }
+        }
+    }
 
     // Warm: the default mode keeps a handler instance per concurrent request and reuses it.
-    let warm = match peer::Peer::start(&dir, false, &path).await {
+    let warm = match peer::Peer::start(&setup.dir, false, &setup.path).await {
         Ok(p) => p,
         Err(e) => return PeerState::Unavailable(format!("{e:#}")),
     };
@@ -923,33 +1117,6 @@ async fn measure_peer(
         }
     }
     notes.extend(warm.stop().await);
-
-    // Cold: --reloadHandler makes every request a new handler instance (a new python process,
-    // a new node worker thread that loads the module again).
-    if args.cold > 0 {
-        let cold_peer = match peer::Peer::start(&dir, true, &path).await {
-            Ok(p) => p,
-            Err(e) => return PeerState::Unavailable(format!("{e:#}")),
-        };
-        for row in &mut peer_rows {
-            if row.error.is_some() {
-                continue;
-            }
-            eprintln!("  {} cold ...", row.lang.label());
-            match Target::invoke(&cold_peer.endpoint, &peer_function(row.lang)) {
-                Ok(target) => row.cold = Some(peer_cold(&target, args.cold).await),
-                Err(e) => row.error = Some(format!("{e:#}")),
-            }
-            let group = cold_peer.group_size();
-            if group > 1 {
-                notes.push(format!(
-                    "serverless-offline's process group held {group} processes after the {} cold starts.",
-                    row.lang.label()
-                ));
-            }
-        }
-        notes.extend(cold_peer.stop().await);
-    }
     rows.extend(peer_rows);
     PeerState::Measured
 }
@@ -978,27 +1145,6 @@ async fn probe(target: &Target) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Sequential invokes on one connection to a peer in cold-start mode; counted cold when the
-/// handler saw a freshly loaded module.
-async fn peer_cold(target: &Target, n: usize) -> Cold {
-    let mut cold = Cold {
-        attempted: n,
-        ..Cold::default()
-    };
-    // The first request loads the peer's runner code itself; it is not a handler cold start.
-    let _ = probe(target).await;
-    let mut samples = Vec::with_capacity(n);
-    let mut conn: Option<Conn> = None;
-    for _ in 0..n {
-        cold_invoke(&mut conn, target, &mut cold, &mut samples, |a| {
-            handler_cold(&a.body) == Some(true)
-        })
-        .await;
-    }
-    cold.latency = Latency::of(&mut samples);
-    cold
 }
 
 fn now_utc() -> String {
@@ -1133,6 +1279,19 @@ mod tests {
         assert!(peer::HELLO_PY.contains("def handler(event, context):"));
         assert!(peer::HELLO_JS.contains("exports.handler"));
         assert_eq!(peer::function_name("python"), "nimbus-bench-bench-python");
+    }
+
+    #[test]
+    fn a_cold_series_splits_into_four_blocks_that_add_up() {
+        assert_eq!(quarters(200), [50, 50, 50, 50]);
+        assert_eq!(quarters(7), [2, 2, 2, 1]);
+        assert_eq!(quarters(3), [1, 1, 1, 0]);
+        assert_eq!(quarters(0), [0, 0, 0, 0]);
+        for n in 0..50 {
+            let q = quarters(n);
+            assert_eq!(q.iter().sum::<usize>(), n);
+            assert!(q.iter().max().unwrap_or(&0) - q.iter().min().unwrap_or(&0) <= 1);
+        }
     }
 
     #[test]
