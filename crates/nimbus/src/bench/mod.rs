@@ -1025,6 +1025,9 @@ impl PeerBlocks {
         let Some(n) = self.sizes.next() else {
             return false;
         };
+        // A fresh connection per block: ours ran for seconds meanwhile, and serverless-offline
+        // closes a keep-alive connection after 5 s idle. (The connect is not timed.)
+        self.conn = None;
         for _ in 0..n {
             cold_invoke(
                 &mut self.conn,
