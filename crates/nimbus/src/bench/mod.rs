@@ -763,7 +763,7 @@ async fn measure_function(
             match PeerBlocks::start(setup, f.lang, args.cold).await {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    peer_cold.push((f.lang, Err(e)));
+                    peer_cold.push((f.lang, Err(format!("its cold-start mode: {e}"))));
                     None
                 }
             }
