@@ -1090,7 +1090,7 @@ async fn measure_peer(
         if let Some(row) = peer_rows.iter_mut().find(|r| r.lang == lang) {
             match result {
                 Ok(c) => row.cold = Some(c),
-                Err(e) => row.error = Some(e),
+                Err(e) => row.stopped(e),
             }
         }
     }
@@ -1105,12 +1105,12 @@ async fn measure_peer(
         let target = match Target::invoke(&warm.endpoint, &peer_function(row.lang)) {
             Ok(t) => t,
             Err(e) => {
-                row.error = Some(format!("{e:#}"));
+                row.stopped(format!("{e:#}"));
                 continue;
             }
         };
         if let Err(e) = probe(&target).await {
-            row.error = Some(e);
+            row.stopped(e);
             continue;
         }
         for &c in &args.concurrency {

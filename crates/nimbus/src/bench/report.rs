@@ -78,6 +78,15 @@ impl Row {
         }
     }
 
+    /// Records why a measurement stopped, after any reason already recorded (a peer's cold
+    /// series runs before its warm runs, and both can fail).
+    pub fn stopped(&mut self, why: String) {
+        self.error = Some(match self.error.take() {
+            Some(earlier) => format!("{earlier}; {why}"),
+            None => why,
+        });
+    }
+
     pub fn run_at(&self, c: usize) -> Option<&LoadRun> {
         self.warm.iter().find(|r| r.concurrency == c)
     }
@@ -573,6 +582,17 @@ pub fn replace_between(existing: &str, begin: &str, end: &str, block: &str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_reason_a_row_stopped_keeps_the_first() {
+        let mut row = Row::new(System::ServerlessOffline, Lang::Node);
+        row.stopped("its cold-start mode: did not listen".into());
+        row.stopped("the first invoke failed".into());
+        assert_eq!(
+            row.error.as_deref(),
+            Some("its cold-start mode: did not listen; the first invoke failed")
+        );
+    }
 
     /// The main bench block's markers.
     fn replace_block(existing: &str, block: &str) -> String {
