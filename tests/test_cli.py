@@ -3,6 +3,7 @@ doctor, and its errors."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -263,11 +264,16 @@ def test_errors_are_one_sentence(server):
 def test_up_reads_a_config_file_and_refuses_bad_ones(new_server, tmp_path):
     # Credentials from the config file turn on SigV4, as the flags do.
     cfg = tmp_path / "nimbus.toml"
-    cfg.write_text('access-key = "FILEAK"\nsecret-key = "FILESK"\nidle-timeout = "30s"\nmax-instances = 4\n')
+    cfg.write_text('access-key = "FILEAK"\nsecret-key = "FILESK"\nidle-timeout = "30s"\nmax-instances = 4\nworkers = 3\n')
     s = new_server("--config", str(cfg))
     unsigned = s.cli("ls", check=False)
     assert unsigned.returncode != 0 and "MissingAuthenticationTokenException" in unsigned.stderr
     assert s.cli("--access-key", "FILEAK", "--secret-key", "FILESK", "ls").returncode == 0
+    # The server says how many workers it runs; a flag wins over the file.
+    plain = lambda srv: re.sub(r"\x1b\[[0-9;]*m", "", srv.log())
+    assert "workers=3" in plain(s), plain(s)
+    flagged = new_server("--config", str(cfg), "--workers", "2")
+    assert "workers=2" in plain(flagged), plain(flagged)
 
     # A bad file, an unknown key or a bad duration: one clear sentence naming it, exit non-zero,
     # and no server left listening.
@@ -275,6 +281,7 @@ def test_up_reads_a_config_file_and_refuses_bad_ones(new_server, tmp_path):
         "unknown key": ('max-instancez = 3\n', "max-instancez"),
         "bad duration": ('idle-timeout = "soon"\n', "idle-timeout"),
         "not toml": ("this is = = not toml\n", "nimbus.toml"),
+        "no workers": ("workers = 0\n", "--workers must be at least 1"),
     }
     for label, (text, expected) in cases.items():
         cfg.write_text(text)

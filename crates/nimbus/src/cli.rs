@@ -197,6 +197,10 @@ pub struct UpArgs {
     /// Node-wide limit on instances.
     #[arg(long)]
     pub max_instances: Option<usize>,
+    /// Threads that serve requests (the async runtime's workers). Default: one fewer than the
+    /// machine's CPUs, at least 1, leaving a CPU to the functions.
+    #[arg(long, env = "NIMBUS_WORKERS")]
+    pub workers: Option<usize>,
     /// Spare sandboxes kept ready per kind (python, node, bare) so cold starts skip building
     /// one; 0 turns them off. Default 2.
     #[arg(long)]

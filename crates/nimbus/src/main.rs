@@ -59,15 +59,22 @@ fn sentence(e: &anyhow::Error) -> String {
 }
 
 fn run(args: cli::Cli) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // The server's configuration is read first: it says how many workers the runtime gets.
+    let server = match &args.command {
+        cli::Command::Up(up) => Some(up::Config::build(up, &args.global)?),
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(cfg) = &server {
+        builder.worker_threads(cfg.workers);
+    }
+    let rt = builder.enable_all().build()?;
     rt.block_on(async move {
-        match args.command {
-            cli::Command::Up(up) => up::run(up, args.global).await,
-            cli::Command::Doctor(d) => commands::doctor(d),
-            cli::Command::Bench(b) => bench::run(b).await,
-            other => commands::run(args.global, other).await,
+        match (args.command, server) {
+            (cli::Command::Up(_), Some(cfg)) => up::run(cfg).await,
+            (cli::Command::Doctor(d), _) => commands::doctor(d),
+            (cli::Command::Bench(b), _) => bench::run(b).await,
+            (other, _) => commands::run(args.global, other).await,
         }
     })
 }

@@ -29,6 +29,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub with_examples: bool,
     pub max_instances: usize,
+    /// The async runtime's worker threads (`--workers`).
+    pub workers: usize,
     /// Spare sandboxes kept ready per kind (python, node, bare); 0 turns them off.
     pub spares: usize,
     /// How long an invocation may wait for capacity on a full node before a 429.
@@ -56,6 +58,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     max_instances: Option<usize>,
+    workers: Option<usize>,
     spares: Option<usize>,
     queue_timeout: Option<String>,
     idle_timeout: Option<String>,
@@ -103,6 +106,13 @@ impl Config {
         if max_instances == 0 {
             bail!("--max-instances must be at least 1");
         }
+        let workers = args
+            .workers
+            .or(file.workers)
+            .unwrap_or_else(default_workers);
+        if workers == 0 {
+            bail!("--workers must be at least 1");
+        }
         let metrics_retention_hours = args
             .metrics_retention_hours
             .or(file.metrics_retention_hours)
@@ -139,6 +149,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(".nimbus")),
             with_examples: args.with_examples,
             max_instances,
+            workers,
             spares: args.spares.or(file.spares).unwrap_or(2),
             queue_timeout: duration(
                 "--queue-timeout",
@@ -180,6 +191,16 @@ impl Config {
     }
 }
 
+/// One worker per CPU but one, and at least one. The functions run on the same CPUs: on a
+/// two-CPU machine a second worker mostly wakes up to find nothing to steal, and each of those
+/// cross-CPU wake-ups costs more than the work (docs/benchmarks.md, eleventh session).
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
+}
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -189,9 +210,9 @@ fn init_tracing() {
         .try_init();
 }
 
-pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
+/// Serves until SIGINT/SIGTERM, on the runtime `main` built with `cfg.workers` workers.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
     init_tracing();
-    let cfg = Config::build(&args, &global)?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&cfg.data_dir)
@@ -370,7 +391,7 @@ pub async fn run(args: UpArgs, global: Global) -> anyhow::Result<()> {
         _ => PeerRule::Anyone,
     };
     let listener = PeerFilter::new(listener, rule, "management API");
-    tracing::info!(%addr, data_dir = %data_dir.display(), auth = !cfg.credentials.is_empty(), "nimbus API listening");
+    tracing::info!(%addr, data_dir = %data_dir.display(), auth = !cfg.credentials.is_empty(), workers = cfg.workers, "nimbus API listening");
     tracing::info!(addr = %gateway_addr, tls = cfg.tls.is_some(), "nimbus gateway listening");
     // Lines tests and scripts can wait for (the API's comes last).
     println!("nimbus gateway listening on {scheme}://{gateway_addr}");
