@@ -16,6 +16,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use nimbus_core::Limits;
+use tokio::sync::mpsc;
 
 use crate::instance::{Inflight, Instance, JobResult};
 use crate::peer::PeerFilter;
@@ -184,7 +185,21 @@ async fn next(inst: &Instance) -> Reply {
     let _ = inst.init_done.set(Instant::now());
     // One caller at a time; a runtime that polls twice waits its turn.
     let mut rx = inst.jobs_rx.lock().await;
-    let Some(job) = rx.recv().await else {
+    // The memory peak restarts for each invocation. When none is waiting yet, that is done
+    // before waiting, so handing out the event does not pay for it (the runtime only waits in
+    // between, so the peak is the same).
+    let job = match rx.try_recv() {
+        Ok(job) => {
+            inst.reset_peak_memory();
+            Some(job)
+        }
+        Err(mpsc::error::TryRecvError::Empty) => {
+            inst.reset_peak_memory();
+            rx.recv().await
+        }
+        Err(mpsc::error::TryRecvError::Disconnected) => None,
+    };
+    let Some(job) = job else {
         return api_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Runtime.Shutdown",
@@ -194,7 +209,6 @@ async fn next(inst: &Instance) -> Reply {
     drop(rx);
     let job = *job;
     let now = Instant::now();
-    inst.reset_peak_memory();
     job.log
         .platform(&inst.capture.sink, &inst.capture.names, job.start);
     if let Ok(mut current) = inst.capture.current.lock() {

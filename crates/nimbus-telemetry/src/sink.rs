@@ -53,7 +53,8 @@ impl LogSink {
         }));
     }
 
-    /// Waits until everything emitted before this call is stored.
+    /// Waits until everything emitted before this call is stored (at most the writer's linger,
+    /// 50 ms, longer than the write itself).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).is_ok() {
@@ -83,34 +84,45 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Msg>, ret
                 continue;
             }
         }
-        // Gather what arrives within LINGER (or until a flush or a full batch) into one write.
-        // What is already queued is taken in bulk; the timer is only set when the queue is
-        // empty, not once per line.
-        let deadline = tokio::time::Instant::now() + LINGER;
+        // Let what follows gather for LINGER without looking at the channel: a task waiting on
+        // it is woken by every send, which on a busy server is once or more per invocation. A
+        // flush that came with the first lines, or the channel's end, is not kept waiting.
+        if !closed && !msgs.iter().any(|m| matches!(m, Msg::Flush(_))) {
+            tokio::time::sleep(LINGER).await;
+        }
+        // Store everything queued by now, at most BATCH lines per write. A flush is answered
+        // once the write holding every line queued before it has been stored.
         loop {
-            let mut flushed = false;
-            for m in msgs.drain(..) {
-                match m {
-                    Msg::Event(e) => batch.push(e),
-                    Msg::Flush(w) => {
-                        waiters.push(w);
-                        flushed = true;
-                    }
+            take(msgs.drain(..), &mut batch, &mut waiters);
+            while batch.len() < BATCH && !closed {
+                match rx.try_recv() {
+                    Ok(m) => take(std::iter::once(m), &mut batch, &mut waiters),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
                 }
             }
-            if closed || flushed || batch.len() >= BATCH {
+            let more = batch.len() >= BATCH;
+            store_batch(&store, &mut batch).await;
+            for w in waiters.drain(..) {
+                let _ = w.send(());
+            }
+            if !more {
                 break;
             }
-            let room = BATCH - batch.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut msgs, room)).await {
-                Ok(0) => closed = true,
-                Ok(_) => {}
-                Err(_) => break,
-            }
         }
-        store_batch(&store, &mut batch).await;
-        for w in waiters.drain(..) {
-            let _ = w.send(());
+    }
+}
+
+/// Sorts messages into the lines to store and the flushes to answer once they are.
+fn take(
+    msgs: impl Iterator<Item = Msg>,
+    batch: &mut Vec<NewLogEvent>,
+    waiters: &mut Vec<oneshot::Sender<()>>,
+) {
+    for m in msgs {
+        match m {
+            Msg::Event(e) => batch.push(e),
+            Msg::Flush(w) => waiters.push(w),
         }
     }
 }
