@@ -122,20 +122,24 @@ fn check_architectures(arch: &Option<Vec<String>>) -> ApiResult<()> {
 }
 
 /// Decodes and stores a zip (validating it) on the blocking pool.
-async fn store_zip(state: &ApiState, zip_b64: &str) -> ApiResult<StoredCode> {
-    let zip = wire::unb64("Code.ZipFile", zip_b64)?;
-    if zip.len() > Limits::ZIP_BYTES {
-        return Err(ApiError::too_large(format!(
-            "the zip archive is {} bytes; the limit for direct upload is {} bytes",
-            zip.len(),
-            Limits::ZIP_BYTES
-        )));
-    }
+async fn store_zip(state: &ApiState, zip_b64: String) -> ApiResult<StoredCode> {
     let blobs = state.blobs.clone();
-    let stored = tokio::task::spawn_blocking(move || blobs.put_zip(&zip))
-        .await
-        .map_err(|e| ApiError::internal(format!("unpacking the archive failed: {e}")))??;
-    Ok(stored)
+    // Decoding and unpacking a large archive take tens of milliseconds: not on a worker that
+    // serves invocations (there may be only one).
+    tokio::task::spawn_blocking(move || -> ApiResult<StoredCode> {
+        let zip = wire::unb64("Code.ZipFile", &zip_b64)?;
+        drop(zip_b64);
+        if zip.len() > Limits::ZIP_BYTES {
+            return Err(ApiError::too_large(format!(
+                "the zip archive is {} bytes; the limit for direct upload is {} bytes",
+                zip.len(),
+                Limits::ZIP_BYTES
+            )));
+        }
+        Ok(blobs.put_zip(&zip)?)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("unpacking the archive failed: {e}")))?
 }
 
 pub async fn create_function(State(state): State<ApiState>, body: Bytes) -> ApiResult<Response> {
@@ -186,7 +190,7 @@ pub async fn create_function(State(state): State<ApiState>, body: Bytes) -> ApiR
         )));
     }
     let upload = state.blobs.upload_guard().await;
-    let stored = store_zip(&state, &zip).await?;
+    let stored = store_zip(&state, zip).await?;
     let now = now_ms();
     let latest = FunctionVersion {
         function: name.clone(),
@@ -304,7 +308,7 @@ pub async fn update_function_code(
         }
     }
     let upload = state.blobs.upload_guard().await;
-    let stored = store_zip(&state, &zip).await?;
+    let stored = store_zip(&state, zip).await?;
     latest.code_sha256 = stored.sha256;
     latest.code_size = stored.size;
     if req.dry_run {
