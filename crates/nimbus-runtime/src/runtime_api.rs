@@ -16,7 +16,6 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use nimbus_core::Limits;
-use tokio::sync::mpsc;
 
 use crate::instance::{Inflight, Instance, JobResult};
 use crate::peer::PeerFilter;
@@ -185,21 +184,11 @@ async fn next(inst: &Instance) -> Reply {
     let _ = inst.init_done.set(Instant::now());
     // One caller at a time; a runtime that polls twice waits its turn.
     let mut rx = inst.jobs_rx.lock().await;
-    // The memory peak restarts for each invocation. When none is waiting yet, that is done
-    // before waiting, so handing out the event does not pay for it (the runtime only waits in
-    // between, so the peak is the same).
-    let job = match rx.try_recv() {
-        Ok(job) => {
-            inst.reset_peak_memory();
-            Some(job)
-        }
-        Err(mpsc::error::TryRecvError::Empty) => {
-            inst.reset_peak_memory();
-            rx.recv().await
-        }
-        Err(mpsc::error::TryRecvError::Disconnected) => None,
-    };
-    let Some(job) = job else {
+    // The memory peak restarts for each invocation. It is done before waiting, so handing out
+    // the event does not pay for it (the runtime only waits in between, so the peak is the
+    // same; with an event already queued the wait is none).
+    inst.reset_peak_memory();
+    let Some(job) = rx.recv().await else {
         return api_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Runtime.Shutdown",

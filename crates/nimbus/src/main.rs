@@ -70,11 +70,13 @@ fn run(args: cli::Cli) -> anyhow::Result<()> {
     }
     let rt = builder.enable_all().build()?;
     rt.block_on(async move {
-        match (args.command, server) {
-            (cli::Command::Up(_), Some(cfg)) => up::run(cfg).await,
-            (cli::Command::Doctor(d), _) => commands::doctor(d),
-            (cli::Command::Bench(b), _) => bench::run(b).await,
-            (other, _) => commands::run(args.global, other).await,
+        if let Some(cfg) = server {
+            return up::run(cfg).await;
+        }
+        match args.command {
+            cli::Command::Doctor(d) => commands::doctor(d),
+            cli::Command::Bench(b) => bench::run(b).await,
+            other => commands::run(args.global, other).await,
         }
     })
 }
