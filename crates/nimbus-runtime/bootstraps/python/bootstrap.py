@@ -17,7 +17,8 @@ Performance notes
   (see ``_LoggingHook``), so a function that never uses it doesn't pay for it.
 - Warm invokes: everything that can be computed once (paths, static context
   fields, the JSON encoder, request templates) is computed once; per invoke the
-  bootstrap does one GET and one POST on the same connection.
+  bootstrap posts the result and asks for the next event in one write (HTTP/1.1
+  pipelining) on the same connection, then reads the two answers.
 """
 
 import os
@@ -72,6 +73,7 @@ class RuntimeClient(object):
         self.host = host.strip("[]") or "127.0.0.1"
         self.port = int(port)
         self.host_header = host_port.encode("latin-1")
+        self.next_head = self._head(b"GET", _NEXT_PATH, None, b"", None)
         self.sock = None
         self.buf = b""
         self.recv = None
@@ -117,16 +119,18 @@ class RuntimeClient(object):
         self.recv = None
         self.buf = b""
 
-    def request(self, method, path, body=None, extra_headers=b"", content_type=b"application/json"):
-        """Send one request; return (status, headers{lowercase bytes: bytes}, body bytes)."""
+    def _head(self, method, path, body, extra_headers, content_type):
         if body is None:
-            head = b"%s %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (
+            return b"%s %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (
                 method, path, self.host_header, extra_headers)
-            payload = head
-        else:
-            head = b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n%sContent-Length: %d\r\n\r\n" % (
-                method, path, self.host_header, content_type, extra_headers, len(body))
-            payload = head + body if len(body) < 65536 else None
+        return b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\n%sContent-Length: %d\r\n\r\n" % (
+            method, path, self.host_header, content_type, extra_headers, len(body))
+
+    def _exchange(self, head, body, then):
+        """Sends `head`, `body` and `then` (a further request, or b"") and reads one response:
+        (status, headers{lowercase bytes: bytes}, body bytes)."""
+        small = body is None or len(body) < 65536
+        payload = head + (body or b"") + then if small else None
         for attempt in (0, 1):
             if self.sock is None:
                 self._connect()
@@ -136,6 +140,8 @@ class RuntimeClient(object):
                 else:
                     self.sock.sendall(head)
                     self.sock.sendall(body)
+                    if then:
+                        self.sock.sendall(then)
                 return self._read_response()
             except (_ConnectionLost, ConnectionResetError, BrokenPipeError):
                 # A kept-alive connection the server closed: retry once on a
@@ -146,6 +152,10 @@ class RuntimeClient(object):
             except BaseException:
                 self.close()
                 raise
+
+    def request(self, method, path, body=None, extra_headers=b"", content_type=b"application/json"):
+        """Send one request; return (status, headers{lowercase bytes: bytes}, body bytes)."""
+        return self._exchange(self._head(method, path, body, extra_headers, content_type), body, b"")
 
     def _read_response(self):
         recv = self.recv
@@ -253,27 +263,51 @@ class RuntimeClient(object):
     # -- Runtime API calls -------------------------------------------------
 
     def next(self):
-        status, headers, body = self.request(b"GET", _NEXT_PATH)
-        if status != 200:
-            raise OSError("Runtime API /next returned %d: %s" % (status, body[:500].decode("utf-8", "replace")))
-        return headers, body
+        status, headers, body = self._exchange(self.next_head, None, b"")
+        return _check_next(status, headers, body)
 
-    def post_result(self, rid, body, content_type=b"application/json"):
-        status, _, resp = self.request(
-            b"POST", _INVOCATION_PREFIX + rid + b"/response", body, b"", content_type)
-        _check_post(status, resp, "response")
+    def post_then_next(self, path, body, extra_headers, content_type, what):
+        """Posts an invocation's result and asks for the next event in the same write (HTTP/1.1
+        pipelining), then reads the two answers in order. The runtime does not wait for the
+        202 before asking, so it sleeps once per invocation instead of twice, and the server
+        reads both requests at once."""
+        head = self._head(b"POST", path, body, extra_headers, content_type)
+        status, _, resp = self._exchange(head, body, self.next_head)
+        _check_post(status, resp, what)
+        if self.sock is None:
+            # The server closed the connection after the post's answer: ask afresh.
+            return self.next()
+        try:
+            status, headers, body = self._read_response()
+        except (_ConnectionLost, ConnectionResetError, BrokenPipeError):
+            self.close()
+            return self.next()
+        except BaseException:
+            self.close()
+            raise
+        return _check_next(status, headers, body)
 
-    def post_error(self, rid, error_result):
+    def post_result_then_next(self, rid, body, content_type=b"application/json"):
+        return self.post_then_next(
+            _INVOCATION_PREFIX + rid + b"/response", body, b"", content_type, "response")
+
+    def post_error_then_next(self, rid, error_result):
         body = _error_json(error_result)
         extra = b"Lambda-Runtime-Function-Error-Type: %s\r\n" % _header_value(error_result["errorType"])
-        status, _, resp = self.request(b"POST", _INVOCATION_PREFIX + rid + b"/error", body, extra)
-        _check_post(status, resp, "error")
+        return self.post_then_next(
+            _INVOCATION_PREFIX + rid + b"/error", body, extra, b"application/json", "error")
 
     def post_init_error(self, error_result):
         body = _error_json(error_result)
         extra = b"Lambda-Runtime-Function-Error-Type: %s\r\n" % _header_value(error_result["errorType"])
         status, _, resp = self.request(b"POST", _INIT_ERROR_PATH, body, extra)
         _check_post(status, resp, "init error")
+
+
+def _check_next(status, headers, body):
+    if status != 200:
+        raise OSError("Runtime API /next returned %d: %s" % (status, body[:500].decode("utf-8", "replace")))
+    return headers, body
 
 
 def _header_value(s):
@@ -842,8 +876,8 @@ def run():
     encode = _encode
     environ = os.environ
 
+    headers, body = client.next()
     while True:
-        headers, body = client.next()
         get = headers.get
         rid_b = get(b"lambda-runtime-aws-request-id", b"")
         rid = rid_b.decode("latin-1")
@@ -902,10 +936,10 @@ def run():
         stdout_flush()
         stderr_flush()
         if error_result is None:
-            client.post_result(qrid, result, result_type)
+            headers, body = client.post_result_then_next(qrid, result, result_type)
         else:
             log_error(error_result)
-            client.post_error(qrid, error_result)
+            headers, body = client.post_error_then_next(qrid, error_result)
 
 
 if __name__ == "__main__":
