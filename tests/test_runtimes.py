@@ -7,9 +7,11 @@ Every test drives the real server through boto3; functions are real sandboxed pr
 
 import base64
 import concurrent.futures
+import http.client
 import json
 import re
 import time
+import urllib.parse
 
 import pytest
 from botocore.exceptions import ClientError
@@ -414,6 +416,73 @@ def test_warm_reuse_and_init_duration(lam):
     assert "Init Duration" not in rep2, rep2
     # What the module printed at import shows in the cold start's tail only.
     assert "probe module loaded" in r1.log and "probe module loaded" not in r2.log
+
+
+PY_TRACE = """
+import ctypes, os, subprocess
+
+_libc = ctypes.CDLL(None)
+_libc.getenv.restype = ctypes.c_char_p
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+_libc.mallinfo2.restype = _MallInfo2
+
+
+def handler(event, context):
+    views = {
+        "environ": os.environ.get("_X_AMZN_TRACE_ID"),
+        "getenv": os.getenv("_X_AMZN_TRACE_ID"),
+        "libc": (_libc.getenv(b"_X_AMZN_TRACE_ID") or b"").decode(),
+    }
+    if event.get("child"):
+        views["child"] = subprocess.run(
+            ["/bin/sh", "-c", 'printf %s "$_X_AMZN_TRACE_ID"'], capture_output=True, text=True
+        ).stdout
+    # Bytes malloc has handed out and not had back (resident slack does not hide them).
+    return {"views": views, "heap": _libc.mallinfo2().uordblks}
+"""
+
+
+def test_python_trace_id_reaches_every_view_without_growing_the_instance(lam):
+    """_X_AMZN_TRACE_ID changes with every invocation. glibc's setenv keeps every distinct value
+    it is given for the life of the process, so setting it through os.environ grew a warm
+    instance by ~140 bytes per invocation until its memory limit killed it."""
+    name = create(lam, {"app.py": PY_TRACE})
+    seen = set()
+    for _ in range(3):
+        r = invoke(lam, name, {"child": True}, tail=False)
+        assert r.function_error is None, r
+        views = r.payload["views"]
+        # os.environ, os.getenv, C's getenv and a child process all see this invocation's id.
+        assert views["environ"].startswith("Root=1-"), views
+        assert set(views.values()) == {views["environ"]}, views
+        seen.add(views["environ"])
+    assert len(seen) == 3, seen
+
+    url = urllib.parse.urlsplit(lam.meta.endpoint_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+
+    def heap():
+        conn.request("POST", f"/2015-03-31/functions/{name}/invocations", body=b"{}")
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        assert resp.status == 200 and resp.getheader("X-Amz-Function-Error") is None, body
+        return body["heap"]
+
+    for _ in range(200):  # caches fill first
+        heap()
+    before = heap()
+    for _ in range(3000):
+        after = heap()
+    conn.close()
+    # 3,000 ids kept by setenv would hold about 400 KB.
+    assert after - before < 64 * 1024, (before, after)
 
 
 def test_parallel_invokes_scale_out(server):

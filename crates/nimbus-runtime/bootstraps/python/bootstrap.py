@@ -822,6 +822,75 @@ def _install_logging():
 _SAFE_ID_CHARS = b"-_.~"
 
 
+class _TraceVariable(object):
+    """``_X_AMZN_TRACE_ID``, which changes with every invocation, kept without growing the process.
+
+    Assigning ``os.environ[...]`` goes through glibc's setenv, which keeps every distinct value it
+    was ever given for the life of the process (about 140 bytes each): with a new trace id per
+    invocation a warm instance grew by that much per invocation, without bound, until its memory
+    limit killed it. Here the variable's C entry is one buffer of this object's, given to putenv
+    once and rewritten in place, and ``os.environ``'s own mapping is updated beside it: python
+    code (``os.environ``, ``os.getenv``), C code (``getenv``) and child processes all see the
+    current id. Where that cannot be done (no ctypes, a value longer than the buffer, a python
+    whose ``os.environ`` has no mapping) the assignment is used as before.
+
+    The first invocation uses the assignment too unless ctypes is already loaded (it is in
+    every instance the zygote forks), so a cold start never waits for the import."""
+
+    KEY = "_X_AMZN_TRACE_ID"
+    CAP = 1024
+
+    def __init__(self):
+        self.buf = None  # the ctypes buffer; False: not possible here
+        self.installed = False  # whether the C entry is the buffer
+        self.value = None  # what was last put in os.environ's mapping
+        self.uses = 0
+
+    def _setup(self):
+        try:
+            import ctypes
+
+            environ = os.environ
+            self.data = environ._data
+            self.key = environ.encodekey(self.KEY)
+            self.encode = environ.encodevalue
+            self.putenv = ctypes.CDLL(None, use_errno=True).putenv
+            self.putenv.argtypes = (ctypes.c_char_p,)
+            self.prefix = self.key + b"="
+            self.buf = ctypes.create_string_buffer(self.CAP)
+        except Exception:
+            self.buf = False
+
+    def set(self, trace):
+        """`trace`: the header's bytes, or None when the invocation has none."""
+        environ = os.environ
+        if trace is None:
+            if self.KEY in environ:
+                del environ[self.KEY]
+            self.installed = False
+            return
+        self.uses += 1
+        if self.buf is None and ("ctypes" in sys.modules or self.uses > 1):
+            self._setup()
+        buf = self.buf
+        if not buf or len(self.prefix) + len(trace) >= self.CAP:
+            environ[self.KEY] = trace.decode("latin-1")
+            self.installed = False
+            return
+        data = self.data
+        if data.get(self.key) is not self.value:
+            # Someone else set or removed it since (through os.environ): the C entry is theirs.
+            self.installed = False
+        buf.value = self.prefix + trace
+        if not self.installed:
+            if self.putenv(buf) != 0:
+                environ[self.KEY] = trace.decode("latin-1")
+                return
+            self.installed = True
+        self.value = self.encode(trace.decode("latin-1"))
+        data[self.key] = self.value
+
+
 def _quote_id(rid):
     if rid.translate(None, _SAFE_ID_CHARS).isalnum():
         return rid
@@ -874,7 +943,7 @@ def run():
     loads = _loads
     now = time.time
     encode = _encode
-    environ = os.environ
+    set_trace = _TraceVariable().set
 
     headers, body = client.next()
     while True:
@@ -884,11 +953,7 @@ def run():
         _request_id = rid
         qrid = _quote_id(rid_b)
 
-        trace = get(b"lambda-runtime-trace-id")
-        if trace is not None:
-            environ["_X_AMZN_TRACE_ID"] = trace.decode("latin-1")
-        elif "_X_AMZN_TRACE_ID" in environ:
-            del environ["_X_AMZN_TRACE_ID"]
+        set_trace(get(b"lambda-runtime-trace-id"))
 
         error_result = None
         result = None
