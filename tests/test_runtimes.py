@@ -485,6 +485,41 @@ def test_python_trace_id_reaches_every_view_without_growing_the_instance(lam):
     assert after - before < 64 * 1024, (before, after)
 
 
+NODE_TRACE = """
+const { execFileSync } = require('child_process');
+
+exports.handler = async (event) => {
+  const views = {
+    env: process.env._X_AMZN_TRACE_ID,
+    copy: { ...process.env }._X_AMZN_TRACE_ID,
+    listed: Object.keys(process.env).includes('_X_AMZN_TRACE_ID') ? process.env._X_AMZN_TRACE_ID : null,
+    child: execFileSync('/bin/sh', ['-c', 'printf %s "$_X_AMZN_TRACE_ID"']).toString(),
+  };
+  process.env.NIMBUS_TEST_SET = 'set';
+  const own = execFileSync('/bin/sh', ['-c', 'printf %s "$NIMBUS_TEST_SET"']).toString();
+  delete process.env.NIMBUS_TEST_SET;
+  return { views, own, gone: !('NIMBUS_TEST_SET' in process.env) };
+};
+"""
+
+
+def test_node_trace_id_reaches_code_and_child_processes(lam):
+    """The node runtime keeps _X_AMZN_TRACE_ID in a proxy of process.env rather than a setenv per
+    invocation (which glibc never gives back): code and child processes still see each
+    invocation's id, and the rest of process.env reads and writes through."""
+    name = create(lam, {"index.js": NODE_TRACE}, runtime="nodejs20.x", handler="index.handler")
+    seen = set()
+    for _ in range(3):
+        r = invoke(lam, name, tail=False)
+        assert r.function_error is None, r
+        views = r.payload["views"]
+        assert views["env"].startswith("Root=1-"), views
+        assert set(views.values()) == {views["env"]}, views
+        assert r.payload["own"] == "set" and r.payload["gone"] is True, r.payload
+        seen.add(views["env"])
+    assert len(seen) == 3, seen
+
+
 def test_parallel_invokes_scale_out(server):
     lam = server.lambda_client()
     name = create(lam, {"app.py": PY_SLEEP}, Timeout=10)

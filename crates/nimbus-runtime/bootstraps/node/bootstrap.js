@@ -509,6 +509,59 @@ async function loadHandler(appRoot, fullHandlerString) {
 /* ------------------------------------------------------------------------ */
 
 const env = process.env;
+const TRACE_KEY = '_X_AMZN_TRACE_ID';
+
+/**
+ * `_X_AMZN_TRACE_ID` changes with every invocation. Assigning it to `process.env` calls glibc's
+ * setenv, which keeps every distinct value it is given for the life of the process (about 200
+ * bytes each), so a warm instance grew by that much per invocation until its memory limit
+ * killed it. Instead `process.env` becomes a proxy of the real environment that answers for
+ * this one variable from a string held here: code reading `process.env` (the X-Ray SDK,
+ * OpenTelemetry, `{ ...process.env }`) and child processes started with the default
+ * environment see the current id, every other variable is the real environment's, read and
+ * written through. What a proxy cannot reach: C code calling getenv, and `util.inspect` (which
+ * shows a proxy's target) do not see the id. Returns the setter (undefined: absent).
+ */
+function installTraceVariable() {
+  let value = env[TRACE_KEY];
+  delete env[TRACE_KEY];
+  const descriptor = () => ({ value, writable: true, enumerable: true, configurable: true });
+  process.env = new Proxy(env, {
+    get: (t, k) => (k === TRACE_KEY ? value : t[k]),
+    set: (t, k, v) => {
+      if (k === TRACE_KEY) value = `${v}`;
+      else t[k] = v;
+      return true;
+    },
+    has: (t, k) => (k === TRACE_KEY ? value !== undefined : k in t),
+    deleteProperty: (t, k) => {
+      if (k === TRACE_KEY) value = undefined;
+      else delete t[k];
+      return true;
+    },
+    ownKeys: (t) => {
+      const keys = Reflect.ownKeys(t);
+      if (value !== undefined) keys.push(TRACE_KEY);
+      return keys;
+    },
+    getOwnPropertyDescriptor: (t, k) =>
+      k === TRACE_KEY ? (value === undefined ? undefined : descriptor()) : Reflect.getOwnPropertyDescriptor(t, k),
+    defineProperty: (t, k, d) => {
+      if (k !== TRACE_KEY) return Reflect.defineProperty(t, k, d);
+      value = `${d.value}`;
+      return true;
+    },
+  });
+  return (v) => {
+    value = v;
+  };
+}
+
+let setTrace = (v) => {
+  if (v === undefined) delete env[TRACE_KEY];
+  else env[TRACE_KEY] = v;
+};
+
 // Filled in by main(): a pre-initialised instance learns its function only then.
 const STATIC_CONTEXT = {};
 
@@ -633,8 +686,7 @@ class Runtime {
     globalThis[REQUEST_ID_SYMBOL] = id;
     this.currentId = id;
     const trace = headers['lambda-runtime-trace-id'];
-    if (trace) env._X_AMZN_TRACE_ID = trace;
-    else delete env._X_AMZN_TRACE_ID;
+    setTrace(trace || undefined);
 
     const client = this.client;
     const scheduleNext = this.scheduleNext;
@@ -892,6 +944,7 @@ async function preconnect() {
 }
 
 async function main() {
+  setTrace = installTraceVariable();
   let preconnected = null;
   if (env.NIMBUS_HANDOFF_FD) {
     await warmUp();
