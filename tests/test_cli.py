@@ -264,16 +264,16 @@ def test_errors_are_one_sentence(server):
 def test_up_reads_a_config_file_and_refuses_bad_ones(new_server, tmp_path):
     # Credentials from the config file turn on SigV4, as the flags do.
     cfg = tmp_path / "nimbus.toml"
-    cfg.write_text('access-key = "FILEAK"\nsecret-key = "FILESK"\nidle-timeout = "30s"\nmax-instances = 4\nworkers = 3\n')
+    cfg.write_text('access-key = "FILEAK"\nsecret-key = "FILESK"\nidle-timeout = "30s"\nmax-instances = 4\nworkers = 3\nidle-spin = "50us"\n')
     s = new_server("--config", str(cfg))
     unsigned = s.cli("ls", check=False)
     assert unsigned.returncode != 0 and "MissingAuthenticationTokenException" in unsigned.stderr
     assert s.cli("--access-key", "FILEAK", "--secret-key", "FILESK", "ls").returncode == 0
-    # The server says how many workers it runs; a flag wins over the file.
+    # The server says how many workers it runs and how long they spin; a flag wins over the file.
     plain = lambda srv: re.sub(r"\x1b\[[0-9;]*m", "", srv.log())
-    assert "workers=3" in plain(s), plain(s)
-    flagged = new_server("--config", str(cfg), "--workers", "2")
-    assert "workers=2" in plain(flagged), plain(flagged)
+    assert "workers=3" in plain(s) and "idle_spin=50µs" in plain(s), plain(s)
+    flagged = new_server("--config", str(cfg), "--workers", "2", "--idle-spin", "0")
+    assert "workers=2" in plain(flagged) and "idle_spin=0ns" in plain(flagged), plain(flagged)
 
     # A bad file, an unknown key or a bad duration: one clear sentence naming it, exit non-zero,
     # and no server left listening.
@@ -282,6 +282,8 @@ def test_up_reads_a_config_file_and_refuses_bad_ones(new_server, tmp_path):
         "bad duration": ('idle-timeout = "soon"\n', "idle-timeout"),
         "not toml": ("this is = = not toml\n", "nimbus.toml"),
         "no workers": ("workers = 0\n", "--workers must be at least 1"),
+        "bad spin": ('idle-spin = "a while"\n', "--idle-spin"),
+        "long spin": ('idle-spin = "2s"\n', "--idle-spin 2s is longer than the most a worker may spin (1ms)"),
     }
     for label, (text, expected) in cases.items():
         cfg.write_text(text)

@@ -11,6 +11,7 @@
 
 mod cgroup;
 mod helper;
+pub mod idle;
 mod instance;
 mod launcher;
 mod mountinfo;

@@ -67,6 +67,11 @@ fn run(args: cli::Cli) -> anyhow::Result<()> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(cfg) = &server {
         builder.worker_threads(cfg.workers);
+        if !cfg.idle_spin.is_zero() {
+            let budget = cfg.idle_spin;
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            builder.on_thread_park(move || nimbus_sandbox::idle::spin_until_ready(budget, cpus));
+        }
     }
     let rt = builder.enable_all().build()?;
     rt.block_on(async move {

@@ -31,6 +31,8 @@ pub struct Config {
     pub max_instances: usize,
     /// The async runtime's worker threads (`--workers`).
     pub workers: usize,
+    /// How long an idle worker watches for work before sleeping (`--idle-spin`); zero: never.
+    pub idle_spin: Duration,
     /// Spare sandboxes kept ready per kind (python, node, bare); 0 turns them off.
     pub spares: usize,
     /// How long an invocation may wait for capacity on a full node before a 429.
@@ -59,6 +61,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     max_instances: Option<usize>,
     workers: Option<usize>,
+    idle_spin: Option<String>,
     spares: Option<usize>,
     queue_timeout: Option<String>,
     idle_timeout: Option<String>,
@@ -73,6 +76,10 @@ struct FileConfig {
     shutdown_grace: Option<String>,
     async_retry_base: Option<String>,
 }
+
+/// A spin is only worth it for waits shorter than a sleeping CPU's wake-up; past a few of
+/// those it only burns the CPU.
+const MAX_IDLE_SPIN: Duration = Duration::from_millis(1);
 
 /// Per-minute metrics are promised for at least a day.
 const MIN_METRICS_RETENTION_HOURS: u64 = 24;
@@ -113,6 +120,20 @@ impl Config {
         if workers == 0 {
             bail!("--workers must be at least 1");
         }
+        let idle_spin = duration(
+            "--idle-spin",
+            args.idle_spin
+                .as_deref()
+                .or(file.idle_spin.as_deref())
+                .unwrap_or("100us"),
+        )?;
+        if idle_spin > MAX_IDLE_SPIN {
+            bail!(
+                "--idle-spin {} is longer than the most a worker may spin ({})",
+                humantime::format_duration(idle_spin),
+                humantime::format_duration(MAX_IDLE_SPIN)
+            );
+        }
         let metrics_retention_hours = args
             .metrics_retention_hours
             .or(file.metrics_retention_hours)
@@ -150,6 +171,7 @@ impl Config {
             with_examples: args.with_examples,
             max_instances,
             workers,
+            idle_spin,
             spares: args.spares.or(file.spares).unwrap_or(2),
             queue_timeout: duration(
                 "--queue-timeout",
@@ -391,7 +413,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         _ => PeerRule::Anyone,
     };
     let listener = PeerFilter::new(listener, rule, "management API");
-    tracing::info!(%addr, data_dir = %data_dir.display(), auth = !cfg.credentials.is_empty(), workers = cfg.workers, "nimbus API listening");
+    tracing::info!(%addr, data_dir = %data_dir.display(), auth = !cfg.credentials.is_empty(), workers = cfg.workers, idle_spin = ?cfg.idle_spin, "nimbus API listening");
     tracing::info!(addr = %gateway_addr, tls = cfg.tls.is_some(), "nimbus gateway listening");
     // Lines tests and scripts can wait for (the API's comes last).
     println!("nimbus gateway listening on {scheme}://{gateway_addr}");
