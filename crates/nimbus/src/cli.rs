@@ -201,9 +201,9 @@ pub struct UpArgs {
     /// machine's CPUs, at least 1, leaving a CPU to the functions.
     #[arg(long, env = "NIMBUS_WORKERS")]
     pub workers: Option<usize>,
-    /// How long a worker with nothing to do watches for new work before it sleeps, while fewer
-    /// invocations run than there are CPUs (e.g. 100us); 0 turns it off. Waking a sleeping CPU
-    /// costs tens of microseconds on a virtual machine. Default 100us.
+    /// How long a worker with nothing to do watches for new work before it sleeps, while the
+    /// machine has no more runnable tasks than CPUs (e.g. 100us, at most 1ms); 0 turns it off.
+    /// Waking a sleeping CPU costs tens of microseconds on a virtual machine. Default 100us.
     #[arg(long, env = "NIMBUS_IDLE_SPIN")]
     pub idle_spin: Option<String>,
     /// Spare sandboxes kept ready per kind (python, node, bare) so cold starts skip building

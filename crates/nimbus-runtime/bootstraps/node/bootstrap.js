@@ -519,8 +519,9 @@ const TRACE_KEY = '_X_AMZN_TRACE_ID';
  * this one variable from a string held here: code reading `process.env` (the X-Ray SDK,
  * OpenTelemetry, `{ ...process.env }`) and child processes started with the default
  * environment see the current id, every other variable is the real environment's, read and
- * written through. What a proxy cannot reach: C code calling getenv, and `util.inspect` (which
- * shows a proxy's target) do not see the id. Returns the setter (undefined: absent).
+ * written through. What a proxy cannot reach does not see the id: C code calling getenv, worker
+ * threads started with the default environment (a copy of the real one), and `util.inspect`
+ * (which shows a proxy's target). Returns the setter (undefined: absent).
  */
 function installTraceVariable() {
   let value = env[TRACE_KEY];
