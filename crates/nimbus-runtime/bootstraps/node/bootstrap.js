@@ -368,37 +368,30 @@ class RuntimeClient {
 
   /** Posts the error; resolves with `{ next }`, the promise of the next event. */
   postErrorThenNext(id, error) {
-    const response = toRapidResponse(error);
-    return this._postThenNext(
-      API_PREFIX + 'invocation/' + encodeURIComponent(id) + '/error',
-      JSON.stringify(response),
-      `${ERROR_TYPE_HEADER}: ${headerValue(response.errorType)}\r\n`,
-      'error',
-    );
+    const [body, extra] = errorPost(error);
+    return this._postThenNext(errorPath(id), body, extra, 'error');
   }
 
   /** Posts the error alone (the process exits after it). */
   async postError(id, error) {
-    const response = toRapidResponse(error);
-    const res = await this.request(
-      'POST',
-      API_PREFIX + 'invocation/' + encodeURIComponent(id) + '/error',
-      JSON.stringify(response),
-      `${ERROR_TYPE_HEADER}: ${headerValue(response.errorType)}\r\n`,
-    );
-    checkPost(res, 'error');
+    const [body, extra] = errorPost(error);
+    checkPost(await this.request('POST', errorPath(id), body, extra), 'error');
   }
 
   async postInitError(error) {
-    const response = toRapidResponse(error);
-    const res = await this.request(
-      'POST',
-      API_PREFIX + 'init/error',
-      JSON.stringify(response),
-      `${ERROR_TYPE_HEADER}: ${headerValue(response.errorType)}\r\n`,
-    );
-    checkPost(res, 'init error');
+    const [body, extra] = errorPost(error);
+    checkPost(await this.request('POST', API_PREFIX + 'init/error', body, extra), 'init error');
   }
+}
+
+function errorPath(id) {
+  return API_PREFIX + 'invocation/' + encodeURIComponent(id) + '/error';
+}
+
+/** An error's body and its error-type header line, as every error post sends them. */
+function errorPost(error) {
+  const response = toRapidResponse(error);
+  return [JSON.stringify(response), `${ERROR_TYPE_HEADER}: ${headerValue(response.errorType)}\r\n`];
 }
 
 function headerValue(s) {

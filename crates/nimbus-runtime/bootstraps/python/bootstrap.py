@@ -292,14 +292,12 @@ class RuntimeClient(object):
             _INVOCATION_PREFIX + rid + b"/response", body, b"", content_type, "response")
 
     def post_error_then_next(self, rid, error_result):
-        body = _error_json(error_result)
-        extra = b"Lambda-Runtime-Function-Error-Type: %s\r\n" % _header_value(error_result["errorType"])
+        body, extra = _error_post(error_result)
         return self.post_then_next(
             _INVOCATION_PREFIX + rid + b"/error", body, extra, b"application/json", "error")
 
     def post_init_error(self, error_result):
-        body = _error_json(error_result)
-        extra = b"Lambda-Runtime-Function-Error-Type: %s\r\n" % _header_value(error_result["errorType"])
+        body, extra = _error_post(error_result)
         status, _, resp = self.request(b"POST", _INIT_ERROR_PATH, body, extra)
         _check_post(status, resp, "init error")
 
@@ -312,6 +310,12 @@ def _check_next(status, headers, body):
 
 def _header_value(s):
     return s.encode("latin-1", "replace").replace(b"\r", b" ").replace(b"\n", b" ")
+
+
+def _error_post(error_result):
+    """An error's body and its error-type header line, as every error post sends them."""
+    extra = b"Lambda-Runtime-Function-Error-Type: %s\r\n" % _header_value(error_result["errorType"])
+    return _error_json(error_result), extra
 
 
 def _error_json(error_result):
