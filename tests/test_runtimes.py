@@ -12,6 +12,7 @@ import json
 import re
 import time
 import urllib.parse
+import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
@@ -334,6 +335,32 @@ def test_node_handler_error_shape(lam, node_async):
     assert isinstance(p["trace"], list) and p["trace"][0].startswith("TypeError: bad: q")
     assert any("index.js" in line for line in p["trace"]), p["trace"]
     assert "Invoke Error" in r.log
+
+
+NODE_LATE_THROW = """
+let count = 0;
+exports.handler = async (event) => {
+  count += 1;
+  if (event.late) setTimeout(() => { throw new Error('thrown after the result'); }, 50);
+  return { count };
+};
+"""
+
+
+def test_node_throw_after_the_result_ends_the_instance_not_the_next_invocation(lam, server):
+    """An exception that escapes after the handler's result was posted belongs to no invocation:
+    the instance ends (as on Lambda) instead of failing whichever invocation comes next."""
+    name = create(lam, {"index.js": NODE_LATE_THROW}, runtime="nodejs20.x", handler="index.handler")
+    assert ok(lam, name, {"late": True}) == {"count": 1}
+    pid = next(i["pid"] for i in status(server)["instanceList"] if i["function"] == name)
+    gone = wait_until(lambda: pid not in [i["pid"] for i in status(server)["instanceList"]], timeout=10, interval=0.05)
+    assert gone, status(server)
+    r = invoke(lam, name, {})
+    assert r.function_error is None and r.payload == {"count": 1}, r
+    assert "Init Duration" in r.log, r
+    url = f"{server.endpoint}/nimbus/v1/functions/{name}/logs?filter=Uncaught"
+    logs = wait_until(lambda: "thrown after the result" in urllib.request.urlopen(url, timeout=10).read().decode(), timeout=10)
+    assert logs, urllib.request.urlopen(url, timeout=10).read()
 
 
 @pytest.mark.parametrize(

@@ -687,9 +687,12 @@ class Runtime {
     let finished = false; // only the first callback / succeed / fail / done counts
     let completed = false;
     let waitForEmptyEventLoop = true;
+    // A result or an error has been posted for this invocation, with `GET /next` behind it.
+    let reported = false;
 
     const postError = (err) => {
       logError('Invoke Error', err);
+      reported = true;
       client.postErrorThenNext(id, err).then(scheduleNext, (e) => this.fatal(e));
     };
     const complete = (result) => {
@@ -706,6 +709,7 @@ class Runtime {
         throw new Error('Unable to stringify response body');
       }
       completed = true;
+      reported = true;
       client.postResponseThenNext(id, bodyString).then(scheduleNext, (e) => this.fatal(e));
     };
     const done = (err, result) => {
@@ -745,8 +749,13 @@ class Runtime {
       done: once(done),
     };
 
-    // Errors escaping the handler asynchronously belong to this invocation.
+    // Errors escaping the handler asynchronously belong to this invocation while it runs. Once
+    // its result is posted, the connection holds the pipelined `GET /next`, answered only when
+    // the next event comes: an error posted behind it would wait for that event and then fail
+    // an invocation that had nothing to do with it. The error is in the log already; the
+    // instance just ends, as on Lambda, and the next invocation gets a new one.
     this.onFatal = (error, exitCode) => {
+      if (reported) process.exit(exitCode);
       client.postError(id, error).then(
         () => process.exit(exitCode),
         () => process.exit(exitCode),
@@ -757,6 +766,7 @@ class Runtime {
     beforeExitAction = () => {
       completed = true;
       finished = true;
+      reported = true;
       beforeExitAction = noop;
       if (isAsync) {
         const e = new NodeJsExit();
