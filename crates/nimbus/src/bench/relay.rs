@@ -28,6 +28,11 @@ use super::loadgen::ServerThread;
 /// One invocation on its way through the relay.
 struct Job {
     id: String,
+    /// `Lambda-Runtime-Trace-Id`: a new one for every invocation, as Lambda (and Nimbus) send.
+    /// Runtimes that put it in their environment (the Rust `lambda_runtime` calls `setenv`) pay
+    /// for a new value each time, so a constant one would make the floor cheaper than the
+    /// contract allows.
+    trace_id: String,
     payload: Bytes,
     reply: oneshot::Sender<Bytes>,
 }
@@ -82,6 +87,15 @@ impl Shared {
     }
 }
 
+/// An X-Ray trace header for the `seq`th invocation, in the form Lambda sends.
+fn trace_id(seq: u64) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("Root=1-{secs:08x}-{seq:024x};Parent={seq:016x};Sampled=0")
+}
+
 type Body = Full<Bytes>;
 
 fn reply(status: StatusCode, body: Bytes) -> Response<Body> {
@@ -96,9 +110,10 @@ async fn invoke(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
         Err(_) => return reply(StatusCode::BAD_REQUEST, Bytes::new()),
     };
     let (tx, rx) = oneshot::channel();
-    let id = format!("floor-{}", shared.seq.fetch_add(1, Ordering::Relaxed));
+    let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
     shared.dispatch(Job {
-        id,
+        id: format!("floor-{seq}"),
+        trace_id: trace_id(seq),
         payload,
         reply: tx,
     });
@@ -138,10 +153,7 @@ async fn runtime_call(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) 
                 "lambda-runtime-invoked-function-arn",
                 "arn:aws:lambda:us-east-1:000000000000:function:floor",
             )
-            .header(
-                "lambda-runtime-trace-id",
-                "Root=1-00000000-000000000000000000000000;Sampled=0",
-            )
+            .header("lambda-runtime-trace-id", job.trace_id)
             .body(Full::new(job.payload))
             .unwrap_or_else(|_| reply(StatusCode::INTERNAL_SERVER_ERROR, Bytes::new()));
     }
@@ -272,12 +284,26 @@ impl Drop for Relay {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_invocation_has_its_own_trace_id() {
+        let (a, b) = (trace_id(1), trace_id(2));
+        assert_ne!(a, b);
+        for t in [&a, &b] {
+            let root = t.strip_prefix("Root=1-").expect("a Root= field first");
+            let (root, rest) = root.split_once(";Parent=").expect("a Parent= field");
+            let (epoch, id) = root.split_once('-').expect("epoch-id");
+            assert_eq!((epoch.len(), id.len()), (8, 24), "{t}");
+            assert!(rest.ends_with(";Sampled=0") && rest.len() == 16 + 10, "{t}");
+        }
+    }
+
     #[tokio::test]
     async fn a_queued_job_goes_to_the_next_runtime_and_back() {
         let shared = Arc::new(Shared::default());
         let (tx, rx) = oneshot::channel();
         shared.dispatch(Job {
             id: "a".into(),
+            trace_id: String::new(),
             payload: Bytes::from_static(b"{}"),
             reply: tx,
         });
@@ -306,6 +332,7 @@ mod tests {
         let (tx, _rx) = oneshot::channel();
         shared.dispatch(Job {
             id: "b".into(),
+            trace_id: String::new(),
             payload: Bytes::new(),
             reply: tx,
         });
@@ -318,6 +345,7 @@ mod tests {
         let (tx, _rx) = oneshot::channel();
         shared.dispatch(Job {
             id: "c".into(),
+            trace_id: String::new(),
             payload: Bytes::new(),
             reply: tx,
         });
