@@ -8,6 +8,7 @@ import json
 import os
 import re
 import time
+import urllib.parse
 import urllib.request
 
 import requests
@@ -87,6 +88,21 @@ def mb(field):
 def status(server):
     with urllib.request.urlopen(server.endpoint + "/nimbus/v1/status", timeout=10) as r:
         return json.loads(r.read())
+
+
+def poll_logs(server, name, marker, want=1, timeout=30):
+    """Log events of `name` whose message contains `marker`, polled until there are `want` of
+    them or `timeout` seconds pass; returns what was found last."""
+    url = f"{server.endpoint}/nimbus/v1/functions/{name}/logs?filter={urllib.parse.quote(marker)}"
+    deadline = time.time() + timeout
+    events = []
+    while time.time() < deadline:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            events = json.load(resp)["events"]
+        if len(events) >= want:
+            return events
+        time.sleep(0.2)
+    return events
 
 
 def wait_until(predicate, timeout, interval=0.25):

@@ -3,12 +3,12 @@
 import base64
 import hashlib
 import json
-import time
 import urllib.request
 
 import pytest
 
 from conftest import create, make_zip, unique
+from lambda_helpers import poll_logs
 
 ROLE = "arn:aws:iam::000000000000:role/test"
 
@@ -254,19 +254,6 @@ def test_alias_weighted_routing(lam):
     for _ in range(10):
         r, _ = invoke_json(lam, name, Qualifier="canary")
         assert r["ExecutedVersion"] == "1"
-
-
-def poll_logs(server, name, marker, want=1, timeout=30):
-    url = f"{server.endpoint}/nimbus/v1/functions/{name}/logs?filter={marker}"
-    deadline = time.time() + timeout
-    events = []
-    while time.time() < deadline:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            events = json.load(resp)["events"]
-        if len(events) >= want:
-            return events
-        time.sleep(0.2)
-    return events
 
 
 def test_invocation_types_and_tail(lam, server):

@@ -12,12 +12,11 @@ import json
 import re
 import time
 import urllib.parse
-import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
 from conftest import create, make_zip
-from lambda_helpers import error_code, failed, invoke, mb, ok, report, status, wait_until
+from lambda_helpers import error_code, failed, invoke, mb, ok, poll_logs, report, status, wait_until
 
 # --------------------------------------------------------------------------------------------
 # Function sources
@@ -358,9 +357,8 @@ def test_node_throw_after_the_result_ends_the_instance_not_the_next_invocation(l
     r = invoke(lam, name, {})
     assert r.function_error is None and r.payload == {"count": 1}, r
     assert "Init Duration" in r.log, r
-    url = f"{server.endpoint}/nimbus/v1/functions/{name}/logs?filter=Uncaught"
-    logs = wait_until(lambda: "thrown after the result" in urllib.request.urlopen(url, timeout=10).read().decode(), timeout=10)
-    assert logs, urllib.request.urlopen(url, timeout=10).read()
+    events = poll_logs(server, name, "thrown after the result", timeout=10)
+    assert events and "Uncaught Exception" in events[0]["message"], events
 
 
 @pytest.mark.parametrize(
