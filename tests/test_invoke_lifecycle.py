@@ -117,3 +117,88 @@ def test_an_instance_that_exits_between_invocations_does_not_fail_the_next(lam):
     name = create(lam, {"bootstrap": (EXITS_AFTER_ANSWERING, 0o755)}, runtime="provided.al2023", handler="bootstrap")
     for i in range(12):
         assert ok(lam, name, {"n": i}) == {"got": {"n": i}}
+
+
+# A runtime on one keep-alive connection that reports how the previous result's 202 reached it.
+# Mode "pipeline": it posts the result and asks for the next event in one write, as the built-in
+# runtimes do, and notes whether its first read after that brought the 202 together with the
+# next event. Mode "wait": it waits for the 202 (at most 5 s) before asking, as the official
+# clients do, and notes whether it came.
+REPORTS_HOW_THE_202_CAME = r"""#!/bin/sh
+exec python3 -c '
+import json, os, socket
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+s = socket.create_connection((host, int(port)))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+NEXT = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n"
+buf = b""
+def responses(data):
+    # Complete responses at the front of data: [(status, headers, body)], rest.
+    out = []
+    while True:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return out, data
+        lines = data[:end].decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+        size = int(headers.get("content-length", "0"))
+        if len(data) < end + 4 + size:
+            return out, data
+        out.append((int(lines[0].split()[1]), headers, data[end + 4:end + 4 + size]))
+        data = data[end + 4 + size:]
+def read_responses(want, first_read_timeout=None):
+    # Reads until want responses are in; also says how many the first read completed.
+    global buf
+    got, first = [], None
+    s.settimeout(first_read_timeout)
+    while len(got) < want:
+        chunk = s.recv(65536)
+        s.settimeout(None)
+        if not chunk:
+            raise SystemExit("connection closed")
+        done, buf = responses(buf + chunk)
+        got += done
+        if first is None:
+            first = len(got)
+    return got, first
+s.sendall(NEXT)
+(event_response,), _ = read_responses(1)
+seen = None
+while True:
+    status, headers, body = event_response
+    rid = headers["lambda-runtime-aws-request-id"]
+    mode = json.loads(body).get("mode", "pipeline")
+    post = json.dumps({"previous": seen}).encode()
+    post = (b"POST /2018-06-01/runtime/invocation/" + rid.encode() + b"/response HTTP/1.1\r\nHost: x\r\n"
+            + b"Content-Length: " + str(len(post)).encode() + b"\r\n\r\n" + post)
+    if mode == "pipeline":
+        s.sendall(post + NEXT)
+        (accepted, event_response), first = read_responses(2)
+        seen = {"mode": mode, "status": accepted[0], "with_event": first == 2}
+    else:
+        s.sendall(post)
+        try:
+            (accepted,), _ = read_responses(1, first_read_timeout=5)
+            seen = {"mode": mode, "status": accepted[0], "came": True}
+        except socket.timeout:
+            seen = {"mode": mode, "came": False}
+        s.sendall(NEXT)
+        (event_response,), _ = read_responses(1)
+'
+"""
+
+
+def test_a_results_202_rides_with_the_next_event_only_when_the_runtime_already_asked(lam):
+    # A runtime that has already asked for its next event is not woken for the 202 alone: it
+    # comes in the same write as the event. A runtime that waits for the 202 gets it at once.
+    name = create(
+        lam, {"bootstrap": (REPORTS_HOW_THE_202_CAME, 0o755)}, runtime="provided.al2023", handler="bootstrap"
+    )
+    modes = ["pipeline", "wait", "pipeline", "pipeline", "wait", "wait", "pipeline", "end"]
+    seen = [ok(lam, name, {"mode": m})["previous"] for m in modes]
+    assert seen[0] is None
+    for mode, previous in zip(modes, seen[1:]):
+        if mode == "pipeline":
+            assert previous == {"mode": "pipeline", "status": 202, "with_event": True}, seen
+        else:
+            assert previous == {"mode": "wait", "status": 202, "came": True}, seen

@@ -17,6 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use nimbus_core::Limits;
 
+use crate::coalesce::{Coalesce, ConnState, NextGuard};
 use crate::instance::{Inflight, Instance, JobResult};
 use crate::peer::PeerFilter;
 
@@ -39,36 +40,48 @@ pub(crate) async fn serve(listener: PeerFilter, instance: Arc<Instance>) {
         while connections.try_join_next().is_some() {}
         let instance = instance.clone();
         connections.spawn(async move {
+            let conn = Arc::new(ConnState::default());
+            let io = Coalesce::new(stream, conn.clone());
             let service = hyper::service::service_fn(move |req| {
+                let route = route(&req);
+                if route == Route::Next && req.method() == Method::GET {
+                    // Now, as hyper hands the request over and before it reads again: from
+                    // here a held 202 waits for this request's event (see `coalesce`).
+                    conn.next_asked();
+                }
                 let instance = instance.clone();
-                async move { Ok::<_, Infallible>(handle(&instance, req).await) }
+                let conn = conn.clone();
+                async move { Ok::<_, Infallible>(handle(&instance, &conn, route, req).await) }
             });
             // No timer: a header read timeout would arm one per request, and the only peer is
             // the instance's own runtime.
             let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(io), service)
                 .await;
         });
     }
 }
 
-/// Routes one request: `GET /invocation/next`, `POST /invocation/{id}/response`,
-/// `POST /invocation/{id}/error` and `POST /init/error` under the 2018-06-01 prefix.
-async fn handle(inst: &Instance, req: Request<Incoming>) -> Reply {
-    let route = req
-        .uri()
+/// The resource a request names.
+fn route(req: &Request<Incoming>) -> Route {
+    req.uri()
         .path()
         .strip_prefix(PREFIX)
         .map(Route::parse)
-        .unwrap_or(Route::Unknown);
+        .unwrap_or(Route::Unknown)
+}
+
+/// Routes one request: `GET /invocation/next`, `POST /invocation/{id}/response`,
+/// `POST /invocation/{id}/error` and `POST /init/error` under the 2018-06-01 prefix.
+async fn handle(inst: &Instance, conn: &ConnState, route: Route, req: Request<Incoming>) -> Reply {
     match (route, req.method()) {
-        (Route::Next, &Method::GET) => next(inst).await,
+        (Route::Next, &Method::GET) => next(inst, conn).await,
         (Route::Response(id), &Method::POST) => {
-            complete(inst, &id, req.into_body(), JobResult::Response).await
+            complete(inst, conn, &id, req.into_body(), JobResult::Response).await
         }
         (Route::Error(id), &Method::POST) => {
             let error_type = error_type(req.headers());
-            complete(inst, &id, req.into_body(), |body| JobResult::Error {
+            complete(inst, conn, &id, req.into_body(), |body| JobResult::Error {
                 body,
                 error_type,
             })
@@ -178,7 +191,9 @@ fn header(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-async fn next(inst: &Instance) -> Reply {
+async fn next(inst: &Instance, conn: &ConnState) -> Reply {
+    // Whatever happens below, this request's answer goes out (with a 202 held for it).
+    let _answered = NextGuard(conn);
     // The first call ends init, whether or not an invocation is waiting (a provisioned
     // instance asks long before its first one).
     let _ = inst.init_done.set(Instant::now());
@@ -320,6 +335,7 @@ fn error_type(headers: &HeaderMap) -> Option<String> {
 /// Ends invocation `id` with the posted body, shaped by `result`.
 async fn complete(
     inst: &Instance,
+    conn: &ConnState,
     id: &str,
     body: Incoming,
     result: impl FnOnce(Bytes) -> JobResult,
@@ -339,6 +355,8 @@ async fn complete(
             // task writes the 202: the caller is waiting, while the 202 only lets the runtime
             // ask for its next event. Measured: 20-40 µs off the warm c=1 p50.
             tokio::task::yield_now().await;
+            // Its 202 may go out with the next event (see `coalesce`).
+            conn.result_accepted();
             accepted()
         }
         Capped::TooLarge(size) => {
