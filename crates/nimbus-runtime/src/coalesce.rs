@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// What the handlers tell the connection, shared between them and [`Coalesce`].
 #[derive(Debug, Default)]
-pub(crate) struct ConnState {
+pub struct ConnState {
     /// A `GET /next` on this connection has been received and is not answered yet.
     awaiting_next: AtomicBool,
     /// A result was just accepted: its 202 may wait for the event after it.
@@ -39,19 +39,19 @@ pub(crate) struct ConnState {
 impl ConnState {
     /// A `GET /next` was received (called when hyper hands the request over, before it reads
     /// the socket again).
-    pub(crate) fn next_asked(&self) {
+    pub fn next_asked(&self) {
         self.awaiting_next.store(true, Ordering::Relaxed);
     }
 
     /// The waiting `GET /next` has its answer: that answer, and whatever was held before it, go
     /// out now.
-    pub(crate) fn next_answered(&self) {
+    pub fn next_answered(&self) {
         self.result_accepted.store(false, Ordering::Relaxed);
         self.awaiting_next.store(false, Ordering::Relaxed);
     }
 
     /// A posted result was accepted; the response written next is its 202.
-    pub(crate) fn result_accepted(&self) {
+    pub fn result_accepted(&self) {
         self.result_accepted.store(true, Ordering::Relaxed);
     }
 
@@ -62,7 +62,7 @@ impl ConnState {
 
 /// Clears [`ConnState::awaiting_next`] if the `GET /next` is dropped unanswered (its
 /// connection is closing), so nothing stays held.
-pub(crate) struct NextGuard<'a>(pub(crate) &'a ConnState);
+pub struct NextGuard<'a>(pub &'a ConnState);
 
 impl Drop for NextGuard<'_> {
     fn drop(&mut self) {
@@ -71,7 +71,7 @@ impl Drop for NextGuard<'_> {
 }
 
 /// The connection hyper serves a Runtime API client on; see the module documentation.
-pub(crate) struct Coalesce<S> {
+pub struct Coalesce<S> {
     io: S,
     state: Arc<ConnState>,
     /// Response bytes written by hyper and not yet sent.
@@ -79,7 +79,7 @@ pub(crate) struct Coalesce<S> {
 }
 
 impl<S> Coalesce<S> {
-    pub(crate) fn new(io: S, state: Arc<ConnState>) -> Self {
+    pub fn new(io: S, state: Arc<ConnState>) -> Self {
         Coalesce {
             io,
             state,

@@ -6,7 +6,7 @@
 //! Nothing here knows about the management API or HTTP clients; the API crate calls [`Runtime::invoke`].
 
 mod bootstraps;
-mod coalesce;
+pub mod coalesce;
 mod detach;
 mod instance;
 mod interpreters;

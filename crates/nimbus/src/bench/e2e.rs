@@ -76,27 +76,28 @@ pub async fn measure(client: &Client, runtime: &str, n: usize) -> anyhow::Result
     let arrivals = Arc::new(Arrivals::default());
     let recorder = arrivals.clone();
     // The callback's arrival is the moment its body has been read.
-    let _callbacks = ServerThread::start("bench-e2e-callbacks", vec![listener], move |_, req| {
-        let arrivals = recorder.clone();
-        async move {
-            let body = req.into_body().collect().await.map(|b| b.to_bytes());
-            let at = Instant::now();
-            if let Some(id) = body
-                .ok()
-                .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse::<u64>().ok())
-            {
-                arrivals
-                    .seen
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, at);
-                arrivals.arrived.notify_waiters();
+    let _callbacks =
+        ServerThread::start("bench-e2e-callbacks", vec![listener], move |_, _, req| {
+            let arrivals = recorder.clone();
+            async move {
+                let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                let at = Instant::now();
+                if let Some(id) = body
+                    .ok()
+                    .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse::<u64>().ok())
+                {
+                    arrivals
+                        .seen
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, at);
+                    arrivals.arrived.notify_waiters();
+                }
+                let mut resp = Response::new(Full::new(Bytes::new()));
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                resp
             }
-            let mut resp = Response::new(Full::new(Bytes::new()));
-            *resp.status_mut() = StatusCode::NO_CONTENT;
-            resp
-        }
-    })?;
+        })?;
     let code = handler(port);
     let zip = super::zip(&[("app.py", code.as_bytes(), 0o644)])?;
     client

@@ -18,6 +18,7 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use nimbus_runtime::coalesce::{Coalesce, ConnState};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 use tokio::task::JoinHandle;
@@ -552,7 +553,7 @@ impl ServerThread {
         handle: H,
     ) -> anyhow::Result<ServerThread>
     where
-        H: Fn(usize, Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
+        H: Fn(usize, &Arc<ConnState>, Request<hyper::body::Incoming>) -> F + Clone + Send + 'static,
         F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
     {
         for l in &listeners {
@@ -579,12 +580,17 @@ impl ServerThread {
                                 let _ = stream.set_nodelay(true);
                                 let handle = handle.clone();
                                 tokio::spawn(async move {
+                                    // Each connection as Nimbus's Runtime API serves it, so a
+                                    // handler can hold a 202 for the next event the same way
+                                    // (a connection whose handler never does is unchanged).
+                                    let conn = Arc::new(ConnState::default());
+                                    let io = Coalesce::new(stream, conn.clone());
                                     let service = hyper::service::service_fn(move |req| {
-                                        let answer = handle(i, req);
+                                        let answer = handle(i, &conn, req);
                                         async move { Ok::<_, Infallible>(answer.await) }
                                     });
                                     let _ = hyper::server::conn::http1::Builder::new()
-                                        .serve_connection(TokioIo::new(stream), service)
+                                        .serve_connection(TokioIo::new(io), service)
                                         .await;
                                 });
                             }
@@ -623,10 +629,11 @@ impl TrivialServer {
     pub fn start() -> anyhow::Result<TrivialServer> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
-        let server = ServerThread::start("bench-trivial-server", vec![listener], |_, req| async {
-            let _ = req.into_body().collect().await;
-            Response::new(Full::new(Bytes::from_static(b"{}")))
-        })?;
+        let server =
+            ServerThread::start("bench-trivial-server", vec![listener], |_, _, req| async {
+                let _ = req.into_body().collect().await;
+                Response::new(Full::new(Bytes::from_static(b"{}")))
+            })?;
         Ok(TrivialServer {
             addr,
             _server: server,

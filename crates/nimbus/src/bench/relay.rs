@@ -4,7 +4,8 @@
 //! A warm invoke under Lambda's contract is at least six loopback HTTP messages: the caller's
 //! request, the runtime's pending `GET .../invocation/next` answered with the event, the
 //! runtime's `POST .../response`, its 202, the answer to the caller, and the runtime's next
-//! `GET .../next`. The relay does only that, on one thread with no cross-thread wake-ups, no
+//! `GET .../next`. A runtime that pipelines its result and its next `GET .../next` gets the 202
+//! with the next event, as Nimbus sends it (`nimbus_runtime::coalesce`). The relay does only that, on one thread with no cross-thread wake-ups, no
 //! sandbox, no logs, no metrics and no store, so what it reaches is what the runtime, the load
 //! generator and the kernel's loopback path allow on this machine. Nimbus cannot beat it; a
 //! target the relay itself misses is out of reach for that runtime here.
@@ -21,6 +22,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
+use nimbus_runtime::coalesce::{ConnState, NextGuard};
 use tokio::sync::oneshot;
 
 use super::loadgen::ServerThread;
@@ -133,9 +135,14 @@ async fn invoke(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
 const NEXT: &str = "/2018-06-01/runtime/invocation/next";
 const INVOCATION: &str = "/2018-06-01/runtime/invocation/";
 
-async fn runtime_call(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+async fn runtime_call(
+    shared: Arc<Shared>,
+    conn: &ConnState,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     if path == NEXT {
+        let _answered = NextGuard(conn);
         let Some(job) = shared.next_job().await else {
             return reply(StatusCode::SERVICE_UNAVAILABLE, Bytes::new());
         };
@@ -170,6 +177,8 @@ async fn runtime_call(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) 
                 if let Some(w) = waiter {
                     let _ = w.send(body);
                 }
+                // Sent with the next event if the runtime has already asked for it.
+                conn.result_accepted();
                 return reply(StatusCode::ACCEPTED, Bytes::from_static(b"{}"));
             }
         }
@@ -197,17 +206,26 @@ impl Relay {
         let shared = Arc::new(Shared::default());
         let state = shared.clone();
         // Listener 0 takes invokes, listener 1 is the Runtime API.
-        let server =
-            ServerThread::start("bench-relay", vec![invoke_l, runtime_l], move |i, req| {
+        let server = ServerThread::start(
+            "bench-relay",
+            vec![invoke_l, runtime_l],
+            move |i, conn, req| {
                 let state = state.clone();
+                let conn = conn.clone();
+                if i == 1 && req.uri().path() == NEXT {
+                    // As Nimbus does: from here a result's 202 held on this connection waits
+                    // for this request's event.
+                    conn.next_asked();
+                }
                 async move {
                     if i == 0 {
                         invoke(state, req).await
                     } else {
-                        runtime_call(state, req).await
+                        runtime_call(state, &conn, req).await
                     }
                 }
-            })?;
+            },
+        )?;
         Ok(Relay {
             endpoint,
             runtime_api,
