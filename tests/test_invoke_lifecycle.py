@@ -188,17 +188,29 @@ while True:
 """
 
 
+# nimbus_runtime::coalesce::RECHECK_AFTER: 202s written at once after a runtime was seen waiting.
+RECHECK_AFTER = 16
+
+
 def test_a_results_202_rides_with_the_next_event_only_when_the_runtime_already_asked(lam):
     # A runtime that has already asked for its next event is not woken for the 202 alone: it
-    # comes in the same write as the event. A runtime that waits for the 202 gets it at once.
+    # comes in the same write as the event. A runtime that waits for the 202 gets it at once,
+    # and its connection's next RECHECK_AFTER 202s are written at once; after them the server
+    # holds a 202 again if the runtime has asked by then.
     name = create(
         lam, {"bootstrap": (REPORTS_HOW_THE_202_CAME, 0o755)}, runtime="provided.al2023", handler="bootstrap"
     )
-    modes = ["pipeline", "wait", "pipeline", "pipeline", "wait", "wait", "pipeline", "end"]
+    modes = ["pipeline", "pipeline", "wait", "wait"] + ["pipeline"] * (RECHECK_AFTER + 2) + ["end"]
     seen = [ok(lam, name, {"mode": m})["previous"] for m in modes]
     assert seen[0] is None
-    for mode, previous in zip(modes, seen[1:]):
-        if mode == "pipeline":
-            assert previous == {"mode": "pipeline", "status": 202, "with_event": True}, seen
-        else:
-            assert previous == {"mode": "wait", "status": 202, "came": True}, seen
+    reports = list(zip(modes, seen[1:]))
+    for mode, previous in reports:
+        assert previous["mode"] == mode and previous.get("status") == 202, seen
+        if mode == "wait":
+            assert previous["came"] is True, seen
+    assert [p["with_event"] for _, p in reports[:2]] == [True, True], seen
+    # The first wait was held and released by the server's read; the second wait, and the
+    # pipelined posts up to the recheck, were answered at once (which the runtime sees as a
+    # 202 on its own unless it was not scheduled before the next event came, so not asserted
+    # here: the unit tests in coalesce.rs check it); the last two were held again.
+    assert [p["with_event"] for _, p in reports[-2:]] == [True, True], seen

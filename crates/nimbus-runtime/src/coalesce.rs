@@ -12,16 +12,26 @@
 //!   nothing else can be written on the connection meanwhile, and the runtime, having asked for
 //!   its next event, reads that next anyway);
 //! - otherwise (a runtime that waits for the 202 before asking, as the official clients do) it
-//!   is written as soon as hyper goes back to the socket for the next request, which it does
-//!   right away: holding wakes the connection's task, and a connection with nothing left to
-//!   answer reads. So the 202 is never held while the peer waits for it with nothing else coming.
+//!   is written as soon as hyper goes back to the socket for the next request: holding wakes
+//!   the connection's task, and a connection with nothing left to answer reads. So the 202 is
+//!   never held while the peer waits for it with nothing else coming. That costs the 202 a turn
+//!   of the connection's task behind whatever else is ready on its worker, so a connection whose
+//!   runtime was seen waiting gets its next [`RECHECK_AFTER`] 202s written at once, and is then
+//!   looked at again.
 //!
-//! hyper itself is not changed or configured for this: it writes its responses to this wrapper
-//! in order, as to any connection.
+//! While a result's 202 is due or a `GET /next` waits, everything hyper writes is held (only
+//! responses to requests before that `GET /next` can be written then), and held bytes always go
+//! out before newer ones, by the next write made with neither flag set, by a read, or at
+//! shutdown. A large result the runtime sends in several writes may let hyper read the socket
+//! before the `GET /next` arrives: its 202 then goes out on its own, as before.
+//!
+//! hyper itself is not changed or configured for this (its `pipeline_flush` option would hold a
+//! response as long as any unparsed byte is buffered, an empty line after a body included): it
+//! writes its responses to this wrapper in order, as to any connection.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -34,7 +44,14 @@ pub struct ConnState {
     awaiting_next: AtomicBool,
     /// A result was just accepted: its 202 may wait for the event after it.
     result_accepted: AtomicBool,
+    /// 202s still to write at once, because this connection's runtime was last seen waiting
+    /// for its 202 before asking for the next event.
+    answer_at_once: AtomicU32,
 }
+
+/// How many 202s a runtime seen waiting for its 202 gets at once before the connection holds
+/// one again to see whether it still waits.
+pub const RECHECK_AFTER: u32 = 16;
 
 impl ConnState {
     /// A `GET /next` was received (called when hyper hands the request over, before it reads
@@ -52,6 +69,11 @@ impl ConnState {
 
     /// A posted result was accepted; the response written next is its 202.
     pub fn result_accepted(&self) {
+        let at_once = self.answer_at_once.load(Ordering::Relaxed);
+        if at_once > 0 {
+            self.answer_at_once.store(at_once - 1, Ordering::Relaxed);
+            return;
+        }
         self.result_accepted.store(true, Ordering::Relaxed);
     }
 
@@ -60,8 +82,8 @@ impl ConnState {
     }
 }
 
-/// Clears [`ConnState::awaiting_next`] if the `GET /next` is dropped unanswered (its
-/// connection is closing), so nothing stays held.
+/// Held by the `GET /next` handler: when it ends, [`ConnState::next_answered`] says so, so
+/// its answer (and what was held before it) goes out at once.
 pub struct NextGuard<'a>(pub &'a ConnState);
 
 impl Drop for NextGuard<'_> {
@@ -69,6 +91,9 @@ impl Drop for NextGuard<'_> {
         self.0.next_answered();
     }
 }
+
+/// Buffers given to one vectored write: what is held, then hyper's (at most 64 at a time).
+const MAX_IOVS: usize = 65;
 
 /// The connection hyper serves a Runtime API client on; see the module documentation.
 pub struct Coalesce<S> {
@@ -113,7 +138,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<S> {
         // carries what is held), the runtime may be waiting for the held 202 before it sends
         // anything: send it first.
         if !this.held.is_empty() && !this.state.awaiting_next() {
-            this.state.result_accepted.store(false, Ordering::Relaxed);
+            if this.state.result_accepted.swap(false, Ordering::Relaxed) {
+                // The runtime did not ask for its next event along with its result: it waits
+                // for the 202, so give it its next ones at once.
+                this.state
+                    .answer_at_once
+                    .store(RECHECK_AFTER, Ordering::Relaxed);
+            }
             ready!(this.poll_send_held(cx))?;
         }
         Pin::new(&mut this.io).poll_read(cx, buf)
@@ -153,10 +184,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         while !this.held.is_empty() {
             // What is held and this in one write: one wake-up for the runtime.
-            let mut iovs = Vec::with_capacity(bufs.len() + 1);
-            iovs.push(IoSlice::new(&this.held));
-            iovs.extend_from_slice(bufs);
-            let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, &iovs))?;
+            let mut iovs = [IoSlice::new(&[]); MAX_IOVS];
+            iovs[0] = IoSlice::new(&this.held);
+            let mut len = 1;
+            for b in bufs.iter().take(MAX_IOVS - 1) {
+                iovs[len] = *b;
+                len += 1;
+            }
+            let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, &iovs[..len]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -206,14 +241,72 @@ mod tests {
     const POST: &[u8] = b"POST /result HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}";
     const NEXT: &[u8] = b"GET /next HTTP/1.1\r\nhost: x\r\n\r\n";
 
+    /// The server's socket, counting the writes that send something.
+    struct Counted {
+        io: TcpStream,
+        writes: Arc<AtomicU32>,
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
+            if n > 0 {
+                this.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        }
+    }
+
     /// A hyper server on loopback with the Runtime API's shape: `POST /result` answers 202
-    /// once accepted, `GET /next` waits until `event` is notified. Returns the client socket.
-    async fn serve(event: Arc<Notify>) -> TcpStream {
+    /// once accepted, `GET /next` waits until `event` is notified. Returns the client socket
+    /// and the count of the server's writes.
+    async fn serve(event: Arc<Notify>) -> (TcpStream, Arc<AtomicU32>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let writes = Arc::new(AtomicU32::new(0));
+        let counted = writes.clone();
         tokio::spawn(async move {
             let (stream, _) = listener.accept().await.expect("accept");
             let conn = Arc::new(ConnState::default());
+            let stream = Counted {
+                io: stream,
+                writes: counted,
+            };
             let io = Coalesce::new(stream, conn.clone());
             let service = hyper::service::service_fn(move |req: Request<_>| {
                 let is_next = req.method() == Method::GET && req.uri().path() == "/next";
@@ -242,7 +335,7 @@ mod tests {
         });
         let client = TcpStream::connect(addr).await.expect("connect");
         client.set_nodelay(true).expect("nodelay");
-        client
+        (client, writes)
     }
 
     /// Lets the server task run until it has nothing left to do (one thread: it runs only
@@ -285,7 +378,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_runtime_that_waits_for_the_202_gets_it_at_once() {
         let event = Arc::new(Notify::new());
-        let mut client = serve(event.clone()).await;
+        let (mut client, _) = serve(event.clone()).await;
         client.write_all(POST).await.expect("post");
         // Nothing else is sent until the 202 is in: held, it would never come.
         let got = read_until(&client, &["ACCEPTED"]).await;
@@ -301,26 +394,81 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_pipelined_next_gets_the_202_with_its_event() {
         let event = Arc::new(Notify::new());
-        let mut client = serve(event.clone()).await;
+        let (mut client, writes) = serve(event.clone()).await;
+        client.write_all(NEXT).await.expect("first next");
+        settle().await;
+        event.notify_one();
+        read_until(&client, &["EVENT"]).await;
         for round in 0..3 {
+            pipelined_round(&mut client, &writes, &event, round).await;
+        }
+    }
+
+    /// A result and the next request in one write: nothing comes back until the event, and
+    /// then the 202 and the event come in one write, the 202 first.
+    async fn pipelined_round(
+        client: &mut TcpStream,
+        writes: &AtomicU32,
+        event: &Notify,
+        round: u32,
+    ) {
+        client
+            .write_all(&[POST, NEXT].concat())
+            .await
+            .expect("post and next");
+        settle().await;
+        // The server has done all it can: the 202 is held, not sent.
+        let early = readable_now(client);
+        assert!(
+            early.is_empty(),
+            "round {round}: {:?}",
+            String::from_utf8_lossy(&early)
+        );
+        let before = writes.load(Ordering::Relaxed);
+        event.notify_one();
+        let got = read_until(client, &["ACCEPTED", "EVENT"]).await;
+        assert_eq!(
+            writes.load(Ordering::Relaxed),
+            before + 1,
+            "round {round}: one write"
+        );
+        let accepted = got.find("HTTP/1.1 202").expect("202");
+        let event_at = got.find("HTTP/1.1 200").expect("200");
+        assert!(accepted < event_at, "the 202 comes first: {got}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_runtime_seen_waiting_is_answered_at_once_then_looked_at_again() {
+        let event = Arc::new(Notify::new());
+        let (mut client, writes) = serve(event.clone()).await;
+        client.write_all(NEXT).await.expect("first next");
+        settle().await;
+        event.notify_one();
+        read_until(&client, &["EVENT"]).await;
+        // It waits for its 202 once (held, then released by hyper's read) ...
+        client.write_all(POST).await.expect("post");
+        read_until(&client, &["ACCEPTED"]).await;
+        client.write_all(NEXT).await.expect("next");
+        settle().await;
+        event.notify_one();
+        read_until(&client, &["EVENT"]).await;
+        // ... so its next RECHECK_AFTER 202s go out at once, even when it pipelines ...
+        for round in 0..RECHECK_AFTER {
             client
                 .write_all(&[POST, NEXT].concat())
                 .await
                 .expect("post and next");
             settle().await;
-            // The server has done all it can: the 202 is held, not sent.
-            let early = readable_now(&client);
+            let early = String::from_utf8_lossy(&readable_now(&client)).into_owned();
             assert!(
-                early.is_empty(),
-                "round {round}: {:?}",
-                String::from_utf8_lossy(&early)
+                early.starts_with("HTTP/1.1 202"),
+                "round {round}: {early:?}"
             );
             event.notify_one();
-            let got = read_until(&client, &["ACCEPTED", "EVENT"]).await;
-            let accepted = got.find("HTTP/1.1 202").expect("202");
-            let event_at = got.find("HTTP/1.1 200").expect("200");
-            assert!(accepted < event_at, "the 202 comes first: {got}");
+            read_until(&client, &["EVENT"]).await;
         }
+        // ... and after them the connection holds a 202 again.
+        pipelined_round(&mut client, &writes, &event, RECHECK_AFTER).await;
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -328,7 +476,7 @@ mod tests {
         // The result and the next request in two writes with a pause between: by the time the
         // second arrives the 202 has gone, because hyper read the socket for it.
         let event = Arc::new(Notify::new());
-        let mut client = serve(event.clone()).await;
+        let (mut client, _) = serve(event.clone()).await;
         client.write_all(POST).await.expect("post");
         settle().await;
         let got = String::from_utf8_lossy(&readable_now(&client)).into_owned();
@@ -345,7 +493,7 @@ mod tests {
         // RFC 9112 asks servers to ignore an empty line before a request; a client that sends
         // one after its body must not be left without its 202.
         let event = Arc::new(Notify::new());
-        let mut client = serve(event).await;
+        let (mut client, _) = serve(event).await;
         client
             .write_all(&[POST, b"\r\n"].concat())
             .await
