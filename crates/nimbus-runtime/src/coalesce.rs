@@ -23,7 +23,8 @@
 //! responses to requests before that `GET /next` can be written then), and held bytes always go
 //! out before newer ones, by the next write made with neither flag set, by a read, or at
 //! shutdown. A large result the runtime sends in several writes may let hyper read the socket
-//! before the `GET /next` arrives: its 202 then goes out on its own, as before.
+//! before the `GET /next` arrives: its 202 then goes out on its own, as before, and the
+//! connection counts as one whose runtime waits until the recheck.
 //!
 //! hyper itself is not changed or configured for this (its `pipeline_flush` option would hold a
 //! response as long as any unparsed byte is buffered, an empty line after a body included): it
