@@ -361,8 +361,8 @@ mod tests {
         }
     }
 
-    /// Reads until `want` responses' bodies have been seen, or fails after a while (a 202
-    /// held with nothing to release it would hang here).
+    /// Reads until all of `bodies` have been seen, or fails after a while (a 202 held with
+    /// nothing to release it would hang here).
     async fn read_until(client: &TcpStream, bodies: &[&str]) -> String {
         let mut got = String::new();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -376,6 +376,16 @@ mod tests {
         got
     }
 
+    /// Asks for the next event, lets it come, and returns what arrived (the event first).
+    async fn next_event(client: &mut TcpStream, event: &Notify) -> String {
+        client.write_all(NEXT).await.expect("next");
+        settle().await;
+        event.notify_one();
+        let got = read_until(client, &["EVENT"]).await;
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        got
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_runtime_that_waits_for_the_202_gets_it_at_once() {
         let event = Arc::new(Notify::new());
@@ -384,11 +394,7 @@ mod tests {
         // Nothing else is sent until the 202 is in: held, it would never come.
         let got = read_until(&client, &["ACCEPTED"]).await;
         assert!(got.starts_with("HTTP/1.1 202"), "{got}");
-        client.write_all(NEXT).await.expect("next");
-        settle().await;
-        event.notify_one();
-        let got = read_until(&client, &["EVENT"]).await;
-        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        let got = next_event(&mut client, &event).await;
         assert!(!got.contains("ACCEPTED"), "{got}");
     }
 
@@ -396,10 +402,7 @@ mod tests {
     async fn a_pipelined_next_gets_the_202_with_its_event() {
         let event = Arc::new(Notify::new());
         let (mut client, writes) = serve(event.clone()).await;
-        client.write_all(NEXT).await.expect("first next");
-        settle().await;
-        event.notify_one();
-        read_until(&client, &["EVENT"]).await;
+        next_event(&mut client, &event).await;
         for round in 0..3 {
             pipelined_round(&mut client, &writes, &event, round).await;
         }
@@ -442,17 +445,11 @@ mod tests {
     async fn a_runtime_seen_waiting_is_answered_at_once_then_looked_at_again() {
         let event = Arc::new(Notify::new());
         let (mut client, writes) = serve(event.clone()).await;
-        client.write_all(NEXT).await.expect("first next");
-        settle().await;
-        event.notify_one();
-        read_until(&client, &["EVENT"]).await;
+        next_event(&mut client, &event).await;
         // It waits for its 202 once (held, then released by hyper's read) ...
         client.write_all(POST).await.expect("post");
         read_until(&client, &["ACCEPTED"]).await;
-        client.write_all(NEXT).await.expect("next");
-        settle().await;
-        event.notify_one();
-        read_until(&client, &["EVENT"]).await;
+        next_event(&mut client, &event).await;
         // ... so its next RECHECK_AFTER 202s go out at once, even when it pipelines ...
         for round in 0..RECHECK_AFTER {
             client
@@ -482,11 +479,7 @@ mod tests {
         settle().await;
         let got = String::from_utf8_lossy(&readable_now(&client)).into_owned();
         assert!(got.starts_with("HTTP/1.1 202"), "{got:?}");
-        client.write_all(NEXT).await.expect("next");
-        settle().await;
-        event.notify_one();
-        let got = read_until(&client, &["EVENT"]).await;
-        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        next_event(&mut client, &event).await;
     }
 
     #[tokio::test(flavor = "current_thread")]
