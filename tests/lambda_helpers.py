@@ -119,27 +119,40 @@ def wait_until(predicate, timeout, interval=0.25):
 SERVERS = set()
 
 
-def function_pids(function_name):
-    """PIDs of host processes running `function_name`: the unprivileged members of its
-    instances' cgroups, as the running servers' status lists them, plus any process with
-    AWS_LAMBDA_FUNCTION_NAME in its initial environment (instances started without a sandbox)."""
-    out = set()
+def function_cgroups(function_name):
+    """The cgroup directories of `function_name`'s instances, as the running servers' status
+    lists them."""
+    dirs = []
     for endpoint in list(SERVERS):
         try:
             st = requests.get(endpoint + "/nimbus/v1/status", timeout=5).json()
         except (requests.RequestException, ValueError):
             continue
         for inst in st.get("instanceList", []):
-            if inst["function"] != function_name:
-                continue
-            for d in inst.get("cgroups", []):
-                try:
-                    with open(os.path.join(d, "cgroup.procs")) as f:
-                        pids = [int(p) for p in f.read().split()]
-                except OSError:
-                    continue
-                # The sandbox's own helpers are root; the function's processes are not.
-                out.update(p for p in pids if (proc_uid(p) or 0) != 0)
+            if inst["function"] == function_name:
+                dirs.extend(inst.get("cgroups", []))
+    return dirs
+
+
+def cgroup_pids(dirs):
+    """The unprivileged members of the cgroups `dirs`: the sandbox's own helpers are root, the
+    function's processes are not."""
+    out = set()
+    for d in dirs:
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                pids = [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+        out.update(p for p in pids if (proc_uid(p) or 0) != 0)
+    return out
+
+
+def function_pids(function_name):
+    """PIDs of host processes running `function_name`: the unprivileged members of its
+    instances' cgroups, plus any process with AWS_LAMBDA_FUNCTION_NAME in its initial
+    environment (instances started without a sandbox)."""
+    out = cgroup_pids(function_cgroups(function_name))
     marker = f"AWS_LAMBDA_FUNCTION_NAME={function_name}".encode()
     for d in os.listdir("/proc"):
         if not d.isdigit():
