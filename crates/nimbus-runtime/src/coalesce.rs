@@ -187,11 +187,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
             // What is held and this in one write: one wake-up for the runtime.
             let mut iovs = [IoSlice::new(&[]); MAX_IOVS];
             iovs[0] = IoSlice::new(&this.held);
-            let mut len = 1;
-            for b in bufs.iter().take(MAX_IOVS - 1) {
-                iovs[len] = *b;
-                len += 1;
-            }
+            let len = 1 + bufs.len().min(MAX_IOVS - 1);
+            iovs[1..len].copy_from_slice(&bufs[..len - 1]);
             let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, &iovs[..len]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));

@@ -8,8 +8,8 @@
 //! with the next event, as Nimbus sends it (`nimbus_runtime::coalesce`). The relay does only
 //! that, on one thread with no cross-thread wake-ups, no sandbox, no logs, no metrics and no
 //! store, so what it reaches is what the runtime, the load generator and the kernel's loopback
-//! path allow on this machine. Nimbus cannot beat it; a
-//! target the relay itself misses is out of reach for that runtime here.
+//! path allow on this machine. Nimbus cannot beat it; a target the relay itself misses is out of
+//! reach for that runtime here.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
