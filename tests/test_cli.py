@@ -264,7 +264,7 @@ def test_errors_are_one_sentence(server):
 def test_up_reads_a_config_file_and_refuses_bad_ones(new_server, tmp_path):
     # Credentials from the config file turn on SigV4, as the flags do.
     cfg = tmp_path / "nimbus.toml"
-    cfg.write_text('access-key = "FILEAK"\nsecret-key = "FILESK"\nidle-timeout = "30s"\nmax-instances = 4\nworkers = 3\nidle-spin = "50us"\n')
+    cfg.write_text('access-key = "FILEAK"\nsecret-key = "FILESK"\nidle-timeout = "30s"\nmax-instances = 4\nworkers = 3\nidle-spin = "50us"\ncpu-slots = 6\ncpu-slot-wait = "5ms"\n')
     s = new_server("--config", str(cfg))
     unsigned = s.cli("ls", check=False)
     assert unsigned.returncode != 0 and "MissingAuthenticationTokenException" in unsigned.stderr
@@ -272,8 +272,10 @@ def test_up_reads_a_config_file_and_refuses_bad_ones(new_server, tmp_path):
     # The server says how many workers it runs and how long they spin; a flag wins over the file.
     plain = lambda srv: re.sub(r"\x1b\[[0-9;]*m", "", srv.log())
     assert "workers=3" in plain(s) and "idle_spin=50µs" in plain(s), plain(s)
-    flagged = new_server("--config", str(cfg), "--workers", "2", "--idle-spin", "0")
+    assert "cpu_slots=6" in plain(s) and "cpu_slot_wait=5ms" in plain(s), plain(s)
+    flagged = new_server("--config", str(cfg), "--workers", "2", "--idle-spin", "0", "--cpu-slots", "0")
     assert "workers=2" in plain(flagged) and "idle_spin=0ns" in plain(flagged), plain(flagged)
+    assert "cpu_slots=0" in plain(flagged), plain(flagged)
 
     # A bad file, an unknown key or a bad duration: one clear sentence naming it, exit non-zero,
     # and no server left listening.
@@ -284,6 +286,9 @@ def test_up_reads_a_config_file_and_refuses_bad_ones(new_server, tmp_path):
         "no workers": ("workers = 0\n", "--workers must be at least 1"),
         "bad spin": ('idle-spin = "a while"\n', "--idle-spin"),
         "long spin": ('idle-spin = "2s"\n', "--idle-spin 2s is longer than the most a worker may spin (1ms)"),
+        "bad slot wait": ('cpu-slot-wait = "briefly"\n', "--cpu-slot-wait"),
+        "long slot wait": ('cpu-slot-wait = "1m"\n', "--cpu-slot-wait 1m is longer than the most an invocation may wait for a CPU slot (10s)"),
+        "negative slots": ("cpu-slots = -1\n", "cpu-slots"),
     }
     for label, (text, expected) in cases.items():
         cfg.write_text(text)

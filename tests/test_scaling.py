@@ -10,7 +10,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from conftest import create, unique
+from conftest import create, make_zip, unique
 from lambda_helpers import error_code, function_pids, invoke, ok, status, wait_until
 
 APP = """
@@ -365,6 +365,85 @@ def test_invocations_held_back_for_fair_sharing_do_not_keep_the_other_function_f
     assert "b" in done, done
     first_long = min(v for k, v in done.items() if k.startswith("long"))
     assert done["b"] < first_long - 1.0, (done["b"] - done["short"], first_long - done["short"])
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU slots: a function that computes runs a few invocations at a time; one that sleeps scales out.
+
+BUSY = """
+import time
+
+def handler(event, context):
+    end = time.process_time() + event.get("cpu", 0.03)
+    spins = 0
+    while time.process_time() < end:
+        spins += 1
+    return {"spins": spins}
+"""
+
+
+def measured(s, name):
+    """What the server measured of `name`'s CPU use (None before any measurement)."""
+    return next((f for f in status(s)["cpuSlots"]["functions"] if f["function"] == name), None)
+
+
+def instances_of(s, name):
+    return sum(1 for i in status(s)["instanceList"] if i["function"] == name)
+
+
+def test_cpu_bound_functions_share_cpu_slots_and_sleeping_ones_scale_out(new_server):
+    s = new_server("--cpu-slots", "2", "--cpu-slot-wait", "5s")
+    lam = s.lambda_client()
+    busy = create(lam, {"app.py": BUSY}, Timeout=30)
+    sleepy = create(lam, {"app.py": APP}, Timeout=30)
+    assert status(s)["cpuSlots"]["slots"] == 2
+    # A new function is not held back; a few invocations one after another measure it.
+    assert measured(s, busy) is None
+    for _ in range(3):
+        ok(lam, busy)
+        ok(lam, sleepy, {"sleep": 0.2})
+    computes, sleeps = measured(s, busy), measured(s, sleepy)
+    assert computes["gated"] and computes["cpuPerMille"] >= 500, computes
+    assert not sleeps["gated"] and sleeps["sleepMicros"] >= 100_000, sleeps
+    assert instances_of(s, busy) == 1
+
+    # Eight at once of the one that computes: two run at a time, so two instances serve them all.
+    results = burst(s.endpoint, busy, 8, b'{"cpu": 0.03}')
+    assert all(r is not None and r[0] == 200 and not r[1] for r in results), results
+    slots = status(s)["cpuSlots"]
+    assert slots["waited"] >= 1 and slots["bypassed"] == 0, slots
+    assert slots["inUse"] == 0, slots
+    assert instances_of(s, busy) == 2, status(s)["instanceList"]
+
+    # Eight at once of the one that sleeps: all run together, each on an instance of its own.
+    results = burst(s.endpoint, sleepy, 8, b'{"sleep": 1.5}')
+    assert all(r is not None and r[0] == 200 and not r[1] for r in results), results
+    assert instances_of(s, sleepy) == 8, status(s)["instanceList"]
+    assert status(s)["cpuSlots"]["waited"] == slots["waited"]
+
+    # A configuration change keeps what was measured; new code is measured afresh; deleting
+    # the function forgets it.
+    lam.update_function_configuration(FunctionName=busy, Timeout=20)
+    assert measured(s, busy) is not None
+    lam.update_function_code(FunctionName=busy, ZipFile=make_zip({"app.py": APP}))
+    assert measured(s, busy) is None
+    ok(lam, busy, {"sleep": 0.2})
+    assert not measured(s, busy)["gated"], measured(s, busy)
+    lam.delete_function(FunctionName=sleepy)
+    assert measured(s, sleepy) is None
+
+
+def test_without_cpu_slots_every_invocation_takes_an_instance(new_server):
+    s = new_server("--cpu-slots", "0")
+    lam = s.lambda_client()
+    busy = create(lam, {"app.py": BUSY}, Timeout=30)
+    ok(lam, busy)
+    ok(lam, busy)
+    assert measured(s, busy)["gated"]
+    results = burst(s.endpoint, busy, 4, b'{"cpu": 0.2}')
+    assert all(r is not None and r[0] == 200 and not r[1] for r in results), results
+    assert status(s)["cpuSlots"]["waited"] == 0
+    assert instances_of(s, busy) == 4, status(s)["instanceList"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -322,6 +322,7 @@ pub async fn update_function_code(
         .await?;
     drop(upload);
     state.runtime.retire(&name);
+    state.runtime.forget_cpu_demand(&name);
     let shown = if req.publish {
         state.store.publish_version(&name, None, None, None).await?
     } else {
@@ -385,6 +386,7 @@ pub async fn delete_function(
             state.store.delete_function(&name).await?;
             state.runtime.forget_provisioned(&name);
             state.metrics.forget_function(&name);
+            state.runtime.forget_cpu_demand(&name);
             state.events.config_changed(&name);
             tracing::info!(function = %name, "function deleted");
         }

@@ -235,6 +235,7 @@ pub async fn status(State(state): State<ApiState>) -> Json<serde_json::Value> {
         "idleInstances": idle,
         "instanceList": state.runtime.instances(),
         "spares": state.runtime.spare_counts().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "cpuSlots": state.runtime.cpu_gate_status(),
         "isolation": isolation,
         // Stored asynchronous events not yet done with (waiting, running or awaiting a retry).
         "asyncEventsPending": state.store.count_async_events().await.ok(),

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use nimbus_sandbox::ExitInfo;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::cpugate::{Demand, SchedProbe, SchedReading};
 use crate::output::{Capture, InvocationLog};
 
 /// Identifies the configuration an instance runs: instances are only reused for the same key.
@@ -49,6 +50,8 @@ pub(crate) enum JobResult {
 pub(crate) struct Inflight {
     pub request_id: String,
     pub result: oneshot::Sender<JobResult>,
+    /// The runtime's scheduler statistics when it took the event, if this one is measured.
+    pub sched: Option<SchedReading>,
 }
 
 /// Commands to the task that owns the sandbox.
@@ -84,6 +87,10 @@ pub(crate) struct Instance {
     pub control: mpsc::UnboundedSender<Control>,
     /// The memory cgroup's peak window, read and reset around each invocation.
     pub memory: nimbus_sandbox::MemoryProbe,
+    /// The runtime process's scheduler statistics, opened at the first measured invocation.
+    pub sched: OnceLock<Option<SchedProbe>>,
+    /// What the node measures of its function's CPU use, fed by this instance's invocations.
+    pub demand: Arc<Demand>,
 }
 
 impl Instance {
@@ -116,6 +123,34 @@ impl Instance {
 
     pub fn kill(&self) {
         let _ = self.control.send(Control::Kill);
+    }
+
+    /// The probe of the runtime process's CPU use (`None` where it cannot be read).
+    pub fn sched_probe(&self) -> Option<&SchedProbe> {
+        self.sched
+            .get_or_init(|| SchedProbe::open(self.pid, self.cgroups.first().map(|p| p.as_path())))
+            .as_ref()
+    }
+
+    /// Starts measuring an invocation's CPU use, if this one is to be measured.
+    pub fn sched_start(&self) -> Option<SchedReading> {
+        if !self.demand.should_sample() {
+            return None;
+        }
+        self.sched_probe()?.read()
+    }
+
+    /// Ends a measurement begun by [`Instance::sched_start`] and adds it to what is known of
+    /// the function.
+    pub fn sched_end(&self, start: Option<SchedReading>) {
+        let Some(start) = start else { return };
+        if let Some(sample) = self
+            .sched_probe()
+            .and_then(SchedProbe::read)
+            .and_then(|end| start.until(&end))
+        {
+            self.demand.record(sample);
+        }
     }
 
     pub fn reset_peak_memory(&self) {

@@ -19,6 +19,7 @@ use nimbus_telemetry::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::cpugate::{CpuGate, CpuGateConfig, CpuGateStatus};
 use crate::detach::Detached;
 use crate::instance::{spawn_monitor, Instance, Job, JobResult, VersionKey};
 use crate::interpreters::{Interpreter, Interpreters};
@@ -37,6 +38,7 @@ pub struct RuntimeConfig {
     /// Host paths no instance may see (the data directory).
     pub mask_paths: Vec<PathBuf>,
     pub pool: PoolConfig,
+    pub cpu_gate: CpuGateConfig,
 }
 
 /// An invocation of a resolved version.
@@ -111,6 +113,8 @@ pub struct Runtime {
     /// Cold starts in progress at once: beyond this, an invocation waits for a free instance or
     /// a permit rather than adding one more start competing for the same CPUs.
     pub(crate) cold_permits: Arc<tokio::sync::Semaphore>,
+    /// How many invocations of CPU-bound functions run at once.
+    pub(crate) cpu_gate: CpuGate,
     /// PATH, LANG, TZ: what every runtime process starts with.
     pub(crate) base_env: Vec<(String, String)>,
     /// Host paths every instance sees read-only (the interpreters' prefixes).
@@ -259,7 +263,6 @@ impl Runtime {
             cfg.pool.spares_per_kind,
         );
         Arc::new(Runtime {
-            cfg,
             sandbox,
             interpreters,
             blobs,
@@ -273,6 +276,8 @@ impl Runtime {
                     .unwrap_or(4)
                     .max(4),
             )),
+            cpu_gate: CpuGate::new(cfg.cpu_gate),
+            cfg,
             base_env,
             ro_paths,
             provisions: Mutex::new(HashMap::new()),
@@ -398,6 +403,17 @@ impl Runtime {
         }
     }
 
+    /// The function's code changed or it was deleted: what the node measured of its CPU use
+    /// no longer holds.
+    pub fn forget_cpu_demand(&self, function: &str) {
+        self.cpu_gate.forget(function);
+    }
+
+    /// The CPU slots in use and what is known of each function's CPU use.
+    pub fn cpu_gate_status(&self) -> CpuGateStatus {
+        self.cpu_gate.status()
+    }
+
     /// Runs one invocation to its end.
     ///
     /// A caller that goes away (a client hanging up) does not cut the invocation short: it is
@@ -448,6 +464,11 @@ impl Runtime {
             version: v.version.to_string(),
             revision_id: v.revision_id.clone(),
         };
+        // A CPU-bound function's invocation waits for a CPU slot before it takes an instance,
+        // so its work runs on as few instances as the CPUs can keep busy; it holds the slot
+        // until its result is in.
+        let demand = self.cpu_gate.demand(&key.function);
+        let _slot = self.cpu_gate.admit(&demand).await;
         let (lease, permit) = self.lease(&key, req.reserved_concurrency).await?;
         let (instance, generation, cold) = match lease {
             Lease::Warm(i) => {
@@ -915,6 +936,8 @@ impl Runtime {
             exit: exit_rx,
             control: control_tx,
             memory,
+            sched: OnceLock::new(),
+            demand: self.cpu_gate.demand(&key.function),
         });
         // A sandboxed instance runs under its own uid: only its processes may use its endpoint.
         let rule = match self.sandbox.isolation.mounts() {

@@ -7,6 +7,7 @@
 
 mod bootstraps;
 pub mod coalesce;
+mod cpugate;
 mod detach;
 mod instance;
 mod interpreters;
@@ -21,6 +22,7 @@ mod target;
 mod zygote;
 
 pub use bootstraps::install_bootstraps;
+pub use cpugate::{CpuGateConfig, CpuGateStatus, FunctionDemand};
 pub use interpreters::{discover_interpreters, Interpreter, Interpreters};
 pub use invoke::{
     new_request_id, InstanceInfo, InvokeError, InvokeOutcome, InvokeRequest, Runtime, RuntimeConfig,

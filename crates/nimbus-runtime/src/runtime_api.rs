@@ -223,10 +223,14 @@ async fn next(inst: &Instance, conn: &ConnState) -> Reply {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
         + job.timeout.as_millis() as u64;
+    // From the moment the runtime has its event to the moment its answer is read: how much of
+    // that it computes is what the CPU slots go by.
+    let sched = inst.sched_start();
     if let Ok(mut inflight) = inst.inflight.lock() {
         *inflight = Some(Inflight {
             request_id: job.request_id.clone(),
             result: job.result,
+            sched,
         });
     }
     let _ = job.picked.send(now);
@@ -350,6 +354,7 @@ async fn complete(
     };
     match body {
         Capped::Whole(body) => {
+            inst.sched_end(inflight.sched);
             let _ = inflight.result.send(result(body));
             // Let the invoker (woken just now, on this worker) answer its caller before this
             // task writes the 202: the caller is waiting, while the 202 only lets the runtime

@@ -214,6 +214,16 @@ pub struct UpArgs {
     /// --max-instances) before it is throttled with 429 (e.g. 10s).
     #[arg(long)]
     pub queue_timeout: Option<String>,
+    /// Invocations of CPU-bound functions that run at once; past it they wait in line for a
+    /// slot (up to --cpu-slot-wait) rather than each taking an instance. A function is
+    /// CPU-bound when the server measures that its runtime spends most of an invocation on a
+    /// CPU or waiting for one. Default: four per CPU; 0 turns the limit off.
+    #[arg(long)]
+    pub cpu_slots: Option<usize>,
+    /// The longest an invocation waits for a CPU slot before it runs without one (e.g. 20ms,
+    /// at most 10s). Default 20ms.
+    #[arg(long)]
+    pub cpu_slot_wait: Option<String>,
     /// Reap instances idle this long (e.g. 300s, 5m).
     #[arg(long)]
     pub idle_timeout: Option<String>,

@@ -10,7 +10,9 @@ use nimbus_api::{ApiInner, ApiState, Credentials};
 use nimbus_gateway::{Gateway, PublicEndpoint};
 use nimbus_runtime::peer::{PeerFilter, PeerRule};
 use nimbus_runtime::pool::PoolConfig;
-use nimbus_runtime::{discover_interpreters, install_bootstraps, Runtime, RuntimeConfig};
+use nimbus_runtime::{
+    discover_interpreters, install_bootstraps, CpuGateConfig, Runtime, RuntimeConfig,
+};
 use nimbus_sandbox::{Launcher, SandboxConfig};
 use nimbus_store::{BlobStore, SqliteStore, Store, UnzipLimits};
 use nimbus_telemetry::{LogSink, Metrics};
@@ -37,6 +39,10 @@ pub struct Config {
     pub spares: usize,
     /// How long an invocation may wait for capacity on a full node before a 429.
     pub queue_timeout: Duration,
+    /// Invocations of CPU-bound functions running at once (0: no limit), and the longest
+    /// one waits for a slot.
+    pub cpu_slots: usize,
+    pub cpu_slot_wait: Duration,
     pub idle_timeout: Duration,
     pub log_retention: Duration,
     /// How long per-minute metrics are kept (at least 24 hours).
@@ -64,6 +70,8 @@ struct FileConfig {
     idle_spin: Option<String>,
     spares: Option<usize>,
     queue_timeout: Option<String>,
+    cpu_slots: Option<usize>,
+    cpu_slot_wait: Option<String>,
     idle_timeout: Option<String>,
     log_retention: Option<String>,
     // The snake_case spelling is accepted too: it is how the setting is often written.
@@ -80,6 +88,10 @@ struct FileConfig {
 /// A spin is only worth it for waits shorter than a sleeping CPU's wake-up; past a few of
 /// those it only burns the CPU.
 const MAX_IDLE_SPIN: Duration = Duration::from_millis(1);
+
+/// A CPU slot is worth waiting for while short invocations hand them on; an invocation that
+/// would wait longer than this is better off running at once.
+const MAX_CPU_SLOT_WAIT: Duration = Duration::from_secs(10);
 
 /// Per-minute metrics are promised for at least a day.
 const MIN_METRICS_RETENTION_HOURS: u64 = 24;
@@ -134,6 +146,20 @@ impl Config {
                 humantime::format_duration(MAX_IDLE_SPIN)
             );
         }
+        let cpu_slot_wait = duration(
+            "--cpu-slot-wait",
+            args.cpu_slot_wait
+                .as_deref()
+                .or(file.cpu_slot_wait.as_deref())
+                .unwrap_or("20ms"),
+        )?;
+        if cpu_slot_wait > MAX_CPU_SLOT_WAIT {
+            bail!(
+                "--cpu-slot-wait {} is longer than the most an invocation may wait for a CPU slot ({})",
+                humantime::format_duration(cpu_slot_wait),
+                humantime::format_duration(MAX_CPU_SLOT_WAIT)
+            );
+        }
         let metrics_retention_hours = args
             .metrics_retention_hours
             .or(file.metrics_retention_hours)
@@ -180,6 +206,11 @@ impl Config {
                     .or(file.queue_timeout.as_deref())
                     .unwrap_or("10s"),
             )?,
+            cpu_slots: args
+                .cpu_slots
+                .or(file.cpu_slots)
+                .unwrap_or_else(CpuGateConfig::default_slots),
+            cpu_slot_wait,
             idle_timeout: duration(
                 "--idle-timeout",
                 args.idle_timeout
@@ -326,6 +357,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 queue_timeout: cfg.queue_timeout,
                 uid_base: 200_000,
             },
+            cpu_gate: CpuGateConfig {
+                slots: cfg.cpu_slots,
+                max_wait: cfg.cpu_slot_wait,
+            },
         },
         sandbox,
         interpreters,
@@ -413,7 +448,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         _ => PeerRule::Anyone,
     };
     let listener = PeerFilter::new(listener, rule, "management API");
-    tracing::info!(%addr, data_dir = %data_dir.display(), auth = !cfg.credentials.is_empty(), workers = cfg.workers, idle_spin = ?cfg.idle_spin, "nimbus API listening");
+    tracing::info!(%addr, data_dir = %data_dir.display(), auth = !cfg.credentials.is_empty(), workers = cfg.workers, idle_spin = ?cfg.idle_spin, cpu_slots = cfg.cpu_slots, cpu_slot_wait = ?cfg.cpu_slot_wait, "nimbus API listening");
     tracing::info!(addr = %gateway_addr, tls = cfg.tls.is_some(), "nimbus gateway listening");
     // Lines tests and scripts can wait for (the API's comes last).
     println!("nimbus gateway listening on {scheme}://{gateway_addr}");

@@ -1,0 +1,545 @@
+//! CPU slots: how many invocations of CPU-bound functions run at once.
+//!
+//! Lambda gives every concurrent request its own instance, and each instance its own share of
+//! a CPU. On a machine with a handful of cores, 64 concurrent invocations of a function that
+//! only computes would be 64 runnable processes taking turns on two CPUs: every invocation
+//! waits behind the others in the kernel's run queue, each process's caches and JIT stay cold,
+//! and the node serves fewer invocations per second than it would with a few at a time.
+//!
+//! So an invocation of a function that is known to be CPU-bound first takes one of a fixed
+//! number of slots (`--cpu-slots`, by default four per CPU) and holds it until its result is
+//! in; while every slot is held it waits in line (first come, first served) for the next one
+//! to free, and only then leases an instance, so a function's work runs on the few instances
+//! the CPUs can keep busy rather than on one per request. The wait is bounded
+//! (`--cpu-slot-wait`): past it the invocation runs without a slot, as it would without the
+//! gate, so long invocations never hold up short ones for more than that.
+//!
+//! Whether a function is CPU-bound is measured, not declared. Around some of its warm
+//! invocations the server reads the runtime process's `/proc/<pid>/schedstat` (time on a CPU
+//! and time waiting in the run queue): a process that spent most of the invocation running or
+//! runnable is CPU-bound; one that slept (on a database, a downstream call, a timer) is not,
+//! and is never gated. A function with no measurement yet is not gated either, so a new
+//! function scales out exactly as on Lambda until the node knows better.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A function's invocations take a slot when its runtime was running or runnable for at least
+/// this share of them (per mille)...
+const CPU_BOUND_PER_MILLE: u32 = 500;
+/// ...or when it slept (blocked on anything but a CPU) for at most this long in each: then a
+/// slot is handed on within a millisecond or so, and waiting for one costs next to nothing.
+const SHORT_SLEEP_US: u32 = 1000;
+
+/// Every invocation of a function is measured until it has this many samples; after that,
+/// one in [`SAMPLE_EVERY`].
+const FIRST_SAMPLES: u32 = 8;
+const SAMPLE_EVERY: u32 = 8;
+
+/// No measurement yet.
+const UNKNOWN: u32 = u32::MAX;
+
+/// The gate's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuGateConfig {
+    /// Invocations of CPU-bound functions that run at once; 0 turns the gate off.
+    pub slots: usize,
+    /// The longest an invocation waits for a slot before it runs without one.
+    pub max_wait: Duration,
+}
+
+impl CpuGateConfig {
+    /// Four slots per CPU: enough that a CPU is never idle while an invocation waits for the
+    /// server or the network, few enough that the run queue stays short.
+    pub fn default_slots() -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get() * 4)
+            .unwrap_or(8)
+    }
+}
+
+/// What the node has measured of one function's invocations.
+#[derive(Debug)]
+pub(crate) struct Demand {
+    /// Share of the invocation the runtime was running or runnable, per mille, as a moving
+    /// average; [`UNKNOWN`] before the first sample.
+    per_mille: AtomicU32,
+    /// Time the runtime slept during the invocation, in microseconds, as a moving average.
+    sleep_us: AtomicU32,
+    /// Invocations seen, for choosing which to sample.
+    seen: AtomicU32,
+}
+
+impl Demand {
+    fn new() -> Demand {
+        Demand {
+            per_mille: AtomicU32::new(UNKNOWN),
+            sleep_us: AtomicU32::new(UNKNOWN),
+            seen: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether the function's invocations take a CPU slot: it is measured, and its runtime
+    /// mostly computes or hardly sleeps. A function that waits on the network, a disk or a
+    /// timer for more than a millisecond or so is never held back.
+    pub fn gated(&self) -> bool {
+        match (self.per_mille(), self.sleep_us()) {
+            (Some(p), Some(s)) => p >= CPU_BOUND_PER_MILLE || s <= SHORT_SLEEP_US,
+            _ => false,
+        }
+    }
+
+    /// The measured share, per mille, if any.
+    pub fn per_mille(&self) -> Option<u32> {
+        match self.per_mille.load(Ordering::Relaxed) {
+            UNKNOWN => None,
+            p => Some(p),
+        }
+    }
+
+    /// The measured sleep per invocation, in microseconds, if any.
+    pub fn sleep_us(&self) -> Option<u32> {
+        match self.sleep_us.load(Ordering::Relaxed) {
+            UNKNOWN => None,
+            s => Some(s),
+        }
+    }
+
+    /// Whether to measure this invocation.
+    pub fn should_sample(&self) -> bool {
+        let n = self.seen.fetch_add(1, Ordering::Relaxed);
+        n < FIRST_SAMPLES || n.is_multiple_of(SAMPLE_EVERY)
+    }
+
+    /// Folds one invocation's measurement into the averages (a quarter of the weight to the
+    /// new one, so a function that changes its ways is re-classified within a few samples).
+    pub fn record(&self, sample: Sample) {
+        fold(&self.per_mille, sample.per_mille.min(1000));
+        fold(&self.sleep_us, sample.sleep_us.min(UNKNOWN - 1));
+    }
+}
+
+fn fold(avg: &AtomicU32, new: u32) {
+    let _ = avg.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        Some(if old == UNKNOWN {
+            new
+        } else {
+            ((u64::from(old) * 3 + u64::from(new)) / 4) as u32
+        })
+    });
+}
+
+/// What one measured invocation's runtime did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sample {
+    /// Share of the invocation spent running or runnable, per mille.
+    pub per_mille: u32,
+    /// Time spent blocked on anything else, in microseconds.
+    pub sleep_us: u32,
+}
+
+/// The node's CPU slots and what it knows of each function.
+pub(crate) struct CpuGate {
+    cfg: CpuGateConfig,
+    slots: Arc<Semaphore>,
+    demand: Mutex<HashMap<String, Arc<Demand>>>,
+    /// Invocations that waited for a slot, and those of them that gave up and ran without.
+    waited: AtomicU64,
+    bypassed: AtomicU64,
+}
+
+/// A held slot (or none: the function is not CPU-bound, the gate is off, or the wait ran out).
+pub(crate) type Slot = Option<OwnedSemaphorePermit>;
+
+/// The gate's counters, for the status endpoint.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuGateStatus {
+    pub slots: usize,
+    pub in_use: usize,
+    /// Invocations that had to wait for a slot, ever.
+    pub waited: u64,
+    /// Of those, the ones that ran without a slot when the wait ran out.
+    pub bypassed: u64,
+    /// What the node measured of each function it has run.
+    pub functions: Vec<FunctionDemand>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionDemand {
+    pub function: String,
+    /// The share of an invocation its runtime was on a CPU or waiting for one, per mille.
+    pub cpu_per_mille: u32,
+    /// How long its runtime slept (blocked on anything but a CPU) per invocation.
+    pub sleep_micros: u32,
+    /// Whether its invocations take a CPU slot.
+    pub gated: bool,
+}
+
+impl CpuGate {
+    pub fn new(cfg: CpuGateConfig) -> CpuGate {
+        CpuGate {
+            cfg,
+            slots: Arc::new(Semaphore::new(cfg.slots)),
+            demand: Mutex::new(HashMap::new()),
+            waited: AtomicU64::new(0),
+            bypassed: AtomicU64::new(0),
+        }
+    }
+
+    /// What is known of `function` (created empty on first use).
+    pub fn demand(&self, function: &str) -> Arc<Demand> {
+        let mut map = self.demand.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = map.get(function) {
+            return d.clone();
+        }
+        let d = Arc::new(Demand::new());
+        map.insert(function.to_string(), d.clone());
+        d
+    }
+
+    /// A function that was deleted: what was measured of it goes too.
+    pub fn forget(&self, function: &str) {
+        self.demand
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(function);
+    }
+
+    /// Takes a slot for an invocation of a CPU-bound function, waiting in line for one up to
+    /// the configured bound. Anything else passes at once without one.
+    pub async fn admit(&self, demand: &Demand) -> Slot {
+        if self.cfg.slots == 0 || !demand.gated() {
+            return None;
+        }
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        self.waited.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(self.cfg.max_wait, self.slots.clone().acquire_owned()).await {
+            Ok(p) => p.ok(),
+            Err(_) => {
+                self.bypassed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    pub fn status(&self) -> CpuGateStatus {
+        let mut functions: Vec<FunctionDemand> = self
+            .demand
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(f, d)| {
+                Some(FunctionDemand {
+                    function: f.clone(),
+                    cpu_per_mille: d.per_mille()?,
+                    sleep_micros: d.sleep_us()?,
+                    gated: d.gated(),
+                })
+            })
+            .collect();
+        functions.sort_by(|a, b| a.function.cmp(&b.function));
+        CpuGateStatus {
+            slots: self.cfg.slots,
+            in_use: self.cfg.slots - self.slots.available_permits().min(self.cfg.slots),
+            waited: self.waited.load(Ordering::Relaxed),
+            bypassed: self.bypassed.load(Ordering::Relaxed),
+            functions,
+        }
+    }
+}
+
+/// Reads a runtime process's scheduler statistics: the first two fields of
+/// `/proc/<pid>/schedstat` are nanoseconds spent on a CPU and nanoseconds spent runnable in a
+/// run queue. The file is opened once per instance and read again in place.
+#[derive(Debug)]
+pub(crate) struct SchedProbe {
+    file: File,
+}
+
+/// One reading of a [`SchedProbe`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SchedReading {
+    at: Instant,
+    /// Running plus runnable, in nanoseconds.
+    busy_ns: u64,
+}
+
+impl SchedProbe {
+    /// The probe of the instance's runtime process: the first process in the instance's cgroup
+    /// (or, without one, the instance's own process and its children) that is not the
+    /// platform's own sandbox helper.
+    pub fn open(pid: Option<u32>, cgroup: Option<&Path>) -> Option<SchedProbe> {
+        let candidates: Vec<u32> = match cgroup {
+            Some(dir) => std::fs::read_to_string(dir.join("cgroup.procs"))
+                .ok()?
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect(),
+            None => {
+                let pid = pid?;
+                let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                    .unwrap_or_default();
+                std::iter::once(pid)
+                    .chain(children.split_whitespace().filter_map(|c| c.parse().ok()))
+                    .collect()
+            }
+        };
+        // A process's name (comm) is its executable's name cut to 15 bytes.
+        let helper = std::env::current_exe().ok().and_then(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            Some(
+                name.chars()
+                    .scan(0, |len, c| {
+                        *len += c.len_utf8();
+                        (*len <= 15).then_some(c)
+                    })
+                    .collect::<String>(),
+            )
+        });
+        let runtime = candidates.into_iter().find(|p| {
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            Some(comm.trim_end()) != helper.as_deref()
+        })?;
+        let file = File::open(format!("/proc/{runtime}/schedstat")).ok()?;
+        Some(SchedProbe { file })
+    }
+
+    pub fn read(&self) -> Option<SchedReading> {
+        let mut buf = [0u8; 96];
+        let n = self.file.read_at(&mut buf, 0).ok()?;
+        let busy_ns = parse_schedstat(buf.get(..n)?)?;
+        Some(SchedReading {
+            at: Instant::now(),
+            busy_ns,
+        })
+    }
+}
+
+/// Running plus runnable nanoseconds from a schedstat line ("<run> <wait> <slices>").
+fn parse_schedstat(line: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut fields = text.split_ascii_whitespace();
+    let run: u64 = fields.next()?.parse().ok()?;
+    let wait: u64 = fields.next()?.parse().ok()?;
+    Some(run.saturating_add(wait))
+}
+
+impl SchedReading {
+    /// What the process did between `self` and `later`: the share of the time it was running
+    /// or runnable, per mille, and how long it slept. (The kernel's clock and ours differ a
+    /// little at the edges, so the share is capped at 1000 and the sleep at no less than 0.)
+    pub fn until(&self, later: &SchedReading) -> Option<Sample> {
+        let wall = later.at.checked_duration_since(self.at)?.as_nanos();
+        if wall == 0 {
+            return None;
+        }
+        let busy = u128::from(later.busy_ns.checked_sub(self.busy_ns)?);
+        Some(Sample {
+            per_mille: (busy * 1000 / wall).min(1000) as u32,
+            sleep_us: u32::try_from(wall.saturating_sub(busy) / 1000).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMPUTES: Sample = Sample {
+        per_mille: 1000,
+        sleep_us: 0,
+    };
+    const SLEEPS: Sample = Sample {
+        per_mille: 20,
+        sleep_us: 50_000,
+    };
+
+    fn gate(slots: usize, max_wait_ms: u64) -> CpuGate {
+        CpuGate::new(CpuGateConfig {
+            slots,
+            max_wait: Duration::from_millis(max_wait_ms),
+        })
+    }
+
+    #[test]
+    fn schedstat_lines_parse_to_running_plus_runnable() {
+        assert_eq!(parse_schedstat(b"838298 78057 1\n"), Some(916_355));
+        assert_eq!(parse_schedstat(b"5 7 2"), Some(12));
+        assert_eq!(parse_schedstat(b"5"), None);
+        assert_eq!(parse_schedstat(b"x 1 1"), None);
+        assert_eq!(parse_schedstat(b""), None);
+    }
+
+    #[test]
+    fn a_share_is_busy_time_over_wall_time() {
+        let at = Instant::now();
+        let a = SchedReading { at, busy_ns: 1_000 };
+        let b = SchedReading {
+            at: at + Duration::from_micros(10),
+            busy_ns: 6_000,
+        };
+        assert_eq!(
+            a.until(&b),
+            Some(Sample {
+                per_mille: 500,
+                sleep_us: 5
+            })
+        );
+        // Readings out of order give nothing rather than nonsense.
+        assert_eq!(b.until(&a), None);
+        let c = SchedReading {
+            at: at + Duration::from_micros(1),
+            busy_ns: 1_000_000,
+        };
+        assert_eq!(
+            a.until(&c),
+            Some(Sample {
+                per_mille: 1000,
+                sleep_us: 0
+            })
+        );
+    }
+
+    /// Measures a child process for 50 ms.
+    fn measure(script: &str) -> Sample {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .spawn()
+            .expect("sh starts");
+        let probe = SchedProbe::open(Some(child.id()), None);
+        let sample = probe.and_then(|p| {
+            let a = p.read()?;
+            std::thread::sleep(Duration::from_millis(50));
+            a.until(&p.read()?)
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        sample.expect("two readings of the child")
+    }
+
+    #[test]
+    fn the_probe_tells_a_computing_process_from_a_sleeping_one() {
+        let spins = measure("while :; do :; done");
+        // It spun throughout, so it was on a CPU or waiting for one all along (the kernel
+        // accounts run time at ticks and switches, so allow some slack).
+        assert!(spins.per_mille >= 500, "spinning measured as {spins:?}");
+        let sleeps = measure("exec sleep 10");
+        assert!(sleeps.per_mille < 100, "sleeping measured as {sleeps:?}");
+        assert!(sleeps.sleep_us >= 25_000, "sleeping measured as {sleeps:?}");
+    }
+
+    #[test]
+    fn demand_is_unknown_until_measured_and_follows_the_samples() {
+        let d = Demand::new();
+        assert!(!d.gated());
+        assert_eq!((d.per_mille(), d.sleep_us()), (None, None));
+        d.record(COMPUTES);
+        assert!(d.gated());
+        for _ in 0..6 {
+            d.record(SLEEPS);
+        }
+        assert!(
+            !d.gated(),
+            "a function that now sleeps is no longer held back"
+        );
+        assert!(d.per_mille().is_some_and(|p| p < 500));
+        assert!(d.sleep_us().is_some_and(|s| s > 40_000));
+    }
+
+    #[test]
+    fn short_invocations_are_gated_even_when_the_server_is_most_of_them() {
+        // A hello function: its runtime computes for a fifth of the invocation and waits on
+        // the server for the rest, 150 microseconds.
+        let d = Demand::new();
+        d.record(Sample {
+            per_mille: 200,
+            sleep_us: 150,
+        });
+        assert!(d.gated());
+        // The same share with a 2 ms wait on a database is not.
+        let d = Demand::new();
+        d.record(Sample {
+            per_mille: 200,
+            sleep_us: 2_000,
+        });
+        assert!(!d.gated());
+    }
+
+    #[test]
+    fn the_first_invocations_are_all_sampled_then_one_in_eight() {
+        let d = Demand::new();
+        let sampled = (0..FIRST_SAMPLES + 64)
+            .filter(|_| d.should_sample())
+            .count();
+        assert_eq!(sampled as u32, FIRST_SAMPLES + 64 / SAMPLE_EVERY);
+    }
+
+    #[tokio::test]
+    async fn functions_not_measured_or_sleeping_pass_without_a_slot() {
+        let g = gate(1, 1000);
+        let unknown = g.demand("f");
+        let held = g.admit(&g.demand("busy")).await;
+        assert!(held.is_none(), "unknown functions take no slot");
+        assert!(g.admit(&unknown).await.is_none());
+        g.demand("sleepy").record(SLEEPS);
+        assert!(g.admit(&g.demand("sleepy")).await.is_none());
+        assert_eq!(g.status().waited, 0);
+    }
+
+    #[tokio::test]
+    async fn gated_invocations_wait_for_a_freed_slot() {
+        let g = Arc::new(gate(2, 10_000));
+        g.demand("busy").record(COMPUTES);
+        let d = g.demand("busy");
+        let a = g.admit(&d).await.expect("a first slot");
+        let _b = g.admit(&d).await.expect("a second slot");
+        assert_eq!(g.status().in_use, 2);
+        let g2 = g.clone();
+        let waiter = tokio::spawn(async move {
+            let d = g2.demand("busy");
+            g2.admit(&d).await.is_some()
+        });
+        // The third waits until a slot is handed back, and then holds it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a third invocation ran with both slots held"
+        );
+        drop(a);
+        assert!(waiter.await.expect("the waiter"));
+        let s = g.status();
+        assert_eq!((s.waited, s.bypassed), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_runs_out_runs_without_a_slot() {
+        let g = gate(1, 5);
+        g.demand("busy").record(COMPUTES);
+        let d = g.demand("busy");
+        let _held = g.admit(&d).await.expect("the only slot");
+        assert!(g.admit(&d).await.is_none(), "ran without a slot");
+        let s = g.status();
+        assert_eq!((s.waited, s.bypassed), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn no_slots_means_no_gate() {
+        let g = gate(0, 1000);
+        g.demand("busy").record(COMPUTES);
+        assert!(g.admit(&g.demand("busy")).await.is_none());
+        assert_eq!(g.status().waited, 0);
+        g.forget("busy");
+        assert!(g.status().functions.is_empty());
+    }
+}
