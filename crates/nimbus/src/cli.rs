@@ -52,7 +52,7 @@ pub struct Global {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Start the platform (API on --api-addr, state in --data-dir).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Create a function from a directory or zip, or update it if it exists.
     Deploy(DeployArgs),
     /// Invoke a function and print its result.
