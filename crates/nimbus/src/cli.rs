@@ -218,11 +218,11 @@ pub struct UpArgs {
     /// slot (up to --cpu-slot-wait) rather than each taking an instance. A function is
     /// CPU-bound when the server measures that its runtime spends most of an invocation on a
     /// CPU or waiting for one. Default: four per CPU; 0 turns the limit off.
-    #[arg(long)]
+    #[arg(long, env = "NIMBUS_CPU_SLOTS")]
     pub cpu_slots: Option<usize>,
     /// The longest an invocation waits for a CPU slot before it runs without one (e.g. 20ms,
     /// at most 10s). Default 20ms.
-    #[arg(long)]
+    #[arg(long, env = "NIMBUS_CPU_SLOT_WAIT")]
     pub cpu_slot_wait: Option<String>,
     /// Reap instances idle this long (e.g. 300s, 5m).
     #[arg(long)]
