@@ -373,6 +373,15 @@ async fn measure_relay_floor(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The CPU slots of the server under test: `--cpu-slots`'s default, or `NIMBUS_CPU_SLOTS`
+/// (which the server inherits).
+fn cpu_slots() -> usize {
+    std::env::var("NIMBUS_CPU_SLOTS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(nimbus_runtime::CpuGateConfig::default_slots)
+}
+
 async fn relay_floor_runs(
     args: &BenchArgs,
     dir: &Path,
@@ -402,10 +411,14 @@ async fn relay_floor_runs(
     let target = Target::invoke(&relay.endpoint, "floor")?;
     let mut levels = args.concurrency.clone();
     levels.sort_unstable();
+    let slots = cpu_slots();
     for c in levels {
-        // As many runtimes as concurrent requests, as Nimbus scales to.
+        // As many runtimes as Nimbus runs these functions on at once: one per concurrent
+        // request, up to the server's CPU slots (the hello functions are measured as computing,
+        // so beyond that Nimbus queues them for a slot rather than start more).
+        let runtimes = if slots == 0 { c } else { c.min(slots) };
         relay
-            .start_runtimes(c, program, &bootstrap_args, &task_root, "hello.handler")
+            .start_runtimes(runtimes, program, &bootstrap_args, &task_root, "hello.handler")
             .await?;
         probe(&target).await.map_err(anyhow::Error::msg)?;
         let run = loadgen::closed_loop(&target, c, WARMUP_PER_WORKER, args.duration).await;

@@ -8,8 +8,10 @@
 //! with the next event, as Nimbus sends it (`nimbus_runtime::coalesce`). The relay does only
 //! that, on one thread with no cross-thread wake-ups, no sandbox, no logs, no metrics and no
 //! store, so what it reaches is what the runtime, the load generator and the kernel's loopback
-//! path allow on this machine. Nimbus cannot beat it; a target the relay itself misses is out of
-//! reach for that runtime here.
+//! path allow on this machine. The bench runs it with as many runtimes as Nimbus would keep busy
+//! (one per concurrent request, up to the CPU slots; a job beyond them waits in the relay's
+//! queue), so Nimbus cannot beat it by running fewer; a target the relay itself misses is out
+//! of reach for that runtime here.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
