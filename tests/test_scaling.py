@@ -427,6 +427,9 @@ def test_cpu_bound_functions_share_cpu_slots_and_sleeping_ones_scale_out(new_ser
     assert measured(s, busy) is not None
     lam.update_function_code(FunctionName=busy, ZipFile=make_zip({"app.py": APP}))
     assert measured(s, busy) is None
+    # (An instance's first invocation is not measured: it is mostly loading.)
+    ok(lam, busy, {"sleep": 0.2})
+    assert measured(s, busy) is None
     ok(lam, busy, {"sleep": 0.2})
     assert not measured(s, busy)["gated"], measured(s, busy)
     lam.delete_function(FunctionName=sleepy)

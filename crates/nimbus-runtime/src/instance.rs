@@ -87,7 +87,7 @@ pub(crate) struct Instance {
     pub control: mpsc::UnboundedSender<Control>,
     /// The memory cgroup's peak window, read and reset around each invocation.
     pub memory: nimbus_sandbox::MemoryProbe,
-    /// The runtime process's scheduler statistics, opened at the first measured invocation.
+    /// The runtime process's scheduler statistics, opened once its first invocation is answered.
     pub sched: OnceLock<Option<SchedProbe>>,
     /// What the node measures of its function's CPU use, fed by this instance's invocations.
     pub demand: Arc<Demand>,
@@ -125,19 +125,25 @@ impl Instance {
         let _ = self.control.send(Control::Kill);
     }
 
-    /// The probe of the runtime process's CPU use (`None` where it cannot be read).
-    pub fn sched_probe(&self) -> Option<&SchedProbe> {
+    /// Opens the probe of the runtime process's CPU use, once. It is done after an answer has
+    /// gone to its caller, so a cold start never waits for it (and its first invocation is
+    /// never measured: much of what it runs is loading).
+    pub fn sched_prepare(&self) {
         self.sched
-            .get_or_init(|| SchedProbe::open(self.pid, self.cgroups.first().map(|p| p.as_path())))
-            .as_ref()
+            .get_or_init(|| SchedProbe::open(self.pid, self.cgroups.first().map(|p| p.as_path())));
+    }
+
+    fn sched_probe(&self) -> Option<&SchedProbe> {
+        self.sched.get()?.as_ref()
     }
 
     /// Starts measuring an invocation's CPU use, if this one is to be measured.
     pub fn sched_start(&self) -> Option<SchedReading> {
+        let probe = self.sched_probe()?;
         if !self.demand.should_sample() {
             return None;
         }
-        self.sched_probe()?.read()
+        probe.read()
     }
 
     /// Ends a measurement begun by [`Instance::sched_start`] and adds it to what is known of

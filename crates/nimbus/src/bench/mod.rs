@@ -418,7 +418,13 @@ async fn relay_floor_runs(
         // so beyond that Nimbus queues them for a slot rather than start more).
         let runtimes = if slots == 0 { c } else { c.min(slots) };
         relay
-            .start_runtimes(runtimes, program, &bootstrap_args, &task_root, "hello.handler")
+            .start_runtimes(
+                runtimes,
+                program,
+                &bootstrap_args,
+                &task_root,
+                "hello.handler",
+            )
             .await?;
         probe(&target).await.map_err(anyhow::Error::msg)?;
         let run = loadgen::closed_loop(&target, c, WARMUP_PER_WORKER, args.duration).await;
