@@ -289,6 +289,7 @@ def test_up_reads_a_config_file_and_refuses_bad_ones(new_server, tmp_path):
         "bad slot wait": ('cpu-slot-wait = "briefly"\n', "--cpu-slot-wait"),
         "long slot wait": ('cpu-slot-wait = "1m"\n', "--cpu-slot-wait 1m is longer than the most an invocation may wait for a CPU slot (10s)"),
         "negative slots": ("cpu-slots = -1\n", "cpu-slots"),
+        "too many slots": ("cpu-slots = 1000000000\n", "--cpu-slots 1000000000 is more than 65536"),
     }
     for label, (text, expected) in cases.items():
         cfg.write_text(text)

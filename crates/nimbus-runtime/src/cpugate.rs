@@ -185,7 +185,8 @@ pub struct FunctionDemand {
 }
 
 impl CpuGate {
-    pub fn new(cfg: CpuGateConfig) -> CpuGate {
+    pub fn new(mut cfg: CpuGateConfig) -> CpuGate {
+        cfg.slots = cfg.slots.min(Semaphore::MAX_PERMITS);
         CpuGate {
             cfg,
             slots: Arc::new(Semaphore::new(cfg.slots)),

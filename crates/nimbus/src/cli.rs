@@ -214,10 +214,11 @@ pub struct UpArgs {
     /// --max-instances) before it is throttled with 429 (e.g. 10s).
     #[arg(long)]
     pub queue_timeout: Option<String>,
-    /// Invocations of CPU-bound functions that run at once; past it they wait in line for a
-    /// slot (up to --cpu-slot-wait) rather than each taking an instance. A function is
-    /// CPU-bound when the server measures that its runtime spends most of an invocation on a
-    /// CPU or waiting for one. Default: four per CPU; 0 turns the limit off.
+    /// Invocations of computing functions that run at once; past it they wait in line for a
+    /// slot (up to --cpu-slot-wait) rather than each taking an instance. A function takes slots
+    /// when the server measures that its runtime is on a CPU (or waiting for one) for most of
+    /// an invocation, or sleeps under 1 ms in it. Default: four per CPU; 0 turns the limit
+    /// off; at most 65536.
     #[arg(long, env = "NIMBUS_CPU_SLOTS")]
     pub cpu_slots: Option<usize>,
     /// The longest an invocation waits for a CPU slot before it runs without one (e.g. 20ms,

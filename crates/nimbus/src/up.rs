@@ -93,6 +93,9 @@ const MAX_IDLE_SPIN: Duration = Duration::from_millis(1);
 /// would wait longer than this is better off running at once.
 const MAX_CPU_SLOT_WAIT: Duration = Duration::from_secs(10);
 
+/// More CPU slots than this is no limit at all (and a semaphore has a ceiling).
+const MAX_CPU_SLOTS: usize = 65_536;
+
 /// Per-minute metrics are promised for at least a day.
 const MIN_METRICS_RETENTION_HOURS: u64 = 24;
 
@@ -160,6 +163,13 @@ impl Config {
                 humantime::format_duration(MAX_CPU_SLOT_WAIT)
             );
         }
+        let cpu_slots = args
+            .cpu_slots
+            .or(file.cpu_slots)
+            .unwrap_or_else(CpuGateConfig::default_slots);
+        if cpu_slots > MAX_CPU_SLOTS {
+            bail!("--cpu-slots {cpu_slots} is more than {MAX_CPU_SLOTS}; 0 turns the limit off");
+        }
         let metrics_retention_hours = args
             .metrics_retention_hours
             .or(file.metrics_retention_hours)
@@ -206,10 +216,7 @@ impl Config {
                     .or(file.queue_timeout.as_deref())
                     .unwrap_or("10s"),
             )?,
-            cpu_slots: args
-                .cpu_slots
-                .or(file.cpu_slots)
-                .unwrap_or_else(CpuGateConfig::default_slots),
+            cpu_slots,
             cpu_slot_wait,
             idle_timeout: duration(
                 "--idle-timeout",
