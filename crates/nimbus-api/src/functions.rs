@@ -321,8 +321,9 @@ pub async fn update_function_code(
         .update_latest(latest.clone(), req.revision_id.as_deref())
         .await?;
     drop(upload);
-    state.runtime.retire(&name);
+    // Forgotten first: an instance of the new code started from here on measures afresh.
     state.runtime.forget_cpu_demand(&name);
+    state.runtime.retire(&name);
     let shown = if req.publish {
         state.store.publish_version(&name, None, None, None).await?
     } else {
@@ -386,7 +387,6 @@ pub async fn delete_function(
             state.store.delete_function(&name).await?;
             state.runtime.forget_provisioned(&name);
             state.metrics.forget_function(&name);
-            state.runtime.forget_cpu_demand(&name);
             state.events.config_changed(&name);
             tracing::info!(function = %name, "function deleted");
         }
@@ -406,6 +406,9 @@ pub async fn delete_function(
         }
     }
     state.runtime.retire(&name);
+    if q.is_none() {
+        state.runtime.forget_cpu_demand(&name);
+    }
     tokio::spawn(collect_garbage(state.clone()));
     Ok(StatusCode::NO_CONTENT)
 }

@@ -278,8 +278,10 @@ pub(crate) struct SchedReading {
 
 impl SchedProbe {
     /// The probe of the instance's runtime process: the first process in the instance's cgroup
-    /// (or, without one, the instance's own process and its children) that is not the
-    /// platform's own sandbox helper.
+    /// (or, without one, in the tree under the instance's own process, nearest first) that is
+    /// not the platform's own sandbox helper. It reads that process's main thread, where the
+    /// built-in runtimes run the handler. `None` when there is no such process (then the
+    /// function is never gated).
     pub fn open(pid: Option<u32>, cgroup: Option<&Path>) -> Option<SchedProbe> {
         let candidates: Vec<u32> = match cgroup {
             Some(dir) => std::fs::read_to_string(dir.join("cgroup.procs"))
@@ -287,14 +289,7 @@ impl SchedProbe {
                 .lines()
                 .filter_map(|l| l.trim().parse().ok())
                 .collect(),
-            None => {
-                let pid = pid?;
-                let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-                    .unwrap_or_default();
-                std::iter::once(pid)
-                    .chain(children.split_whitespace().filter_map(|c| c.parse().ok()))
-                    .collect()
-            }
+            None => descendants(pid?),
         };
         // A process's name (comm) is its executable's name cut to 15 bytes.
         let helper = std::env::current_exe().ok().and_then(|p| {
@@ -326,6 +321,30 @@ impl SchedProbe {
         })
     }
 }
+
+/// `pid` and the processes under it, breadth first (a sandbox's runtime is a grandchild of its
+/// helper), at most [`MAX_TREE`] of them.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() && out.len() < MAX_TREE {
+        let p = out[i];
+        let children =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        out.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+                .take(MAX_TREE),
+        );
+        i += 1;
+    }
+    out.truncate(MAX_TREE);
+    out
+}
+
+/// The most processes looked at for an instance's runtime.
+const MAX_TREE: usize = 64;
 
 /// Running plus runnable nanoseconds from a schedstat line ("<run> <wait> <slices>").
 fn parse_schedstat(line: &[u8]) -> Option<u64> {
@@ -412,12 +431,26 @@ mod tests {
         );
     }
 
-    /// Measures a child process for 50 ms.
-    fn measure(script: &str) -> Sample {
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", script])
+    /// The state letter of a process (`R`, `S`, ...) from `/proc/<pid>/stat`.
+    fn state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.chars().next()
+    }
+
+    /// Measures a child process for 50 ms, once it has started (and, if `settle` is set, once
+    /// it is in that state).
+    fn measure(program: &str, args: &[&str], settle: Option<char>) -> Sample {
+        let mut child = std::process::Command::new(program)
+            .args(args)
             .spawn()
-            .expect("sh starts");
+            .expect("the child starts");
+        let begun = Instant::now();
+        while let Some(want) = settle {
+            if state(child.id()) == Some(want) || begun.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let probe = SchedProbe::open(Some(child.id()), None);
         let sample = probe.and_then(|p| {
             let a = p.read()?;
@@ -431,11 +464,11 @@ mod tests {
 
     #[test]
     fn the_probe_tells_a_computing_process_from_a_sleeping_one() {
-        let spins = measure("while :; do :; done");
+        let spins = measure("sh", &["-c", "while :; do :; done"], None);
         // It spun throughout, so it was on a CPU or waiting for one all along (the kernel
         // accounts run time at ticks and switches, so allow some slack).
         assert!(spins.per_mille >= 500, "spinning measured as {spins:?}");
-        let sleeps = measure("exec sleep 10");
+        let sleeps = measure("sleep", &["10"], Some('S'));
         assert!(sleeps.per_mille < 100, "sleeping measured as {sleeps:?}");
         assert!(sleeps.sleep_us >= 25_000, "sleeping measured as {sleeps:?}");
     }

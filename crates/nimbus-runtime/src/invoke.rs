@@ -466,9 +466,17 @@ impl Runtime {
         };
         // A CPU-bound function's invocation waits for a CPU slot before it takes an instance,
         // so its work runs on as few instances as the CPUs can keep busy; it holds the slot
-        // until its result is in.
+        // until its result is in. One that its reserved concurrency throttles is throttled at
+        // once, without the wait.
         let demand = self.cpu_gate.demand(&key.function);
-        let _slot = self.cpu_gate.admit(&demand).await;
+        let _slot = if self
+            .pool
+            .at_reserved(&key.function, req.reserved_concurrency)
+        {
+            None
+        } else {
+            self.cpu_gate.admit(&demand).await
+        };
         let (lease, permit) = self.lease(&key, req.reserved_concurrency).await?;
         let (instance, generation, cold) = match lease {
             Lease::Warm(i) => {

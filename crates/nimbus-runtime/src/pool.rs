@@ -180,6 +180,14 @@ impl Pool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether an invocation of `function` would be throttled now for its reserved concurrency.
+    pub fn at_reserved(&self, function: &str, reserved: Option<u32>) -> bool {
+        let Some(limit) = reserved else {
+            return false;
+        };
+        self.lock().busy.get(function).copied().unwrap_or(0) >= limit
+    }
+
     /// Takes an idle instance or, when `can_start` (the caller holds a cold-start permit), the
     /// right to start one. Killed instances to discard are returned to the caller so killing
     /// happens outside the lock.

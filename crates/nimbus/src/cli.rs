@@ -216,8 +216,8 @@ pub struct UpArgs {
     pub queue_timeout: Option<String>,
     /// Invocations of computing functions that run at once; past it they wait in line for a
     /// slot (up to --cpu-slot-wait) rather than each taking an instance. A function takes slots
-    /// when the server measures that its runtime is on a CPU (or waiting for one) for most of
-    /// an invocation, or sleeps under 1 ms in it. Default: four per CPU; 0 turns the limit
+    /// when the server measures that its runtime is on a CPU (or waiting for one) for at least
+    /// half of an invocation, or sleeps at most 1 ms in it. Default: four per CPU; 0 turns the limit
     /// off; at most 65536.
     #[arg(long, env = "NIMBUS_CPU_SLOTS")]
     pub cpu_slots: Option<usize>,
