@@ -554,16 +554,21 @@ def test_reserved_concurrency_limits_parallel_invokes(lam, server):
     name = create(lam, {"app.py": "import time\ndef handler(e, c):\n    time.sleep(1)\n    return 'done'\n"}, Timeout=10)
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
     results = []
+    # Clients made first and the calls released together: making a boto3 client can take
+    # longer than the 1 s invocation on a loaded machine, and a call sent after the first one
+    # ended would rightly be served.
+    clients = [server.lambda_client() for _ in range(3)]
+    together = threading.Barrier(3)
 
-    def call():
-        client = server.lambda_client()
+    def call(client):
+        together.wait()
         try:
             r = client.invoke(FunctionName=name, Payload=b"{}")
             results.append(json.loads(r["Payload"].read()))
         except client.exceptions.TooManyRequestsException as e:
             results.append(e.response.get("Reason"))
 
-    threads = [threading.Thread(target=call) for _ in range(3)]
+    threads = [threading.Thread(target=call, args=(c,)) for c in clients]
     for t in threads:
         t.start()
     for t in threads:
