@@ -104,6 +104,26 @@ fn duration(what: &str, s: &str) -> anyhow::Result<Duration> {
         .with_context(|| format!("{what} {s:?} is not a duration such as 30s, 5m or 7d"))
 }
 
+/// A duration setting with a ceiling: `flag`'s value (or `default`), refused when longer than
+/// `max`, "the most `limit`".
+fn bounded_duration(
+    flag: &str,
+    value: Option<&str>,
+    default: &str,
+    max: Duration,
+    limit: &str,
+) -> anyhow::Result<Duration> {
+    let d = duration(flag, value.unwrap_or(default))?;
+    if d > max {
+        bail!(
+            "{flag} {} is longer than the most {limit} ({})",
+            humantime::format_duration(d),
+            humantime::format_duration(max)
+        );
+    }
+    Ok(d)
+}
+
 impl Config {
     pub fn build(args: &UpArgs, global: &Global) -> anyhow::Result<Config> {
         let file: FileConfig = match &args.config {
@@ -135,34 +155,22 @@ impl Config {
         if workers == 0 {
             bail!("--workers must be at least 1");
         }
-        let idle_spin = duration(
+        let idle_spin = bounded_duration(
             "--idle-spin",
-            args.idle_spin
-                .as_deref()
-                .or(file.idle_spin.as_deref())
-                .unwrap_or("100us"),
+            args.idle_spin.as_deref().or(file.idle_spin.as_deref()),
+            "100us",
+            MAX_IDLE_SPIN,
+            "a worker may spin",
         )?;
-        if idle_spin > MAX_IDLE_SPIN {
-            bail!(
-                "--idle-spin {} is longer than the most a worker may spin ({})",
-                humantime::format_duration(idle_spin),
-                humantime::format_duration(MAX_IDLE_SPIN)
-            );
-        }
-        let cpu_slot_wait = duration(
+        let cpu_slot_wait = bounded_duration(
             "--cpu-slot-wait",
             args.cpu_slot_wait
                 .as_deref()
-                .or(file.cpu_slot_wait.as_deref())
-                .unwrap_or("20ms"),
+                .or(file.cpu_slot_wait.as_deref()),
+            "20ms",
+            MAX_CPU_SLOT_WAIT,
+            "an invocation may wait for a CPU slot",
         )?;
-        if cpu_slot_wait > MAX_CPU_SLOT_WAIT {
-            bail!(
-                "--cpu-slot-wait {} is longer than the most an invocation may wait for a CPU slot ({})",
-                humantime::format_duration(cpu_slot_wait),
-                humantime::format_duration(MAX_CPU_SLOT_WAIT)
-            );
-        }
         let cpu_slots = args
             .cpu_slots
             .or(file.cpu_slots)
