@@ -287,7 +287,7 @@ def test_up_reads_a_config_file_and_refuses_bad_ones(new_server, tmp_path):
         "bad spin": ('idle-spin = "a while"\n', "--idle-spin"),
         "long spin": ('idle-spin = "2s"\n', "--idle-spin 2s is longer than the most a worker may spin (1ms)"),
         "bad slot wait": ('cpu-slot-wait = "briefly"\n', "--cpu-slot-wait"),
-        "long slot wait": ('cpu-slot-wait = "1m"\n', "--cpu-slot-wait 1m is longer than the most an invocation may wait for a CPU slot (10s)"),
+        "long slot wait": ('cpu-slot-wait = "1m"\n', "--cpu-slot-wait 1m is longer than the most the line for CPU slots may stall (10s)"),
         "negative slots": ("cpu-slots = -1\n", "cpu-slots"),
         "too many slots": ("cpu-slots = 1000000000\n", "--cpu-slots 1000000000 is more than 65536"),
     }

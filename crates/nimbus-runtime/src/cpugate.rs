@@ -10,9 +10,10 @@
 //! number of slots (`--cpu-slots`, by default four per CPU) and holds it until its result is
 //! in; while every slot is held it waits in line (first come, first served) for the next one
 //! to free, and only then leases an instance, so a function's work runs on the few instances
-//! the CPUs can keep busy rather than on one per request. The wait is bounded
-//! (`--cpu-slot-wait`): past it the invocation runs without a slot, as it would without the
-//! gate, so long invocations never hold up short ones for more than that.
+//! the CPUs can keep busy rather than on one per request. An invocation waits for as long as
+//! the line moves; when no slot has been freed for `--cpu-slot-wait` (every holder is a long
+//! invocation, or is itself waiting on another function) it runs without a slot, as it would
+//! without the gate, so a stalled line never holds anyone up for longer than that.
 //!
 //! Whether a function is CPU-bound is measured, not declared. Around some of its warm
 //! invocations the server reads the runtime process's `/proc/<pid>/schedstat` (time on a CPU
@@ -51,7 +52,8 @@ const UNKNOWN: u32 = u32::MAX;
 pub struct CpuGateConfig {
     /// Invocations of CPU-bound functions that run at once; 0 turns the gate off.
     pub slots: usize,
-    /// The longest an invocation waits for a slot before it runs without one.
+    /// How long the line may go without a slot being freed before an invocation waiting in
+    /// it runs without one.
     pub max_wait: Duration,
 }
 
@@ -149,14 +151,30 @@ pub(crate) struct Sample {
 pub(crate) struct CpuGate {
     cfg: CpuGateConfig,
     slots: Arc<Semaphore>,
+    /// Slots handed back, ever: a waiter that sees this unchanged for `max_wait` knows the
+    /// line has stalled.
+    freed: Arc<AtomicU64>,
     demand: Mutex<HashMap<String, Arc<Demand>>>,
     /// Invocations that waited for a slot, and those of them that gave up and ran without.
     waited: AtomicU64,
     bypassed: AtomicU64,
 }
 
-/// A held slot (or none: the function is not CPU-bound, the gate is off, or the wait ran out).
-pub(crate) type Slot = Option<OwnedSemaphorePermit>;
+/// A held slot (or none: the function is not CPU-bound, the gate is off, or the line stalled).
+pub(crate) type Slot = Option<HeldSlot>;
+
+/// One CPU slot, handed back (and counted as freed) when dropped.
+#[derive(Debug)]
+pub(crate) struct HeldSlot {
+    _permit: OwnedSemaphorePermit,
+    freed: Arc<AtomicU64>,
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        self.freed.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// The gate's counters, for the status endpoint.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -166,7 +184,8 @@ pub struct CpuGateStatus {
     pub in_use: usize,
     /// Invocations that had to wait for a slot, ever.
     pub waited: u64,
-    /// Of those, the ones that ran without a slot when the wait ran out.
+    /// Of those, the ones that ran without a slot because the line stalled (no slot freed for
+    /// the configured bound).
     pub bypassed: u64,
     /// What the node measured of each function it has run.
     pub functions: Vec<FunctionDemand>,
@@ -190,6 +209,7 @@ impl CpuGate {
         CpuGate {
             cfg,
             slots: Arc::new(Semaphore::new(cfg.slots)),
+            freed: Arc::new(AtomicU64::new(0)),
             demand: Mutex::new(HashMap::new()),
             waited: AtomicU64::new(0),
             bypassed: AtomicU64::new(0),
@@ -215,21 +235,37 @@ impl CpuGate {
             .remove(function);
     }
 
-    /// Takes a slot for an invocation of a CPU-bound function, waiting in line for one up to
-    /// the configured bound. Anything else passes at once without one.
+    /// Takes a slot for an invocation of a CPU-bound function, waiting in line (first come,
+    /// first served) for as long as slots keep being freed. When none has been freed for the
+    /// configured bound, the line has stalled and the invocation runs without one. Anything
+    /// else passes at once without a slot.
     pub async fn admit(&self, demand: &Demand) -> Slot {
         if self.cfg.slots == 0 || !demand.gated() {
             return None;
         }
+        let held = |permit| HeldSlot {
+            _permit: permit,
+            freed: self.freed.clone(),
+        };
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
-            return Some(p);
+            return Some(held(p));
         }
         self.waited.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(self.cfg.max_wait, self.slots.clone().acquire_owned()).await {
-            Ok(p) => p.ok(),
-            Err(_) => {
-                self.bypassed.fetch_add(1, Ordering::Relaxed);
-                None
+        // One acquire for the whole wait, so the invocation keeps its place in the line.
+        let acquire = self.slots.clone().acquire_owned();
+        tokio::pin!(acquire);
+        let mut freed = self.freed.load(Ordering::Relaxed);
+        loop {
+            match tokio::time::timeout(self.cfg.max_wait, &mut acquire).await {
+                Ok(p) => return p.ok().map(held),
+                Err(_) => {
+                    let now = self.freed.load(Ordering::Relaxed);
+                    if now == freed {
+                        self.bypassed.fetch_add(1, Ordering::Relaxed);
+                        return None;
+                    }
+                    freed = now;
+                }
             }
         }
     }
@@ -554,6 +590,37 @@ mod tests {
         assert!(waiter.await.expect("the waiter"));
         let s = g.status();
         assert_eq!((s.waited, s.bypassed), (1, 0));
+    }
+
+    // On the runtime's paused clock, so the timeline below is exact on any machine.
+    #[tokio::test(start_paused = true)]
+    async fn a_line_that_moves_is_waited_in_past_the_bound() {
+        // One slot, a bound of 30 ms, and holders that hand the slot on after 20 ms: the
+        // third in line waits 40 ms, longer than the bound, and still gets a slot, because a
+        // slot was freed within every 30 ms of its wait.
+        let g = Arc::new(gate(1, 30));
+        g.demand("busy").record(COMPUTES);
+        let first = g.admit(&g.demand("busy")).await.expect("the only slot");
+        let mut waiters = Vec::new();
+        for _ in 0..2 {
+            let g = g.clone();
+            waiters.push(tokio::spawn(async move {
+                let slot = g.admit(&g.demand("busy")).await;
+                let got = slot.is_some();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                drop(slot);
+                got
+            }));
+            // In this order in the line.
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        for w in waiters {
+            assert!(w.await.expect("the waiter"), "a waiter ran without a slot");
+        }
+        let s = g.status();
+        assert_eq!((s.waited, s.bypassed), (2, 0));
     }
 
     #[tokio::test]

@@ -215,14 +215,14 @@ pub struct UpArgs {
     #[arg(long)]
     pub queue_timeout: Option<String>,
     /// Invocations of computing functions that run at once; past it they wait in line for a
-    /// slot (up to --cpu-slot-wait) rather than each taking an instance. A function takes slots
+    /// slot (while the line moves, see --cpu-slot-wait) rather than each taking an instance. A function takes slots
     /// when the server measures that its runtime is on a CPU (or waiting for one) for at least
     /// half of an invocation, or sleeps at most 1 ms in it. Default: four per CPU; 0 turns the limit
     /// off; at most 65536.
     #[arg(long, env = "NIMBUS_CPU_SLOTS")]
     pub cpu_slots: Option<usize>,
-    /// The longest an invocation waits for a CPU slot before it runs without one (e.g. 20ms,
-    /// at most 10s). Default 20ms.
+    /// How long the line for CPU slots may go without a slot being freed before the
+    /// invocations waiting in it run without one (e.g. 20ms, at most 10s). Default 20ms.
     #[arg(long, env = "NIMBUS_CPU_SLOT_WAIT")]
     pub cpu_slot_wait: Option<String>,
     /// Reap instances idle this long (e.g. 300s, 5m).

@@ -89,8 +89,8 @@ struct FileConfig {
 /// those it only burns the CPU.
 const MAX_IDLE_SPIN: Duration = Duration::from_millis(1);
 
-/// A CPU slot is worth waiting for while short invocations hand them on; an invocation that
-/// would wait longer than this is better off running at once.
+/// A CPU slot is worth waiting for while invocations hand them on; a line that has not moved
+/// for longer than this has stalled, and its waiters are better off running at once.
 const MAX_CPU_SLOT_WAIT: Duration = Duration::from_secs(10);
 
 /// More CPU slots than this is no limit at all (and a semaphore has a ceiling).
@@ -169,7 +169,7 @@ impl Config {
                 .or(file.cpu_slot_wait.as_deref()),
             "20ms",
             MAX_CPU_SLOT_WAIT,
-            "an invocation may wait for a CPU slot",
+            "the line for CPU slots may stall",
         )?;
         let cpu_slots = args
             .cpu_slots
