@@ -153,6 +153,7 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
     )
     .await;
     let rss_kb = server.rss_kb().ok();
+    let cpu_slots = super::server_cpu_slots(&client).await;
     notes.extend(server.stop().await);
 
     eprintln!("runtime API floor ...");
@@ -160,7 +161,8 @@ pub async fn run(args: &BenchArgs, interpreters: &Interpreters) -> anyhow::Resul
         let mut floor_args = args.clone();
         floor_args.only = vec!["python".into()];
         let mut rows = Vec::new();
-        super::measure_relay_floor(&floor_args, interpreters, &mut rows, &mut notes).await;
+        super::measure_relay_floor(&floor_args, interpreters, cpu_slots, &mut rows, &mut notes)
+            .await;
         match rows.into_iter().next() {
             Some(r) => Measured {
                 label: "floor: python hello behind a bare Runtime API relay",

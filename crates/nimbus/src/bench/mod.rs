@@ -119,7 +119,7 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
     let mut peer_cold = Vec::new();
     let mut rows = Vec::new();
     eprintln!("nimbus ...");
-    let memory = measure_nimbus(
+    let NimbusRun { memory, cpu_slots } = measure_nimbus(
         &args,
         &mut rows,
         &mut notes,
@@ -129,7 +129,7 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
     .await?;
 
     eprintln!("runtime API floor ...");
-    measure_relay_floor(&args, &interpreters, &mut rows, &mut notes).await;
+    measure_relay_floor(&args, &interpreters, cpu_slots, &mut rows, &mut notes).await;
 
     let peer = match setup {
         None => PeerState::Skipped,
@@ -344,6 +344,7 @@ async fn floors(args: &BenchArgs, i: &Interpreters) -> Vec<Floor> {
 async fn measure_relay_floor(
     args: &BenchArgs,
     interpreters: &Interpreters,
+    cpu_slots: Option<usize>,
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
 ) {
@@ -361,7 +362,7 @@ async fn measure_relay_floor(
         };
         let mut row = Row::new(System::RelayFloor, lang);
         eprintln!("  {} ...", lang.label());
-        if let Err(e) = relay_floor_runs(args, &dir, lang, &program, &mut row).await {
+        if let Err(e) = relay_floor_runs(args, &dir, lang, &program, cpu_slots, &mut row).await {
             notes.push(format!(
                 "The Runtime API floor for {}: {e:#}.",
                 lang.label()
@@ -373,13 +374,12 @@ async fn measure_relay_floor(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The CPU slots of the server under test: `--cpu-slots`'s default, or `NIMBUS_CPU_SLOTS`
-/// (which the server inherits).
-fn cpu_slots() -> usize {
-    std::env::var("NIMBUS_CPU_SLOTS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(nimbus_runtime::CpuGateConfig::default_slots)
+/// The CPU slots of the server under test, as its `GET /nimbus/v1/status` reports them
+/// (`None` if it cannot be read).
+async fn server_cpu_slots(client: &Client) -> Option<usize> {
+    let status = client.status().await.ok()?;
+    let slots = status.get("cpuSlots")?.get("slots")?.as_u64()?;
+    usize::try_from(slots).ok()
 }
 
 async fn relay_floor_runs(
@@ -387,6 +387,7 @@ async fn relay_floor_runs(
     dir: &Path,
     lang: Lang,
     program: &Path,
+    cpu_slots: Option<usize>,
     row: &mut Row,
 ) -> anyhow::Result<()> {
     let runtime_dir = dir.join(format!("runtime-{}", lang.label()));
@@ -411,12 +412,15 @@ async fn relay_floor_runs(
     let target = Target::invoke(&relay.endpoint, "floor")?;
     let mut levels = args.concurrency.clone();
     levels.sort_unstable();
-    let slots = cpu_slots();
     for c in levels {
         // As many runtimes as Nimbus runs these functions on at once: one per concurrent
         // request, up to the server's CPU slots (the hello functions are measured as computing,
-        // so beyond that Nimbus queues them for a slot rather than start more).
-        let runtimes = if slots == 0 { c } else { c.min(slots) };
+        // so beyond that Nimbus queues them for a slot rather than start more). A server with
+        // no slots, or one whose count could not be read, runs one per request.
+        let runtimes = match cpu_slots {
+            Some(slots) if slots > 0 => c.min(slots),
+            _ => c,
+        };
         relay
             .start_runtimes(
                 runtimes,
@@ -544,13 +548,20 @@ async fn scale_to_zero(
     Ok(server.settle(baseline, limit).await)
 }
 
+/// What the Nimbus part of a run hands on to the rest of it.
+struct NimbusRun {
+    memory: Result<Memory, String>,
+    /// The server's CPU slots, which size the Runtime API floor.
+    cpu_slots: Option<usize>,
+}
+
 async fn measure_nimbus(
     args: &BenchArgs,
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
     setup: Option<&PeerSetup>,
     peer_cold: &mut Vec<(Lang, Result<Cold, String>)>,
-) -> anyhow::Result<Result<Memory, String>> {
+) -> anyhow::Result<NimbusRun> {
     let top = args.concurrency.iter().copied().max().unwrap_or(1);
     let max_instances = args
         .max_instances
@@ -559,6 +570,12 @@ async fn measure_nimbus(
         .max(args.memory_instances + 8);
     let mut server = Server::start(max_instances).await?;
     let client = Client::new(&server.endpoint);
+    let cpu_slots = server_cpu_slots(&client).await;
+    if cpu_slots.is_none() {
+        notes.push(
+            "The server under test did not report its CPU slots (`cpuSlots` in `GET /nimbus/v1/status`); the Runtime API floor ran one runtime per concurrent request.".into(),
+        );
+    }
     let functions = functions(args, notes)?;
     let config = |runtime: &str, handler: &str| json!({ "Runtime": runtime, "Handler": handler, "MemorySize": 256, "Timeout": 30 });
     for f in &functions {
@@ -621,7 +638,7 @@ async fn measure_nimbus(
         }
     }
     notes.extend(server.stop().await);
-    Ok(memory)
+    Ok(NimbusRun { memory, cpu_slots })
 }
 
 /// What the python zygote holds only for itself (its bookkeeping per live runtime shows here;
