@@ -16,10 +16,11 @@
 //! without the gate, so a stalled line never holds anyone up for longer than that.
 //!
 //! Whether a function is CPU-bound is measured, not declared. Around some of its warm
-//! invocations the server reads the runtime process's `/proc/<pid>/schedstat` (time on a CPU
-//! and time waiting in the run queue): a process that spent most of the invocation running or
-//! runnable is CPU-bound; one that slept (on a database, a downstream call, a timer) is not,
-//! and is never gated. A function with no measurement yet is not gated either, so a new
+//! invocations the server reads the runtime process's `/proc/<pid>/schedstat` (time on a CPU,
+//! time waiting in the run queue, times put on a CPU): a process that spent most of the
+//! invocation running or runnable, or that was put on a CPU only once (woken by its event, it
+//! ran until it had answered), is CPU-bound; one that slept (on a database, a downstream call,
+//! a timer) is not, and is never gated. A function with no measurement yet is not gated either, so a new
 //! function scales out exactly as on Lambda until the node knows better.
 
 use std::collections::HashMap;
@@ -296,9 +297,10 @@ impl CpuGate {
     }
 }
 
-/// Reads a runtime process's scheduler statistics: the first two fields of
-/// `/proc/<pid>/schedstat` are nanoseconds spent on a CPU and nanoseconds spent runnable in a
-/// run queue. The file is opened once per instance and read again in place.
+/// Reads a runtime process's scheduler statistics: the three fields of `/proc/<pid>/schedstat`
+/// are nanoseconds spent on a CPU, nanoseconds spent runnable in a run queue, and the number of
+/// times the process was put on a CPU. The file is opened once per instance and read again in
+/// place.
 #[derive(Debug)]
 pub(crate) struct SchedProbe {
     file: File,
@@ -310,6 +312,8 @@ pub(crate) struct SchedReading {
     at: Instant,
     /// Running plus runnable, in nanoseconds.
     busy_ns: u64,
+    /// Times put on a CPU.
+    slices: u64,
 }
 
 impl SchedProbe {
@@ -350,10 +354,11 @@ impl SchedProbe {
     pub fn read(&self) -> Option<SchedReading> {
         let mut buf = [0u8; 96];
         let n = self.file.read_at(&mut buf, 0).ok()?;
-        let busy_ns = parse_schedstat(buf.get(..n)?)?;
+        let (busy_ns, slices) = parse_schedstat(buf.get(..n)?)?;
         Some(SchedReading {
             at: Instant::now(),
             busy_ns,
+            slices,
         })
     }
 }
@@ -382,28 +387,45 @@ fn descendants(pid: u32) -> Vec<u32> {
 /// The most processes looked at for an instance's runtime.
 const MAX_TREE: usize = 64;
 
-/// Running plus runnable nanoseconds from a schedstat line ("<run> <wait> <slices>").
-fn parse_schedstat(line: &[u8]) -> Option<u64> {
+/// Running plus runnable nanoseconds, and the times put on a CPU, from a schedstat line
+/// ("<run> <wait> <slices>").
+fn parse_schedstat(line: &[u8]) -> Option<(u64, u64)> {
     let text = std::str::from_utf8(line).ok()?;
     let mut fields = text.split_ascii_whitespace();
     let run: u64 = fields.next()?.parse().ok()?;
     let wait: u64 = fields.next()?.parse().ok()?;
-    Some(run.saturating_add(wait))
+    let slices: u64 = fields.next()?.parse().ok()?;
+    Some((run.saturating_add(wait), slices))
 }
 
 impl SchedReading {
     /// What the process did between `self` and `later`: the share of the time it was running
     /// or runnable, per mille, and how long it slept. (The kernel's clock and ours differ a
     /// little at the edges, so the share is capped at 1000 and the sleep at no less than 0.)
+    ///
+    /// The readings are taken when the runtime is handed its event and when the server reads
+    /// its result, so the window also holds the time the result waited for a busy server to
+    /// read it, with the runtime already asleep on its next request. That wait grows with the
+    /// server's load and is no sleep of the function's. A runtime put on a CPU exactly once in
+    /// the window (woken by its event, then running, or waiting for a CPU, until it had
+    /// answered) never slept inside the handler, so all of that wait is the server's and the
+    /// sample's sleep is 0. One that slept on anything (a database, a timer) was woken a second
+    /// time and is measured as it is.
     pub fn until(&self, later: &SchedReading) -> Option<Sample> {
         let wall = later.at.checked_duration_since(self.at)?.as_nanos();
         if wall == 0 {
             return None;
         }
         let busy = u128::from(later.busy_ns.checked_sub(self.busy_ns)?);
+        let slices = later.slices.checked_sub(self.slices)?;
+        let sleep_ns = if slices == 1 {
+            0
+        } else {
+            wall.saturating_sub(busy)
+        };
         Some(Sample {
             per_mille: (busy * 1000 / wall).min(1000) as u32,
-            sleep_us: u32::try_from(wall.saturating_sub(busy) / 1000).unwrap_or(u32::MAX),
+            sleep_us: u32::try_from(sleep_ns / 1000).unwrap_or(u32::MAX),
         })
     }
 }
@@ -430,21 +452,28 @@ mod tests {
 
     #[test]
     fn schedstat_lines_parse_to_running_plus_runnable() {
-        assert_eq!(parse_schedstat(b"838298 78057 1\n"), Some(916_355));
-        assert_eq!(parse_schedstat(b"5 7 2"), Some(12));
+        assert_eq!(parse_schedstat(b"838298 78057 1\n"), Some((916_355, 1)));
+        assert_eq!(parse_schedstat(b"5 7 2"), Some((12, 2)));
+        assert_eq!(parse_schedstat(b"5 7"), None);
         assert_eq!(parse_schedstat(b"5"), None);
         assert_eq!(parse_schedstat(b"x 1 1"), None);
         assert_eq!(parse_schedstat(b""), None);
     }
 
+    fn reading(at: Instant, busy_ns: u64, slices: u64) -> SchedReading {
+        SchedReading {
+            at,
+            busy_ns,
+            slices,
+        }
+    }
+
     #[test]
     fn a_share_is_busy_time_over_wall_time() {
         let at = Instant::now();
-        let a = SchedReading { at, busy_ns: 1_000 };
-        let b = SchedReading {
-            at: at + Duration::from_micros(10),
-            busy_ns: 6_000,
-        };
+        let a = reading(at, 1_000, 7);
+        // Put on a CPU twice: it slept inside the window, for the time it was not busy.
+        let b = reading(at + Duration::from_micros(10), 6_000, 9);
         assert_eq!(
             a.until(&b),
             Some(Sample {
@@ -454,10 +483,7 @@ mod tests {
         );
         // Readings out of order give nothing rather than nonsense.
         assert_eq!(b.until(&a), None);
-        let c = SchedReading {
-            at: at + Duration::from_micros(1),
-            busy_ns: 1_000_000,
-        };
+        let c = reading(at + Duration::from_micros(1), 1_000_000, 8);
         assert_eq!(
             a.until(&c),
             Some(Sample {
@@ -465,6 +491,33 @@ mod tests {
                 sleep_us: 0
             })
         );
+    }
+
+    #[test]
+    fn a_runtime_woken_once_did_not_sleep_whatever_the_server_took_to_read_its_answer() {
+        let at = Instant::now();
+        let a = reading(at, 0, 40);
+        // 100 µs of work, then its answer waited 2 ms for the server: put on a CPU once.
+        let once = reading(at + Duration::from_micros(2_100), 100_000, 41);
+        assert_eq!(
+            a.until(&once),
+            Some(Sample {
+                per_mille: 47,
+                sleep_us: 0
+            })
+        );
+        // The same times with a second wake-up: it slept inside the handler.
+        let twice = reading(at + Duration::from_micros(2_100), 100_000, 42);
+        assert_eq!(
+            a.until(&twice),
+            Some(Sample {
+                per_mille: 47,
+                sleep_us: 2_000
+            })
+        );
+        // Never put on a CPU: asleep throughout.
+        let never = reading(at + Duration::from_micros(2_100), 0, 40);
+        assert_eq!(a.until(&never).map(|s| s.sleep_us), Some(2_100));
     }
 
     /// The state letter of a process (`R`, `S`, ...) from `/proc/<pid>/stat`.
