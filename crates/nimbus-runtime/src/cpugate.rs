@@ -20,8 +20,8 @@
 //! time waiting in the run queue, times put on a CPU): a process that spent most of the
 //! invocation running or runnable, or that was put on a CPU only once (woken by its event, it
 //! ran until it had answered), is CPU-bound; one that slept (on a database, a downstream call,
-//! a timer) is not, and is never gated. A function with no measurement yet is not gated either, so a new
-//! function scales out exactly as on Lambda until the node knows better.
+//! a timer) is not, and is never gated. A function with no measurement yet is not gated
+//! either, so a new function scales out exactly as on Lambda until the node knows better.
 
 use std::collections::HashMap;
 use std::fs::File;
