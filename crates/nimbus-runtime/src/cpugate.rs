@@ -13,7 +13,9 @@
 //! the CPUs can keep busy rather than on one per request. An invocation waits for as long as
 //! the line moves; when no slot has been freed for `--cpu-slot-wait` (every holder is a long
 //! invocation, or is itself waiting on another function) it runs without a slot, as it would
-//! without the gate, so a stalled line never holds anyone up for longer than that.
+//! without the gate, so a stalled line never holds anyone up for longer than that. However the
+//! line moves, no invocation waits in it longer than `--queue-timeout`, the bound of every other
+//! wait for capacity; past it, it too runs without a slot.
 //!
 //! Whether a function is CPU-bound is measured, not declared. Around some of its warm
 //! invocations the server reads the runtime process's `/proc/<pid>/schedstat` (time on a CPU,
@@ -56,6 +58,9 @@ pub struct CpuGateConfig {
     /// How long the line may go without a slot being freed before an invocation waiting in
     /// it runs without one.
     pub max_wait: Duration,
+    /// The longest an invocation waits in line in all, however the line moves (the node's
+    /// `--queue-timeout`); past it, it runs without a slot.
+    pub max_line: Duration,
 }
 
 impl CpuGateConfig {
@@ -152,9 +157,9 @@ pub(crate) struct Sample {
 pub(crate) struct CpuGate {
     cfg: CpuGateConfig,
     slots: Arc<Semaphore>,
-    /// Slots handed back, ever: a waiter that sees this unchanged for `max_wait` knows the
-    /// line has stalled.
-    freed: Arc<AtomicU64>,
+    /// When a slot was last handed back: a waiter that sees none for `max_wait` knows the line
+    /// has stalled.
+    last_freed: Arc<LastFreed>,
     demand: Mutex<HashMap<String, Arc<Demand>>>,
     /// Invocations that waited for a slot, and those of them that gave up and ran without.
     waited: AtomicU64,
@@ -164,16 +169,42 @@ pub(crate) struct CpuGate {
 /// A held slot (or none: the function is not CPU-bound, the gate is off, or the line stalled).
 pub(crate) type Slot = Option<HeldSlot>;
 
-/// One CPU slot, handed back (and counted as freed) when dropped.
+/// One CPU slot, handed back (and its time noted) when dropped.
 #[derive(Debug)]
 pub(crate) struct HeldSlot {
     _permit: OwnedSemaphorePermit,
-    freed: Arc<AtomicU64>,
+    last_freed: Arc<LastFreed>,
 }
 
 impl Drop for HeldSlot {
     fn drop(&mut self) {
-        self.freed.fetch_add(1, Ordering::Relaxed);
+        self.last_freed.mark();
+    }
+}
+
+/// The time a slot was last handed back, on the async runtime's clock (so tests can pause it).
+#[derive(Debug)]
+struct LastFreed {
+    base: tokio::time::Instant,
+    /// Nanoseconds after `base`; 0 until the first slot is handed back.
+    ns: AtomicU64,
+}
+
+impl LastFreed {
+    fn new() -> LastFreed {
+        LastFreed {
+            base: tokio::time::Instant::now(),
+            ns: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        let ns = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    fn at(&self) -> tokio::time::Instant {
+        self.base + Duration::from_nanos(self.ns.load(Ordering::Relaxed))
     }
 }
 
@@ -185,8 +216,8 @@ pub struct CpuGateStatus {
     pub in_use: usize,
     /// Invocations that had to wait for a slot, ever.
     pub waited: u64,
-    /// Of those, the ones that ran without a slot because the line stalled (no slot freed for
-    /// the configured bound).
+    /// Of those, the ones that ran without a slot: the line stalled (no slot freed for
+    /// `max_wait`), or they had waited `max_line`.
     pub bypassed: u64,
     /// What the node measured of each function it has run.
     pub functions: Vec<FunctionDemand>,
@@ -210,7 +241,7 @@ impl CpuGate {
         CpuGate {
             cfg,
             slots: Arc::new(Semaphore::new(cfg.slots)),
-            freed: Arc::new(AtomicU64::new(0)),
+            last_freed: Arc::new(LastFreed::new()),
             demand: Mutex::new(HashMap::new()),
             waited: AtomicU64::new(0),
             bypassed: AtomicU64::new(0),
@@ -237,35 +268,38 @@ impl CpuGate {
     }
 
     /// Takes a slot for an invocation of a CPU-bound function, waiting in line (first come,
-    /// first served) for as long as slots keep being freed. When none has been freed for the
-    /// configured bound, the line has stalled and the invocation runs without one. Anything
-    /// else passes at once without a slot.
+    /// first served) for as long as slots keep being freed. When none has been freed for
+    /// `max_wait` since the invocation joined the line, the line has stalled and it runs
+    /// without one; so it does once it has waited `max_line` in all. Anything else passes at
+    /// once without a slot.
     pub async fn admit(&self, demand: &Demand) -> Slot {
         if self.cfg.slots == 0 || !demand.gated() {
             return None;
         }
         let held = |permit| HeldSlot {
             _permit: permit,
-            freed: self.freed.clone(),
+            last_freed: self.last_freed.clone(),
         };
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             return Some(held(p));
         }
         self.waited.fetch_add(1, Ordering::Relaxed);
+        let joined = tokio::time::Instant::now();
+        let give_up = joined + self.cfg.max_line;
+        let stalls_at = || self.last_freed.at().max(joined) + self.cfg.max_wait;
         // One acquire for the whole wait, so the invocation keeps its place in the line.
         let acquire = self.slots.clone().acquire_owned();
         tokio::pin!(acquire);
-        let mut freed = self.freed.load(Ordering::Relaxed);
         loop {
-            match tokio::time::timeout(self.cfg.max_wait, &mut acquire).await {
+            match tokio::time::timeout_at(stalls_at().min(give_up), &mut acquire).await {
                 Ok(p) => return p.ok().map(held),
                 Err(_) => {
-                    let now = self.freed.load(Ordering::Relaxed);
-                    if now == freed {
+                    let now = tokio::time::Instant::now();
+                    // A slot freed while this one slept moves the stall further off.
+                    if now >= give_up || now >= stalls_at() {
                         self.bypassed.fetch_add(1, Ordering::Relaxed);
                         return None;
                     }
-                    freed = now;
                 }
             }
         }
@@ -407,10 +441,10 @@ impl SchedReading {
     /// its result, so the window also holds the time the result waited for a busy server to
     /// read it, with the runtime already asleep on its next request. That wait grows with the
     /// server's load and is no sleep of the function's. A runtime put on a CPU exactly once in
-    /// the window (woken by its event, then running, or waiting for a CPU, until it had
-    /// answered) never slept inside the handler, so all of that wait is the server's and the
-    /// sample's sleep is 0. One that slept on anything (a database, a timer) was woken a second
-    /// time and is measured as it is.
+    /// the window (woken by its event, it ran without a break until it had answered) never
+    /// slept inside the handler, so all of that wait is the server's and the sample's sleep is
+    /// 0. One that slept on anything (a database, a timer) was woken a second time, and one
+    /// preempted was put on a CPU again; both are measured as before.
     pub fn until(&self, later: &SchedReading) -> Option<Sample> {
         let wall = later.at.checked_duration_since(self.at)?.as_nanos();
         if wall == 0 {
@@ -444,9 +478,14 @@ mod tests {
     };
 
     fn gate(slots: usize, max_wait_ms: u64) -> CpuGate {
+        gate_with_line(slots, max_wait_ms, 10_000)
+    }
+
+    fn gate_with_line(slots: usize, max_wait_ms: u64, max_line_ms: u64) -> CpuGate {
         CpuGate::new(CpuGateConfig {
             slots,
             max_wait: Duration::from_millis(max_wait_ms),
+            max_line: Duration::from_millis(max_line_ms),
         })
     }
 
@@ -518,6 +557,9 @@ mod tests {
         // Never put on a CPU: asleep throughout.
         let never = reading(at + Duration::from_micros(2_100), 0, 40);
         assert_eq!(a.until(&never).map(|s| s.sleep_us), Some(2_100));
+        // A counter that went backwards (another process behind a reused pid) gives nothing.
+        let other = reading(at + Duration::from_micros(2_100), 100_000, 39);
+        assert_eq!(a.until(&other), None);
     }
 
     /// The state letter of a process (`R`, `S`, ...) from `/proc/<pid>/stat`.
@@ -674,6 +716,77 @@ mod tests {
         }
         let s = g.status();
         assert_eq!((s.waited, s.bypassed), (2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_wait_is_longer_than_the_line_bound_however_the_line_moves() {
+        // One slot, slots handed on every 20 ms (so the line never stalls at 30 ms), and a
+        // bound of 50 ms in all: the first two waiters get a slot at 20 and 40 ms, the third
+        // would at 60 ms and runs without one at 50 ms.
+        let g = Arc::new(gate_with_line(1, 30, 50));
+        g.demand("busy").record(COMPUTES);
+        let first = g.admit(&g.demand("busy")).await.expect("the only slot");
+        let mut waiters = Vec::new();
+        for _ in 0..3 {
+            let g = g.clone();
+            waiters.push(tokio::spawn(async move {
+                let joined = tokio::time::Instant::now();
+                let slot = g.admit(&g.demand("busy")).await;
+                let (got, waited) = (slot.is_some(), joined.elapsed());
+                if got {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                drop(slot);
+                (got, waited)
+            }));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        let mut outcomes = Vec::new();
+        for w in waiters {
+            outcomes.push(w.await.expect("the waiter"));
+        }
+        let ms = |d: Duration| d.as_millis();
+        assert!(outcomes[0].0 && outcomes[1].0, "{outcomes:?}");
+        assert_eq!(ms(outcomes[1].1), 40, "{outcomes:?}");
+        assert!(
+            !outcomes[2].0,
+            "the third waited past the bound: {outcomes:?}"
+        );
+        assert_eq!(ms(outcomes[2].1), 50, "{outcomes:?}");
+        let s = g.status();
+        assert_eq!((s.waited, s.bypassed), (3, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_line_that_stops_moving_lets_its_waiters_go() {
+        // Slots handed on at 20 ms, then held: the waiter that did not get one leaves 30 ms
+        // after the last slot was freed (at 50 ms), not 30 ms after it joined.
+        let g = Arc::new(gate(1, 30));
+        g.demand("busy").record(COMPUTES);
+        let first = g.admit(&g.demand("busy")).await.expect("the only slot");
+        let g1 = g.clone();
+        let holder = tokio::spawn(async move {
+            let slot = g1.admit(&g1.demand("busy")).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            slot.is_some()
+        });
+        tokio::task::yield_now().await;
+        let g2 = g.clone();
+        let stuck = tokio::spawn(async move {
+            let joined = tokio::time::Instant::now();
+            let slot = g2.admit(&g2.demand("busy")).await;
+            (slot.is_some(), joined.elapsed())
+        });
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        let (got, waited) = stuck.await.expect("the waiter");
+        assert!(!got, "no slot was free");
+        assert_eq!(waited.as_millis(), 50);
+        assert!(holder.await.expect("the holder"));
+        assert_eq!(g.status().bypassed, 1);
     }
 
     #[tokio::test]

@@ -211,14 +211,15 @@ pub struct UpArgs {
     #[arg(long)]
     pub spares: Option<usize>,
     /// How long an invocation may wait for a free instance on a full node (a burst beyond
-    /// --max-instances) before it is throttled with 429 (e.g. 10s).
+    /// --max-instances) before it is throttled with 429 (e.g. 10s); also the longest it waits
+    /// in line for a CPU slot before it runs without one.
     #[arg(long)]
     pub queue_timeout: Option<String>,
     /// Invocations of computing functions that run at once; past it they wait in line for a
-    /// slot (while the line moves, see --cpu-slot-wait) rather than each taking an instance. A function takes slots
-    /// when the server measures that its runtime is on a CPU (or waiting for one) for at least
-    /// half of an invocation, or sleeps at most 1 ms in it. Default: four per CPU; 0 turns the limit
-    /// off; at most 65536.
+    /// slot (while the line moves, see --cpu-slot-wait) rather than each taking an instance. A
+    /// function takes slots when the server measures that its runtime is on a CPU (or waiting
+    /// for one) for at least half of an invocation, runs straight through it, or sleeps at most
+    /// 1 ms in it. Default: four per CPU; 0 turns the limit off; at most 65536.
     #[arg(long, env = "NIMBUS_CPU_SLOTS")]
     pub cpu_slots: Option<usize>,
     /// How long the line for CPU slots may go without a slot being freed before the

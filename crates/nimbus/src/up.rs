@@ -375,6 +375,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cpu_gate: CpuGateConfig {
                 slots: cfg.cpu_slots,
                 max_wait: cfg.cpu_slot_wait,
+                max_line: cfg.queue_timeout,
             },
         },
         sandbox,
