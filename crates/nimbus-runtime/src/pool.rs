@@ -83,6 +83,15 @@ struct Inner {
     shutting_down: bool,
 }
 
+impl Inner {
+    /// `function`'s reserved concurrency when its running invocations have reached it (an
+    /// invocation now would be throttled); `None` without a reservation or below it.
+    fn reserved_full(&self, function: &str, reserved: Option<u32>) -> Option<u32> {
+        let limit = reserved?;
+        (self.busy.get(function).copied().unwrap_or(0) >= limit).then_some(limit)
+    }
+}
+
 pub(crate) struct Pool {
     cfg: PoolConfig,
     inner: Mutex<Inner>,
@@ -182,10 +191,7 @@ impl Pool {
 
     /// Whether an invocation of `function` would be throttled now for its reserved concurrency.
     pub fn at_reserved(&self, function: &str, reserved: Option<u32>) -> bool {
-        let Some(limit) = reserved else {
-            return false;
-        };
-        self.lock().busy.get(function).copied().unwrap_or(0) >= limit
+        self.lock().reserved_full(function, reserved).is_some()
     }
 
     /// Takes an idle instance or, when `can_start` (the caller holds a cold-start permit), the
@@ -199,11 +205,8 @@ impl Pool {
     ) -> (Result<Lease, Throttle>, Vec<Arc<Instance>>) {
         let mut inner = self.lock();
         let mut discard = Vec::new();
-        let busy = inner.busy.get(&key.function).copied().unwrap_or(0);
-        if let Some(limit) = reserved {
-            if busy >= limit {
-                return (Err(Throttle::Reserved(limit)), discard);
-            }
+        if let Some(limit) = inner.reserved_full(&key.function, reserved) {
+            return (Err(Throttle::Reserved(limit)), discard);
         }
         if inner.shutting_down {
             return (Err(Throttle::Node(0)), discard);
